@@ -1,0 +1,50 @@
+"""Data layer: ingest (bundled, sequence files, interaction tables), split and batch."""
+
+from __future__ import annotations
+
+from famerec.config import DataConfig
+from famerec.data.bundled import BUNDLED, bundled_names, load_attributes, load_bundled
+from famerec.data.readers import kcore_filter, kcore_sequences, read_sequence_file, read_table
+from famerec.data.sequences import SequenceData, drop_short_users
+from famerec.data.split import LeaveOneOut, PrefixSet, leave_one_out
+
+__all__ = [
+    "BUNDLED",
+    "LeaveOneOut",
+    "PrefixSet",
+    "SequenceData",
+    "bundled_names",
+    "drop_short_users",
+    "kcore_filter",
+    "kcore_sequences",
+    "leave_one_out",
+    "load_attributes",
+    "load_bundled",
+    "load_dataset",
+    "read_sequence_file",
+    "read_table",
+]
+
+
+def load_dataset(config: DataConfig) -> SequenceData:
+    """The dataset a config names, with users too short for leave-one-out dropped."""
+    kcore = config.kcore_or_default
+    if config.path is None:
+        data = load_bundled(config.dataset)
+        if kcore:
+            data = kcore_sequences(data, kcore)
+    elif config.format == "seq":
+        data = read_sequence_file(config.path, kcore=kcore)
+    else:
+        columns = [c.strip() for c in config.columns.split(",")] if config.columns else None
+        data = read_table(
+            config.path,
+            user_col=config.user_col,
+            item_col=config.item_col,
+            time_col=config.time_col,
+            sep=config.sep,
+            header=config.header,
+            columns=columns,
+            kcore=kcore,
+        )
+    return drop_short_users(data)

@@ -1,0 +1,157 @@
+"""Tensors built once, then sliced into batches: no per-sample Python work while training.
+
+Sequences are left-padded with 0 and keep their most recent `max_len` items. A batch is cut
+only as wide as its longest sequence needs; bucketing sorts sequences by length inside large
+random groups so that batches hold sequences of similar length while staying shuffled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from famerec.data.split import PrefixSet
+
+BUCKET_BATCHES = 64  # batches per random group that is sorted by length
+
+
+def left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """(users, width): the last `width` items of each `items[starts:ends]`, left-padded with 0."""
+    positions = ends[:, None] - width + np.arange(width)  # (users, width)
+    real = positions >= starts[:, None]
+    return np.where(real, items[np.clip(positions, 0, None)], 0).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TrainTensors:
+    inputs: torch.Tensor  # (users, max_len) item ids, left-padded
+    targets: torch.Tensor  # (users, max_len) next item at each position, 0 = no loss
+    lengths: torch.Tensor  # (users,) real positions per row, on the CPU
+
+    @property
+    def num_positions(self) -> int:
+        return int(self.lengths.sum())
+
+
+def train_tensors(train: PrefixSet, max_len: int) -> TrainTensors:
+    """Inputs `seq[:-1]` and targets `seq[1:]` of each training sequence; empty rows dropped."""
+    inputs = left_padded(train.items, train.starts, train.ends - 1, max_len)
+    targets = left_padded(train.items, train.starts + 1, train.ends, max_len)
+    lengths = (targets != 0).sum(1)
+    keep = lengths > 0
+    return TrainTensors(
+        torch.from_numpy(inputs[keep]),
+        torch.from_numpy(targets[keep]),
+        torch.from_numpy(lengths[keep]),
+    )
+
+
+class TrainBatches:
+    """Shuffled training batches of (inputs, targets), each cut to its longest sequence.
+
+    With `pad_to_max_len`, every batch keeps the full width (the slow reference layout).
+    """
+
+    def __init__(
+        self,
+        tensors: TrainTensors,
+        batch_size: int,
+        generator: torch.Generator,
+        bucketing: bool = True,
+        pad_to_max_len: bool = False,
+        device: torch.device | str = "cpu",
+    ):
+        self.inputs = tensors.inputs.to(device)
+        self.targets = tensors.targets.to(device)
+        self.lengths = tensors.lengths
+        self.batch_size = batch_size
+        self.generator = generator
+        self.bucketing = bucketing
+        self.pad_to_max_len = pad_to_max_len
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def batch_indices(self) -> list[torch.Tensor]:
+        """One epoch's batches of row indices (consumes the generator)."""
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        if not self.bucketing:
+            return list(order.split(self.batch_size))
+        group = torch.arange(len(order)) // (self.batch_size * BUCKET_BATCHES)
+        max_len = self.inputs.shape[1]
+        key = group * (max_len + 1) + self.lengths[order]
+        order = order[torch.argsort(key, stable=True)]
+        batches = order.split(self.batch_size)
+        shuffled = torch.randperm(len(batches), generator=self.generator)
+        return [batches[i] for i in shuffled.tolist()]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        max_len = self.inputs.shape[1]
+        for rows in self.batch_indices():
+            width = max_len if self.pad_to_max_len else int(self.lengths[rows].max())
+            rows = rows.to(self.device, non_blocking=True)
+            yield self.inputs[rows, max_len - width :], self.targets[rows, max_len - width :]
+
+
+@dataclass(frozen=True)
+class EvalBatch:
+    inputs: torch.Tensor  # (B, width) item ids, left-padded
+    targets: torch.Tensor  # (B,)
+    seen_rows: torch.Tensor  # (S,) row in the batch of each seen item (for exclusion)
+    seen_items: torch.Tensor  # (S,) item id
+
+
+class EvalBatches:
+    """Evaluation batches over all users of a PrefixSet, sorted by length to keep them narrow.
+
+    Each batch carries the user's whole history (not only the most recent max_len items) as
+    (row, item) pairs, so that seen items can be excluded from the ranking.
+    """
+
+    def __init__(
+        self,
+        prefixes: PrefixSet,
+        max_len: int,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+    ):
+        lengths = prefixes.ends - prefixes.starts
+        order = np.argsort(lengths, kind="stable")
+        starts, ends = prefixes.starts[order], prefixes.ends[order]
+        self.inputs = torch.from_numpy(left_padded(prefixes.items, starts, ends, max_len))
+        self.targets = torch.from_numpy(prefixes.targets[order].astype(np.int64))
+        self.widths = np.minimum(lengths[order], max_len)
+        history_lengths = ends - starts
+        self.seen_offsets = np.concatenate([[0], np.cumsum(history_lengths)])
+        within = np.arange(self.seen_offsets[-1]) - np.repeat(self.seen_offsets[:-1], history_lengths)
+        self.seen_items = torch.from_numpy(prefixes.items[np.repeat(starts, history_lengths) + within])
+        self.seen_users = torch.from_numpy(np.repeat(np.arange(len(order)), history_lengths))
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.inputs, self.targets = self.inputs.to(self.device), self.targets.to(self.device)
+        self.seen_items = self.seen_items.to(self.device)
+        self.seen_users = self.seen_users.to(self.device)
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.targets)
+
+    def __iter__(self) -> Iterator[EvalBatch]:
+        max_len = self.inputs.shape[1]
+        for first in range(0, self.num_users, self.batch_size):
+            last = min(first + self.batch_size, self.num_users)
+            width = max(1, int(self.widths[first:last].max()))
+            lo, hi = int(self.seen_offsets[first]), int(self.seen_offsets[last])
+            yield EvalBatch(
+                inputs=self.inputs[first:last, max_len - width :],
+                targets=self.targets[first:last],
+                seen_rows=self.seen_users[lo:hi] - first,
+                seen_items=self.seen_items[lo:hi],
+            )

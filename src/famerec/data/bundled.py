@@ -1,0 +1,66 @@
+"""The Amazon Beauty, Sports and Toys datasets of the FAME paper, shipped inside the package.
+
+Source: the preprocessed 5-core files of S3-Rec/ICLRec (see the README's data section for
+provenance and licence). Item ids run 1..n in the files, and the readers keep them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from importlib import resources
+
+import numpy as np
+
+from famerec.data.readers import read_sequence_file
+from famerec.data.sequences import SequenceData
+from famerec.errors import ConfigError
+
+BUNDLED = {
+    "beauty": "Amazon Beauty",
+    "sports": "Amazon Sports_and_Outdoors",
+    "toys": "Amazon Toys_and_Games",
+}
+
+
+def bundled_names() -> list[str]:
+    return list(BUNDLED)
+
+
+def _resource(filename: str):
+    return resources.files("famerec.data") / "bundled" / filename
+
+
+def _check_name(name: str) -> None:
+    if name not in BUNDLED:
+        raise ConfigError(f"unknown dataset '{name}' (bundled: {', '.join(BUNDLED)})")
+
+
+def load_bundled(name: str) -> SequenceData:
+    _check_name(name)
+    with resources.as_file(_resource(f"{name}.txt.gz")) as path:
+        return read_sequence_file(path, name=name)
+
+
+def load_attributes(name: str, data: SequenceData) -> dict[int, list[int]]:
+    """Attribute ids (categories and brand) of each internal item id of `data`."""
+    _check_name(name)
+    with gzip.open(_resource(f"{name}_attributes.json.gz").open("rb")) as handle:
+        by_original = json.load(handle)
+    internal = {int(original): index + 1 for index, original in enumerate(data.item_ids)}
+    return {
+        internal[int(item)]: list(attributes)
+        for item, attributes in by_original.items()
+        if int(item) in internal
+    }
+
+
+def attribute_matrix(attributes: dict[int, list[int]], num_items: int) -> np.ndarray:
+    """(num_items + 1, num_attributes) 0/1 matrix; row 0 (padding) is empty."""
+    if not attributes:
+        return np.zeros((num_items + 1, 0), dtype=np.float32)
+    width = 1 + max(a for values in attributes.values() for a in values)
+    matrix = np.zeros((num_items + 1, width), dtype=np.float32)
+    for item, values in attributes.items():
+        matrix[item, values] = 1.0
+    return matrix

@@ -1,0 +1,205 @@
+"""Readers for user data: sequence text files and interaction tables (CSV, TSV, Parquet)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from famerec.data.sequences import SequenceData, from_user_sequences
+from famerec.errors import DataError
+
+log = logging.getLogger("famerec")
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TAB_SUFFIXES = (".tsv", ".tab")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _require_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", str(path))
+    if not path.is_file():
+        raise DataError("not a regular file", str(path))
+    return path
+
+
+def read_sequence_file(path: str | Path, name: str | None = None, kcore: int = 0) -> SequenceData:
+    """Read lines `user item item ...` (integer ids, items oldest first).
+
+    Item ids are renumbered 1..n in increasing order of the original ids, so files whose ids
+    already run 1..n (the bundled data) keep them.
+    """
+    path = _require_file(path)
+    user_ids: list[int] = []
+    sequences: list[np.ndarray] = []
+    first_line_of_user: dict[int, int] = {}
+    try:
+        with _open_text(path) as lines:
+            for number, line in enumerate(lines, start=1):
+                tokens = line.split()
+                if not tokens:
+                    raise DataError("empty line (expected `user item item ...`)", str(path), number)
+                try:
+                    ids = [int(token) for token in tokens]
+                except ValueError:
+                    bad = next(t for t in tokens if not _is_int(t))
+                    raise DataError(f"{bad!r} is not an integer id", str(path), number) from None
+                user = ids[0]
+                if user in first_line_of_user:
+                    raise DataError(
+                        f"user {user} already appeared on line {first_line_of_user[user]}",
+                        str(path),
+                        number,
+                    )
+                first_line_of_user[user] = number
+                user_ids.append(user)
+                sequences.append(np.asarray(ids[1:], dtype=np.int64))
+    except UnicodeDecodeError as error:
+        raise DataError(f"not a UTF-8 text file ({error.reason})", str(path)) from None
+    except (OSError, EOFError) as error:
+        raise DataError(f"cannot read: {error}", str(path)) from None
+    if not sequences:
+        raise DataError("no sequences in file", str(path))
+    name = name or path.name.split(".")[0]
+    flat = np.concatenate(sequences)
+    item_ids, inverse = np.unique(flat, return_inverse=True)
+    internal = inverse.astype(np.int64) + 1
+    bounds = np.cumsum([len(s) for s in sequences])[:-1]
+    data = from_user_sequences(name, np.asarray(user_ids), np.split(internal, bounds), item_ids)
+    return kcore_sequences(data, kcore, str(path)) if kcore > 0 else data
+
+
+def kcore_sequences(data: SequenceData, k: int, where: str | None = None) -> SequenceData:
+    """Apply iterative k-core filtering to sequences, keeping each user's item order."""
+    frame = pl.DataFrame(
+        {
+            "user": np.repeat(data.user_ids, data.lengths),
+            "item": data.item_ids[data.items - 1],
+            "time": np.arange(data.num_actions),
+        }
+    )
+    return _sequences_from_frame(data.name, frame, k, where or data.name)
+
+
+def _is_int(token: str) -> bool:
+    try:
+        int(token)
+    except ValueError:
+        return False
+    return True
+
+
+def read_table(
+    path: str | Path,
+    user_col: str = "user",
+    item_col: str = "item",
+    time_col: str = "timestamp",
+    sep: str | None = None,
+    header: bool = True,
+    columns: list[str] | None = None,
+    kcore: int = 5,
+    name: str | None = None,
+) -> SequenceData:
+    """Read an interaction table (one row per user-item event) into sequences.
+
+    Applies iterative k-core filtering, orders each user's items by time (ties keep file order)
+    and renumbers users and items in increasing order of their original ids.
+    """
+    path = _require_file(path)
+    frame = _scan_table(path, sep, header, columns)
+    try:
+        available = frame.collect_schema().names()
+    except pl.exceptions.PolarsError as error:
+        raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
+    missing = [c for c in (user_col, item_col, time_col) if c not in available]
+    if missing:
+        hint = "" if header or columns else "; name the columns of a headerless table with --columns"
+        raise DataError(
+            f"no column {', '.join(map(repr, missing))} (columns are: {', '.join(available)}){hint}",
+            str(path),
+        )
+    selected = frame.select(
+        pl.col(user_col).alias("user"), pl.col(item_col).alias("item"), pl.col(time_col).alias("time")
+    ).with_row_index("row")
+    try:
+        table = selected.collect(engine="streaming")
+    except pl.exceptions.PolarsError as error:
+        raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
+    if table.height == 0:
+        raise DataError("the table has no rows", str(path))
+    complete = table.drop_nulls(["user", "item", "time"])
+    if complete.height < table.height:
+        log.warning("skipped %d rows with an empty user, item or timestamp", table.height - complete.height)
+    name = name or path.name.split(".")[0]
+    return _sequences_from_frame(name, complete, kcore, str(path))
+
+
+def _scan_table(path: Path, sep: str | None, header: bool, columns: list[str] | None) -> pl.LazyFrame:
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return pl.scan_parquet(path)
+    if sep is None:
+        sep = "\t" if path.suffix.lower() in TAB_SUFFIXES else ","
+    sep = "\t" if sep == "\\t" else sep
+    return pl.scan_csv(
+        path,
+        separator=sep,
+        has_header=header,
+        new_columns=columns,
+        infer_schema_length=10_000,
+        raise_if_empty=False,
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def kcore_filter(frame: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Keep only users and items with at least k events, repeating until nothing changes."""
+    if k <= 0:
+        return frame
+    while True:
+        before = frame.height
+        frame = frame.filter(pl.len().over("item") >= k)
+        frame = frame.filter(pl.len().over("user") >= k)
+        if frame.height == before:
+            return frame
+
+
+def _sequences_from_frame(name: str, frame: pl.DataFrame, kcore: int, where: str) -> SequenceData:
+    """Columns user, item, time (+ optional row) -> SequenceData with dense internal ids."""
+    total = frame.height
+    frame = kcore_filter(frame, kcore)
+    if frame.height == 0:
+        raise DataError(f"nothing left after {kcore}-core filtering of {total} events", where)
+    if frame.height < total:
+        log.info("%d-core filtering kept %d of %d events", kcore, frame.height, total)
+    order = ["user_index", "time"] + (["row"] if "row" in frame.columns else [])
+    frame = frame.with_columns(
+        (pl.col("user").rank("dense") - 1).cast(pl.Int64).alias("user_index"),
+        pl.col("item").rank("dense").cast(pl.Int64).alias("item_index"),
+    ).sort(order, maintain_order=True)
+    users = frame.group_by("user_index", maintain_order=True).agg(
+        pl.col("user").first(), pl.len().alias("length")
+    )
+    items = frame.select("item", "item_index").unique("item_index").sort("item_index")
+    offsets = np.zeros(users.height + 1, dtype=np.int64)
+    np.cumsum(users["length"].to_numpy(), out=offsets[1:])
+    return SequenceData(
+        name=name,
+        items=frame["item_index"].to_numpy().astype(np.int64),
+        offsets=offsets,
+        user_ids=users["user"].to_numpy(),
+        item_ids=items["item"].to_numpy(),
+    )

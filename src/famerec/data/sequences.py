@@ -1,0 +1,134 @@
+"""The one data container: every user's chronological item sequence, as flat arrays.
+
+Internal item ids run 1..num_items (0 is padding); user u's items are
+``items[offsets[u]:offsets[u + 1]]``, oldest first. The original ids of the input data are kept
+so that results can be reported in the user's own terms.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from famerec.errors import DataError
+
+log = logging.getLogger("famerec")
+
+MIN_SEQUENCE_LENGTH = 3  # leave-one-out needs a training item, a validation and a test target
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    name: str
+    items: np.ndarray  # (actions,) int64 internal item ids, users' sequences concatenated
+    offsets: np.ndarray  # (users + 1,) int64 start of each user's sequence in `items`
+    user_ids: np.ndarray  # (users,) original user ids
+    item_ids: np.ndarray  # (items,) original id of internal item id j + 1 at index j
+
+    @property
+    def num_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.items)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def stats(self) -> dict:
+        return {
+            "name": self.name,
+            "users": self.num_users,
+            "items": self.num_items,
+            "actions": self.num_actions,
+            "avg_length": round(float(self.lengths.mean()), 3) if self.num_users else 0.0,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the sequences and id mappings as a pickle-free .npz file."""
+        np.savez_compressed(
+            path,
+            name=np.array(self.name),
+            items=self.items,
+            offsets=self.offsets,
+            user_ids=_plain_array(self.user_ids),
+            item_ids=_plain_array(self.item_ids),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SequenceData:
+        with np.load(path, allow_pickle=False) as arrays:
+            return cls(
+                name=str(arrays["name"]),
+                items=arrays["items"],
+                offsets=arrays["offsets"],
+                user_ids=arrays["user_ids"],
+                item_ids=arrays["item_ids"],
+            )
+
+
+def _plain_array(ids: np.ndarray) -> np.ndarray:
+    """Integers stay integers; anything else becomes a fixed-width unicode array (no pickle)."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    return ids.astype(str)
+
+
+def from_user_sequences(
+    name: str, user_ids: np.ndarray, sequences: list[np.ndarray], item_ids: np.ndarray
+) -> SequenceData:
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = np.concatenate(sequences).astype(np.int64) if sequences else np.zeros(0, np.int64)
+    return SequenceData(name, items, offsets, np.asarray(user_ids), np.asarray(item_ids))
+
+
+def drop_short_users(data: SequenceData, min_length: int = MIN_SEQUENCE_LENGTH) -> SequenceData:
+    """Drop users too short for leave-one-out (warning with their count); empty data is an error."""
+    keep = data.lengths >= min_length
+    dropped = int((~keep).sum())
+    if dropped:
+        log.warning(
+            "dropped %d of %d users with fewer than %d items", dropped, data.num_users, min_length
+        )
+    if not keep.any():
+        raise DataError(
+            f"dataset '{data.name}' has no user with at least {min_length} items "
+            "(leave-one-out needs a training item, a validation item and a test item)"
+        )
+    if not dropped:
+        return data
+    starts, ends = data.offsets[:-1][keep], data.offsets[1:][keep]
+    sequences = [data.items[s:e] for s, e in zip(starts, ends)]
+    return compact_items(from_user_sequences(data.name, data.user_ids[keep], sequences, data.item_ids))
+
+
+def compact_items(data: SequenceData) -> SequenceData:
+    """Renumber items 1..n after users were removed, so no item id is left without data."""
+    present = np.zeros(data.num_items + 1, dtype=bool)
+    present[data.items] = True
+    present[0] = False
+    if present[1:].all():
+        return data
+    new_id = np.cumsum(present)  # old internal id -> new internal id
+    return SequenceData(
+        data.name,
+        new_id[data.items].astype(np.int64),
+        data.offsets,
+        data.user_ids,
+        data.item_ids[present[1:]],
+    )

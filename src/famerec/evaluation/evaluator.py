@@ -1,0 +1,40 @@
+"""Full-ranking evaluation: every user's target ranked against the whole item set."""
+
+from __future__ import annotations
+
+import torch
+
+from famerec.data.batching import EvalBatches
+from famerec.evaluation.metrics import CUTOFFS, metric_sums, target_ranks
+from famerec.models.base import SequentialRecommender
+
+
+@torch.inference_mode()
+def evaluate(
+    model: SequentialRecommender,
+    batches: EvalBatches,
+    exclude_seen: bool = True,
+    cutoffs: tuple[int, ...] = CUTOFFS,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """HR@k and NDCG@k averaged over all users of `batches`.
+
+    With `exclude_seen`, items of the user's whole input history get score -inf before ranking.
+    """
+    was_training = model.training
+    model.eval()
+    totals = dict.fromkeys([f"{m}@{k}" for m in ("HR", "NDCG") for k in cutoffs], 0.0)
+    device_type = batches.device.type
+    try:
+        for batch in batches:
+            with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
+                scores = model.score(batch.inputs)  # (B, V + 1), float32
+            if exclude_seen:
+                scores[batch.seen_rows, batch.seen_items] = float("-inf")
+            ranks = target_ranks(scores, batch.targets)
+            for name, value in metric_sums(ranks, cutoffs).items():
+                totals[name] += value
+    finally:
+        model.train(was_training)
+    return {name: value / max(batches.num_users, 1) for name, value in totals.items()}

@@ -1,0 +1,193 @@
+"""FAME: Facet-Aware Multi-Head Mixture-of-Experts (Liu, Zhang & Long, WSDM 2025).
+
+SASRec with its last Transformer layer replaced by `FacetLayer`:
+
+* MoE attention (Sec. 4.3, Eqs. 12-17): every head h has N expert query matrices
+  W_Q(n)^(h) (d x d'), SASRec's key and value matrices W_K^(h), W_V^(h), and a router
+  W_exp^(h) ((N d') x N) that mixes the experts' outputs into the head's f_i^(h).
+* Facet-aware multi-head prediction (Sec. 4.2, Eqs. 7-11): each head's f^(h) passes a
+  feed-forward network FFN' shared by the heads (with dropout, residual and LayerNorm at d');
+  head h scores item v with its sub-embedding x_v W_f^(h); a softmax gate over the heads mixes
+  the head scores.
+
+Choices where the paper is silent, following the backbone's block per head:
+* the queries come from the LayerNorm-ed input and keys/values from the raw input, as in
+  SASRec; dropout is applied to the attention probabilities, as in SASRec;
+* a residual connection adds the normalized query input (split per head) to each head's
+  attention output (`attn_residual`, on by default; switch off with --no-attn-residual);
+* Eq. 7 replaces SASRec's last feed-forward block and its final LayerNorm.
+
+Training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h) equals
+x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from famerec.config import ModelConfig
+from famerec.models.base import LAYER_NORM_EPS, SequentialRecommender
+from famerec.models.sasrec import FeedForward, TransformerBlock
+
+
+class MoEAttention(nn.Module):
+    """Per head, N expert queries attend over shared keys/values; a router mixes them."""
+
+    def __init__(self, hidden_size: int, num_heads: int, num_experts: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_experts = num_experts
+        self.head_size = hidden_size // num_heads
+        self.dropout = dropout
+        # All W_Q(n)^(h) in one projection: output column block (h, n) is expert n of head h.
+        self.expert_queries = nn.Linear(hidden_size, num_heads * num_experts * self.head_size)
+        self.key = nn.Linear(hidden_size, hidden_size)  # W_K^(h) side by side
+        self.value = nn.Linear(hidden_size, hidden_size)  # W_V^(h) side by side
+        # W_exp^(h) in R^{(N d') x N}, stored as (H, N, d', N) for the einsum below.
+        self.router = nn.Parameter(
+            torch.empty(num_heads, num_experts, self.head_size, num_experts)
+        )
+
+    def forward(self, queries_in: torch.Tensor, keys_in: torch.Tensor, mask: torch.Tensor):
+        """(B, L, d) x2, (B, 1, L, L) -> f (B, L, H, d') and router weights beta (B, L, H, N)."""
+        batch, length, _ = queries_in.shape
+        heads, experts, size = self.num_heads, self.num_experts, self.head_size
+        q = self.expert_queries(queries_in).view(batch, length, heads * experts, size)  # Eq. 12
+        q = q.transpose(1, 2)  # (B, H*N, L, d')
+        k = self.key(keys_in).view(batch, length, heads, 1, size)  # Eq. 13
+        v = self.value(keys_in).view(batch, length, heads, 1, size)
+        k = k.expand(-1, -1, -1, experts, -1).reshape(batch, length, heads * experts, size)
+        v = v.expand(-1, -1, -1, experts, -1).reshape(batch, length, heads * experts, size)
+        dropout = self.dropout if self.training else 0.0
+        expert_out = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dropout_p=dropout
+        )  # Eqs. 14-15: (B, H*N, L, d'), softmax(q k^T / sqrt(d')) v per head and expert
+        expert_out = expert_out.transpose(1, 2).reshape(batch, length, heads, experts, size)
+        router_logits = torch.einsum("blhnk,hnkm->blhm", expert_out, self.router)  # Eq. 16
+        beta = torch.softmax(router_logits.float(), dim=-1).to(expert_out.dtype)  # (B, L, H, N)
+        f = torch.einsum("blhn,blhnk->blhk", beta, expert_out)  # Eq. 17: (B, L, H, d')
+        return f, beta
+
+
+@dataclass
+class FacetOutput:
+    head_states: torch.Tensor  # (B, L, H, d') F^(h) of Eq. 7
+    gate: torch.Tensor  # (B, L, H) head weights g~ of Eq. 10
+    router: torch.Tensor  # (B, L, H, N) expert weights beta of Eq. 16
+
+
+class FacetLayer(nn.Module):
+    """FAME's last layer: MoE attention, shared FFN' per head, head sub-embeddings and gate."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden, heads = config.hidden_size, config.num_heads
+        self.num_heads = heads
+        self.head_size = hidden // heads
+        self.attn_residual = config.attn_residual
+        self.attn_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
+        self.attention = MoEAttention(hidden, heads, config.num_experts, config.dropout)
+        self.head_ffn = FeedForward(self.head_size, config.dropout)  # FFN', shared by heads
+        self.head_norm = nn.LayerNorm(self.head_size, eps=LAYER_NORM_EPS)
+        self.facet_projection = nn.Parameter(torch.empty(heads, hidden, self.head_size))  # W_f^(h)
+        self.head_gate = nn.Linear(hidden, heads)  # W_g, b_g
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> FacetOutput:
+        batch, length, _ = x.shape
+        queries = self.attn_norm(x)  # (B, L, d)
+        f, beta = self.attention(queries, x, mask)  # (B, L, H, d'), (B, L, H, N)
+        if self.attn_residual:
+            f = f + queries.view(batch, length, self.num_heads, self.head_size)
+        head_states = self.head_norm(f + self.head_ffn(f))  # Eq. 7 (FFN' ends in dropout)
+        gate = torch.softmax(self.head_gate(head_states.flatten(2)).float(), dim=-1)  # Eq. 10
+        return FacetOutput(head_states, gate.to(head_states.dtype), beta)
+
+    def query_vectors(self, out: FacetOutput) -> torch.Tensor:
+        """(B, L, d): sum_h g_h W_f^(h) F^(h), so that x_v . q equals Eq. 11's score."""
+        return torch.einsum("blh,hde,blhe->bld", out.gate, self.facet_projection, out.head_states)
+
+    def item_sub_embeddings(self, item_weights: torch.Tensor) -> torch.Tensor:
+        """(V, d) item embeddings -> (H, V, d') sub-embeddings x_v^(h) = x_v W_f^(h) (Eq. 9)."""
+        return torch.einsum("vd,hde->hve", item_weights, self.facet_projection)
+
+
+@dataclass
+class Explanation:
+    """Why FAME recommends what it does, for each sequence of a batch (Fig. 7 of the paper)."""
+
+    gate: torch.Tensor  # (B, H) head weights, rows sum to 1
+    router: torch.Tensor  # (B, H, N) expert weights at the last position, rows sum to 1
+    head_items: torch.Tensor  # (B, H, k) each head's own top-k item ids
+    head_scores: torch.Tensor  # (B, H, k) their scores under that head (Eq. 8)
+    items: torch.Tensor  # (B, k) integrated top-k item ids
+    scores: torch.Tensor  # (B, k) integrated scores (Eq. 11)
+
+
+class FAME(SequentialRecommender):
+    def __init__(self, num_items: int, config: ModelConfig):
+        super().__init__(num_items, config)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.hidden_size, config.num_heads, config.dropout)
+            for _ in range(config.num_layers - 1)
+        )
+        self.facet_layer = FacetLayer(config)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal init, with the fans of the per-head and per-expert matrices."""
+        super().reset_parameters()
+        layer, hidden = self.facet_layer, self.hidden_size
+        head_size, experts = layer.head_size, layer.attention.num_experts
+        # Each expert's queries for all heads form one d x d matrix, like SASRec's W_Q.
+        nn.init.normal_(layer.attention.expert_queries.weight, std=(1.0 / hidden) ** 0.5)
+        nn.init.normal_(layer.attention.router, std=(2.0 / (experts * head_size + experts)) ** 0.5)
+        nn.init.normal_(layer.facet_projection, std=(2.0 / (hidden + head_size)) ** 0.5)
+
+    def facets(self, item_seq: torch.Tensor) -> FacetOutput:
+        x, real = self.embed(item_seq)  # (B, L, d)
+        mask = self.attention_mask(real)
+        for block in self.blocks:
+            x = block(x, mask, real)
+        return self.facet_layer(x, mask)
+
+    def query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
+        return self.facet_layer.query_vectors(self.facets(item_seq))  # (B, L, d)
+
+    def head_scores(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, FacetOutput]:
+        """(B, H, V + 1) every head's score of every item after the last position (Eq. 8)."""
+        out = self.facets(item_seq)
+        items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight)  # (H, V+1, d')
+        scores = torch.einsum("bhe,hve->bhv", out.head_states[:, -1], items).float()
+        scores[:, :, 0] = float("-inf")
+        return scores, out
+
+    @torch.no_grad()
+    def explain(
+        self, item_seq: torch.Tensor, k: int = 10, exclude: torch.Tensor | None = None
+    ) -> Explanation:
+        """Per-head top-k, integrated top-k, gate and router weights for each sequence.
+
+        `exclude` is an optional (B, V + 1) boolean mask of items to leave out of every list.
+        """
+        head_scores, out = self.head_scores(item_seq)  # (B, H, V+1)
+        gate = out.gate[:, -1].float()  # (B, H)
+        scores = torch.einsum("bh,bhv->bv", gate, head_scores.nan_to_num(neginf=0.0))  # Eq. 11
+        scores[:, 0] = float("-inf")
+        if exclude is not None:
+            head_scores = head_scores.masked_fill(exclude[:, None, :], float("-inf"))
+            scores = scores.masked_fill(exclude, float("-inf"))
+        k = min(k, self.num_items)
+        head_top = head_scores.topk(k, dim=-1)
+        top = scores.topk(k, dim=-1)
+        return Explanation(
+            gate=gate,
+            router=out.router[:, -1].float(),
+            head_items=head_top.indices,
+            head_scores=head_top.values,
+            items=top.indices,
+            scores=top.values,
+        )
