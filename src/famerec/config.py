@@ -111,7 +111,7 @@ class TrainConfig:
     lr: float = option(1e-3, "Adam learning rate")
     weight_decay: float = option(0.0, "Adam weight decay")
     batch_size: int = option(256, "training sequences per batch")
-    eval_batch_size: int = option(1024, "sequences per evaluation batch")
+    eval_batch_size: int = option(256, "sequences per evaluation batch")
     seed: int = option(42, "random seed (CPU runs repeat exactly)")
     device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda"))
     precision: str = option(

@@ -16,11 +16,12 @@ METRIC_NAMES = tuple(f"{m}@{k}" for m in ("HR", "NDCG") for k in CUTOFFS)
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(B, V) scores, (B,) target ids -> (B,) 0-based rank; a huge rank if the target is -inf."""
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
-    above = (scores > target_scores).sum(1)
-    ties = (scores == target_scores).sum(1) - 1  # other items with the same score
-    ranks = above + ties
+    # Items scored >= the target, the target itself included: higher-scored and tied items.
+    # (s - t >= 0 is exact for IEEE floats and sums faster than a boolean comparison.)
+    at_or_above = (scores - target_scores).ge_(0).sum(1, dtype=torch.float32)
+    ranks = at_or_above.to(torch.int64) - 1
     excluded = torch.isneginf(target_scores[:, 0])
-    return ranks.masked_fill(excluded, torch.iinfo(ranks.dtype).max)
+    return ranks.masked_fill(excluded, torch.iinfo(torch.int64).max)
 
 
 def metric_sums(ranks: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS) -> dict[str, float]:

@@ -108,7 +108,9 @@ class FacetLayer(nn.Module):
 
     def query_vectors(self, out: FacetOutput) -> torch.Tensor:
         """(B, L, d): sum_h g_h W_f^(h) F^(h), so that x_v . q equals Eq. 11's score."""
-        return torch.einsum("blh,hde,blhe->bld", out.gate, self.facet_projection, out.head_states)
+        gated = out.gate.unsqueeze(-1) * out.head_states  # (B, L, H, d'): g_h F^(h)
+        projection = self.facet_projection.transpose(1, 2).reshape(-1, self.facet_projection.shape[1])
+        return gated.flatten(2) @ projection  # (B, L, H d') @ (H d', d) = sum_h g_h W_f^(h) F^(h)
 
     def item_sub_embeddings(self, item_weights: torch.Tensor) -> torch.Tensor:
         """(V, d) item embeddings -> (H, V, d') sub-embeddings x_v^(h) = x_v W_f^(h) (Eq. 9)."""
