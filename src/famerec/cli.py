@@ -135,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # usage errors (code 2) and --help (code 0)
+        return int(stop.code or 0)
     _setup_logging(args.quiet)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

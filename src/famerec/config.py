@@ -85,14 +85,6 @@ class ModelConfig:
     def validate(self) -> None:
         if self.hidden_size <= 0 or self.num_layers <= 0 or self.num_heads <= 0:
             raise ConfigError("--hidden, --layers and --heads must be positive")
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.max_len <= 0:
-            raise ConfigError(f"--max-len must be positive, got {self.max_len}")
         if self.name == "fame":
             if self.num_heads not in FAME_HEADS:
                 raise ConfigError(f"FAME needs --heads in {FAME_HEADS}, got {self.num_heads}")
@@ -102,6 +94,14 @@ class ModelConfig:
                 raise ConfigError(
                     f"FAME needs --experts from 1 to {MAX_EXPERTS}, got {self.num_experts}"
                 )
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.max_len <= 0:
+            raise ConfigError(f"--max-len must be positive, got {self.max_len}")
 
 
 @dataclass

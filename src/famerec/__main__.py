@@ -1,0 +1,5 @@
+import sys
+
+from famerec.cli import main
+
+sys.exit(main())

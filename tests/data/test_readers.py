@@ -1,0 +1,182 @@
+import gzip
+import logging
+
+import numpy as np
+import polars as pl
+import pytest
+
+from famerec.data import kcore_filter, read_sequence_file, read_table
+from famerec.data.sequences import SequenceData, drop_short_users, from_user_sequences
+from famerec.errors import DataError
+
+
+def sequences(data: SequenceData) -> dict:
+    """{original user: [original items]} for readable assertions."""
+    return {
+        data.user_ids.tolist()[u]: data.item_ids[data.sequence(u) - 1].tolist()
+        for u in range(data.num_users)
+    }
+
+
+# -- sequence format -------------------------------------------------------------------------
+
+
+def test_sequence_file_keeps_order_and_maps_ids(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("7 30 10 20\n3 10 40 30 20\n")
+    data = read_sequence_file(path)
+    assert sequences(data) == {7: [30, 10, 20], 3: [10, 40, 30, 20]}
+    assert data.item_ids.tolist() == [10, 20, 30, 40]  # internal ids 1..4 in id order
+    assert data.items.min() == 1 and data.items.max() == 4
+
+
+def test_sequence_file_gzip(tmp_path):
+    path = tmp_path / "s.txt.gz"
+    path.write_bytes(gzip.compress(b"1 1 2 3\n2 3 2 1\n"))
+    assert read_sequence_file(path).num_actions == 6
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("1 2 3\n\n2 3 4\n", 2, "empty line"),
+        ("1 2 3\n2 3 x4\n", 2, "'x4' is not an integer id"),
+        ("1 2 3\n2 3.5 4\n", 2, "'3.5' is not an integer id"),
+        ("1 2 3\n2 3 4\n1 5 6\n", 3, "already appeared on line 1"),
+    ],
+)
+def test_sequence_file_errors_name_file_and_line(tmp_path, text, line, words):
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(DataError) as error:
+        read_sequence_file(path)
+    assert str(error.value).startswith(f"{path}:{line}: ")
+    assert words in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_sequence_file(tmp_path / "nope.txt")
+
+
+# -- interaction tables ----------------------------------------------------------------------
+
+
+def test_csv_with_header_orders_by_time_with_stable_ties(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(
+        "userId,movieId,rating,timestamp\n"
+        "u1,b,5,20\nu1,a,3,10\nu1,c,4,20\nu2,a,1,5\nu2,c,2,1\nu2,b,2,9\n"
+    )
+    data = read_table(path, user_col="userId", item_col="movieId", kcore=0)
+    # u1: a (10), then b and c tie at 20 and keep file order
+    assert sequences(data) == {"u1": ["a", "b", "c"], "u2": ["c", "a", "b"]}
+    assert data.user_ids.tolist() == ["u1", "u2"]
+
+
+def test_headerless_amazon_ratings_csv(tmp_path):
+    path = tmp_path / "ratings_Beauty.csv"
+    path.write_text("A1,B9,5.0,1300\nA1,B8,4.0,1200\nA2,B9,1.0,1100\nA2,B7,2.0,1000\nA2,B8,2,1050\n")
+    data = read_table(
+        path, header=False, columns=["user", "item", "rating", "timestamp"], kcore=0
+    )
+    assert sequences(data) == {"A1": ["B8", "B9"], "A2": ["B7", "B8", "B9"]}
+
+
+def test_headerless_without_column_names_explains_the_fix(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("1,2,5,100\n")
+    with pytest.raises(DataError, match="--columns"):
+        read_table(path, header=False, kcore=0)
+
+
+def test_tsv_and_parquet_and_integer_ids(tmp_path):
+    frame = pl.DataFrame({"u": [1, 1, 1, 2, 2], "i": [5, 6, 7, 7, 5], "t": [1, 2, 3, 2, 1]})
+    tsv = tmp_path / "r.tsv"
+    frame.write_csv(tsv, separator="\t")
+    parquet = tmp_path / "r.parquet"
+    frame.write_parquet(parquet)
+    for path in (tsv, parquet):
+        data = read_table(path, user_col="u", item_col="i", time_col="t", kcore=0)
+        assert sequences(data) == {1: [5, 6, 7], 2: [5, 7]}
+
+
+def test_missing_column_lists_available_ones(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,time\n1,2,3\n")
+    with pytest.raises(DataError) as error:
+        read_table(path)
+    assert "no column 'timestamp'" in str(error.value)
+    assert "columns are: user, item, time" in str(error.value)
+    assert str(error.value).startswith(str(path))
+
+
+def test_kcore_repeats_until_stable():
+    # k=2. Pass 1 drops item z, then user b (left with x alone). That leaves x with one
+    # event, so pass 2 drops x and then user a; u1 and u2 on {p, q} are the stable core.
+    events = {"u1": "pq", "u2": "pq", "a": "px", "b": "xz"}
+    frame = pl.DataFrame(
+        {
+            "user": [u for u, items in events.items() for _ in items],
+            "item": [i for items in events.values() for i in items],
+            "time": list(range(8)),
+        }
+    )
+    once = frame.filter(pl.len().over("item") >= 2).filter(pl.len().over("user") >= 2)
+    assert set(once["user"]) == {"u1", "u2", "a"}  # a single pass is not enough
+    result = kcore_filter(frame, 2)
+    assert set(result["user"]) == {"u1", "u2"}
+    assert set(result["item"]) == {"p", "q"}
+
+
+def test_kcore_keeps_dense_core(tmp_path):
+    rows = ["user,item,timestamp"]
+    for user in range(6):
+        for item in range(5):
+            rows.append(f"{user},{item},{user * 10 + item}")
+    rows.append("99,0,1")  # a user with a single event
+    rows.append("0,77,99")  # an item seen once
+    path = tmp_path / "r.csv"
+    path.write_text("\n".join(rows) + "\n")
+    data = read_table(path, kcore=5)
+    assert data.num_users == 6 and data.num_items == 5 and data.num_actions == 30
+
+
+def test_nothing_left_after_kcore(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,timestamp\n1,1,1\n1,2,2\n2,1,3\n")
+    with pytest.raises(DataError, match="nothing left after 5-core"):
+        read_table(path, kcore=5)
+
+
+# -- short users -----------------------------------------------------------------------------
+
+
+def test_short_users_dropped_with_a_count(caplog):
+    data = from_user_sequences(
+        "t", np.array([1, 2, 3]), [np.array([1, 2, 3]), np.array([2, 3]), np.array([4])],
+        np.array([10, 20, 30, 40]),
+    )
+    with caplog.at_level(logging.WARNING, logger="famerec"):
+        kept = drop_short_users(data)
+    assert "dropped 2 of 3 users with fewer than 3 items" in caplog.text
+    assert kept.num_users == 1
+    assert kept.item_ids.tolist() == [10, 20, 30]  # item 40 no longer occurs
+
+
+def test_all_users_short_is_an_error():
+    data = from_user_sequences("t", np.array([1]), [np.array([1, 2])], np.array([5, 6]))
+    with pytest.raises(DataError, match="no user with at least 3 items"):
+        drop_short_users(data)
+
+
+def test_save_and_load_round_trip_with_string_ids(tmp_path):
+    data = from_user_sequences(
+        "t", np.array(["u1", "u2"]), [np.array([1, 2, 3]), np.array([3, 2, 1])],
+        np.array(["a", "bb", "ccc"], dtype=object),
+    )
+    data.save(tmp_path / "d.npz")
+    loaded = SequenceData.load(tmp_path / "d.npz")
+    assert loaded.user_ids.tolist() == ["u1", "u2"]
+    assert loaded.item_ids.tolist() == ["a", "bb", "ccc"]
+    assert np.array_equal(loaded.items, data.items) and loaded.name == "t"

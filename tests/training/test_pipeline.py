@@ -1,0 +1,135 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from famerec.config import RunConfig
+from famerec.errors import ConfigError
+from famerec.training import load_run, resolve_config, train_run
+from tests.conftest import tiny_overrides, write_sequences
+
+METRIC_KEYS = {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
+
+
+def test_run_directory_contents_and_metrics_contract(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    metrics = train_run(tiny_config, out, progress=False)
+    for name in ("config.json", "model.safetensors", "metrics.json", "log.jsonl",
+                 "checkpoint.pt", "dataset.npz"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert set(saved["valid"]) == METRIC_KEYS and set(saved["test"]) == METRIC_KEYS
+    assert isinstance(saved["best_epoch"], int) and saved["epochs_run"] == 2
+    assert saved["train_seconds"] > 0
+    assert {"name", "users", "items", "actions"} <= set(saved["dataset"])
+    assert saved["config"] == tiny_config.to_dict()
+    assert RunConfig.load(out / "config.json") == tiny_config
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert set(log[0]["valid"]) == METRIC_KEYS and "train_loss" in log[0]
+
+
+def test_model_learns_the_pattern(seq_file, tmp_path):
+    config = RunConfig().with_overrides(
+        tiny_overrides(seq_file, **{"train.epochs": 25, "train.patience": 25, "model.dropout": 0.0,
+                                    "train.lr": 5e-3})
+    )
+    metrics = train_run(config, tmp_path / "run", progress=False)
+    # 40 items, next item is +1 with p=0.8: chance HR@5 is ~0.12
+    assert metrics["valid"]["HR@5"] > 0.5
+
+
+def test_same_seed_same_result(tiny_config, tmp_path):
+    first = train_run(tiny_config, tmp_path / "a", progress=False)
+    second = train_run(tiny_config, tmp_path / "b", progress=False)
+    assert first["valid"] == second["valid"] and first["test"] == second["test"]
+    a, b = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model", ["sasrec", "fame"])
+def test_resume_ends_like_an_uninterrupted_run(seq_file, tmp_path, model):
+    config = RunConfig().with_overrides(
+        tiny_overrides(seq_file, **{"train.epochs": 4, "train.patience": 10, "model.name": model,
+                                    "model.hidden_size": 64})
+    )
+    whole = train_run(config, tmp_path / "whole", progress=False)
+    assert train_run(config, tmp_path / "cut", progress=False, stop_after=2) is None
+    assert not (tmp_path / "cut/metrics.json").exists()
+    with pytest.raises(ConfigError, match="unfinished run; continue it with --resume"):
+        train_run(config, tmp_path / "cut", progress=False)
+    resumed = train_run(config, tmp_path / "cut", resume=True, progress=False)
+    for key in ("valid", "test", "best_epoch", "epochs_run"):
+        assert resumed[key] == whole[key], key
+    a = load_file(tmp_path / "whole/model.safetensors")
+    b = load_file(tmp_path / "cut/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "cut/log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in log] == [1, 2, 3, 4]
+
+
+def test_finished_run_is_not_overwritten_silently(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    train_run(tiny_config, out, progress=False)
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        train_run(tiny_config, out, progress=False)
+    assert train_run(tiny_config, out, overwrite=True, progress=False)["epochs_run"] == 2
+
+
+def test_resume_refuses_changed_settings(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    train_run(tiny_config, out, progress=False, stop_after=1)
+    with pytest.raises(ConfigError, match="hidden_size"):
+        resolve_config(out, {"model.hidden_size": 32}, resume=True)
+    assert resolve_config(out, {"train.threads": 2}, resume=True).train.threads == 2
+
+
+def test_fame_from_sasrec_run_records_its_origin(seq_file, tmp_path):
+    base = tiny_overrides(seq_file, **{"model.hidden_size": 64})
+    sasrec = RunConfig().with_overrides(base)
+    train_run(sasrec, tmp_path / "sasrec", progress=False)
+    fame = RunConfig().with_overrides(
+        {**base, "model.name": "fame", "model.num_heads": 4,
+         "train.init_from": str(tmp_path / "sasrec")}
+    )
+    metrics = train_run(fame, tmp_path / "fame", progress=False)
+    assert metrics["init_from"]["run"] == str(tmp_path / "sasrec")
+    assert metrics["init_from"]["test"] == json.loads(
+        (tmp_path / "sasrec/metrics.json").read_text())["test"]
+
+
+def test_pretrain_runs_both_stages_and_keeps_both(seq_file, tmp_path):
+    config = RunConfig().with_overrides(
+        tiny_overrides(seq_file, **{"model.hidden_size": 64, "model.name": "fame",
+                                    "train.pretrain": True})
+    )
+    metrics = train_run(config, tmp_path / "fame", progress=False)
+    assert (tmp_path / "fame/pretrain/metrics.json").is_file()
+    assert load_run(tmp_path / "fame/pretrain").config.model.name == "sasrec"
+    assert metrics["init_from"]["run"] == str(tmp_path / "fame/pretrain")
+    assert load_run(tmp_path / "fame").config.model.name == "fame"
+
+
+def test_init_from_other_dataset_fails_before_writing(seq_file, tmp_path):
+    base = tiny_overrides(seq_file, **{"model.hidden_size": 64})
+    train_run(RunConfig().with_overrides(base), tmp_path / "sasrec", progress=False)
+    other = write_sequences(tmp_path / "other.txt", seed=5)
+    fame = RunConfig().with_overrides(
+        {**base, "data.path": str(other), "model.name": "fame",
+         "train.init_from": str(tmp_path / "sasrec")}
+    )
+    with pytest.raises(ConfigError, match="it was trained on dataset 'tiny'"):
+        train_run(fame, tmp_path / "fame", progress=False)
+    assert not (tmp_path / "fame").exists()
+
+
+def test_init_from_needs_a_finished_run(seq_file, tmp_path):
+    base = tiny_overrides(seq_file, **{"model.hidden_size": 64})
+    train_run(RunConfig().with_overrides(base), tmp_path / "cut", progress=False, stop_after=1)
+    fame = RunConfig().with_overrides(
+        {**base, "model.name": "fame", "train.init_from": str(tmp_path / "cut")}
+    )
+    with pytest.raises(ConfigError, match="not a finished famerec run"):
+        train_run(fame, tmp_path / "fame", progress=False)
