@@ -9,8 +9,18 @@ import pytest
 from famerec.cli import main
 from tests.conftest import write_sequences
 
-TINY = ["--hidden", "16", "--max-len", "10", "--epochs", "1", "--batch-size", "32",
-        "--threads", "1"]
+TINY = [
+    "--hidden",
+    "16",
+    "--max-len",
+    "10",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--threads",
+    "1",
+]
 
 
 def run_cli(args, capsys):
@@ -68,9 +78,15 @@ def bad_seq(tmp_path, text):
         (lambda p: ["--epochs", "-2"], ["--epochs must be a positive integer"]),
         (lambda p: ["--epochs", "many"], ["--epochs", "invalid int value"]),
         (lambda p: ["--model", "fame", "--hidden", "64", "--heads", "3"], ["--heads in"]),
-        (lambda p: ["--model", "fame", "--hidden", "64", "--experts", "40"], ["--experts from 1 to 32"]),
+        (
+            lambda p: ["--model", "fame", "--hidden", "64", "--experts", "40"],
+            ["--experts from 1 to 32"],
+        ),
         (lambda p: ["--init-from", str(p)], ["apply to --model fame only"]),
-        (lambda p: ["--model", "fame", "--hidden", "64", "--init-from", str(p / "nowhere")], ["does not exist"]),
+        (
+            lambda p: ["--model", "fame", "--hidden", "64", "--init-from", str(p / "nowhere")],
+            ["does not exist"],
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, make_args, words):
@@ -111,8 +127,23 @@ def test_table_training_end_to_end_with_options(tmp_path, capsys):
         for step in range(6):
             rows.append(f"u{user};i{(user + step) % 12};{1000 + step}")
     path = table_file(tmp_path, "\n".join(rows) + "\n", name="events.txt")
-    args = ["train", "--out", str(tmp_path / "run"), "--data", str(path), "--format", "table",
-            "--sep", ";", "--no-header", "--columns", "user,item,timestamp", "--kcore", "2", *TINY]
+    args = [
+        "train",
+        "--out",
+        str(tmp_path / "run"),
+        "--data",
+        str(path),
+        "--format",
+        "table",
+        "--sep",
+        ";",
+        "--no-header",
+        "--columns",
+        "user,item,timestamp",
+        "--kcore",
+        "2",
+        *TINY,
+    ]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
@@ -121,9 +152,18 @@ def test_table_training_end_to_end_with_options(tmp_path, capsys):
 
 def test_console_entry_point_exit_code_and_no_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "famerec", "train", "--out", str(tmp_path / "r"), "--data",
-         str(tmp_path / "nope.txt")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "famerec",
+            "train",
+            "--out",
+            str(tmp_path / "r"),
+            "--data",
+            str(tmp_path / "nope.txt"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -89,11 +90,140 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     for name, description in BUNDLED.items():
         stats = load_bundled(name).stats()
         rows.append(
-            [name, stats["users"], stats["items"], stats["actions"], f"{stats['avg_length']:.3f}",
-             description]
+            [
+                name,
+                stats["users"],
+                stats["items"],
+                stats["actions"],
+                f"{stats['avg_length']:.3f}",
+                description,
+            ]
         )
     headers = ["name", "users", "items", "actions", "avg length", "source"]
     print(table(headers, rows, align="lrrrrl"))
+    return 0
+
+
+def _print_json(payload) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _ranked_table(headers: list[str], columns: list[list[str]]) -> str:
+    from famerec.report import table
+
+    depth = max((len(c) for c in columns), default=0)
+    rows = [
+        [rank + 1] + [c[rank] if rank < len(c) else "" for c in columns] for rank in range(depth)
+    ]
+    return table(["rank", *headers], rows, align="r" + "l" * len(headers))
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from famerec.recommender import load
+
+    rec = load(args.run, device=args.device)
+    if args.user is not None:
+        items = rec.user_history(args.user)
+    else:
+        items = args.items.replace(",", " ").split()
+    result = rec.recommend(items, k=args.k, exclude_seen=not args.keep_seen, strict=args.strict)
+    if result.unknown:
+        log.warning(
+            "skipped %d unknown item ids: %s",
+            len(result.unknown),
+            " ".join(map(str, result.unknown[:10])),
+        )
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    cells = [f"{item}" for item in result.items]
+    scores = [f"{score:.4f}" for score in result.scores]
+    print(_ranked_table(["item", "score"], [cells, scores]))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    if args.facets:
+        return _explain_facets(args)
+    if args.user is None:
+        raise FamerecError("name a user with --user USER_ID, or ask for --facets")
+    from famerec.recommender import load
+
+    rec = load(args.run, device=args.device)
+    sequence = rec.user_history(args.user)
+    history, target = sequence[:-1], sequence[-1]
+    explained = rec.explain(history, k=args.k, exclude_seen=not args.keep_seen)
+    if args.json:
+        payload = {"user": args.user, "history": history, "test_item": target}
+        payload.update(explained.to_dict())
+        _print_json(payload)
+        return 0
+
+    def mark(items):
+        return [f"{item} *" if item == target else f"{item}" for item in items]
+
+    print(f"user {args.user}: history of {len(history)} items, oldest first")
+    print("  " + " ".join(map(str, history)))
+    print(f"held-out test item: {target}  (marked * where it appears)")
+    if explained.note:
+        print(explained.note)
+    headers, columns = [], []
+    for head in explained.heads:
+        experts = " ".join(f"{w:.2f}" for w in head.experts)
+        print(f"head {head.head}: gate {head.gate:.3f}, router over experts [{experts}]")
+        headers.append(f"head {head.head} (gate {head.gate:.2f})")
+        columns.append(mark(head.items))
+    headers.append("integrated")
+    columns.append(mark(explained.recommendation.items))
+    print(_ranked_table(headers, columns))
+    return 0
+
+
+def _explain_facets(args: argparse.Namespace) -> int:
+    from famerec.analysis import attribute_matrix_for, facet_report
+    from famerec.report import table
+    from famerec.training import load_run
+
+    run = load_run(args.run)
+    compare = args.compare
+    if compare is None and "init_from" in run.metrics:
+        compare = run.metrics["init_from"]["run"]
+    compare_run = load_run(compare) if compare else None
+    attributes = attribute_matrix_for(run, args.attributes)
+    report = facet_report(run, attributes, k=args.k, max_users=args.users, compare=compare_run)
+    if args.json:
+        _print_json(report)
+        return 0
+    rows = []
+    for row in report["lists"]:
+        top = ", ".join(f"{a['attribute']} (x{a['lift']})" for a in row.get("top_attributes", []))
+        gate = f"{row['mean_gate']:.3f}" if "mean_gate" in row else ""
+        rows.append([row["list"], row["entropy"], row["purity"], gate, top])
+    print(
+        f"attribute concentration of top-{report['k']} lists over {report['users']:,} test users "
+        f"(FAME with {report['heads']} heads x {report['experts']} experts)"
+    )
+    print(
+        table(
+            ["list", "entropy", "purity", "mean gate", "over-represented attributes"],
+            rows,
+            align="lrrrl",
+        )
+    )
+    if report["head_overlap_jaccard"] is not None:
+        print(f"mean Jaccard overlap between heads' lists: {report['head_overlap_jaccard']:.3f}")
+    print(
+        "entropy: of the attributes over the k items (lower = more concentrated); purity: share "
+        "of items with the list's most common attribute"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from famerec.serving import serve
+
+    log.info("serving %s on http://%s:%d (API docs at /docs)", args.run, args.host, args.port)
+    serve(args.run, host=args.host, port=args.port, device=args.device)
     return 0
 
 
@@ -103,7 +233,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="famerec",
-        description="Sequential recommendation with FAME and SASRec: train, evaluate, explain, serve.",
+        description="Sequential recommendation with FAME and SASRec: train, explain, serve.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     commands = parser.add_subparsers(
@@ -118,11 +248,62 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run directory to write")
     train.add_argument("--preset", choices=sorted(PRESETS), help="named bundle of settings")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    train.add_argument(
-        "--overwrite", action="store_true", help="replace a run already in --out"
-    )
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     add_config_flags(train)
     train.set_defaults(handler=cmd_train)
+
+    recommend = commands.add_parser(
+        "recommend",
+        help="top-k items for a sequence or a known user",
+        description="Top-k recommendations from a finished run, in the ids of the input data.",
+    )
+    recommend.add_argument("--run", required=True, help="finished run directory")
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--items", help='item ids, oldest first: "id1 id2 id3"')
+    who.add_argument("--user", help="a user of the training data (uses the whole history)")
+    recommend.add_argument("-k", type=int, default=10, help="how many items (default: 10)")
+    recommend.add_argument("--keep-seen", action="store_true", help="allow items of the input")
+    recommend.add_argument("--strict", action="store_true", help="unknown item ids are an error")
+    recommend.add_argument("--json", action="store_true", help="print JSON")
+    recommend.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    recommend.set_defaults(handler=cmd_recommend)
+
+    explain = commands.add_parser(
+        "explain",
+        help="what each FAME head recommends and why",
+        description="Per-head top-k lists with gate and router weights for one user's held-out "
+        "test item (--user), or attribute concentration of every head's lists (--facets).",
+    )
+    explain.add_argument("--run", required=True, help="finished run directory")
+    explain.add_argument("--user", help="user id of the input data")
+    explain.add_argument("-k", type=int, default=10, help="list length (default: 10)")
+    explain.add_argument("--json", action="store_true", help="print JSON")
+    explain.add_argument("--keep-seen", action="store_true", help="allow items of the history")
+    explain.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    explain.add_argument(
+        "--facets", action="store_true", help="measure whether heads specialize in item attributes"
+    )
+    explain.add_argument("--users", type=int, help="--facets: sample this many test users")
+    explain.add_argument(
+        "--attributes",
+        help='--facets: JSON {"item_id": [attribute, ...]} (bundled datasets have their own)',
+    )
+    explain.add_argument(
+        "--compare",
+        help="--facets: a SASRec run to compare with (default: the run FAME started from)",
+    )
+    explain.set_defaults(handler=cmd_explain)
+
+    serve = commands.add_parser(
+        "serve",
+        help="HTTP service for recommendations",
+        description="Serve POST /recommend, POST /recommend/batch, GET /healthz and GET /model.",
+    )
+    serve.add_argument("--run", required=True, help="finished run directory")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    serve.set_defaults(handler=cmd_serve)
 
     data = commands.add_parser("data", help="bundled datasets")
     data_commands = data.add_subparsers(

@@ -1,4 +1,4 @@
-"""One typed configuration for a run: validated once, saved as config.json, overridable from the CLI.
+"""One typed run configuration: validated once, saved as config.json, overridable from the CLI.
 
 Every field carries its help text (and, where it differs from the field name, its flag) so that
 the command line is generated from these dataclasses instead of being written out by hand.
@@ -75,7 +75,9 @@ class ModelConfig:
     hidden_size: int = option(64, "hidden size d", flag="--hidden")
     num_layers: int = option(2, "number of Transformer layers", flag="--layers")
     num_heads: int = option(2, "attention heads H", flag="--heads")
-    num_experts: int = option(4, "FAME: query experts N per head (1 = FAME w/o MoE)", flag="--experts")
+    num_experts: int = option(
+        4, "FAME: query experts N per head (1 = FAME w/o MoE)", flag="--experts"
+    )
     dropout: float = option(0.5, "dropout rate (0.5 is SASRec's Amazon setting)")
     max_len: int = option(50, "most recent items kept per sequence")
     attn_residual: bool = option(
@@ -115,7 +117,8 @@ class TrainConfig:
     seed: int = option(42, "random seed (CPU runs repeat exactly)")
     device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda"))
     precision: str = option(
-        "auto", "matmul precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
+        "auto",
+        "matmul precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
         choices=("auto", "fp32", "bf16"),
     )
     compile: bool = option(False, "torch.compile the model (CUDA only; slower start)")

@@ -9,23 +9,24 @@ from famerec.evaluation import METRIC_NAMES
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
-    """A markdown table; `align` has one character per column, 'l' or 'r' (default: numbers right)."""
+    """A markdown table; `align` is one 'l' or 'r' per column (default: numbers right)."""
     cells = [[_cell(v) for v in row] for row in rows]
     if align is None:
         align = "".join(
-            "r" if rows and isinstance(rows[0][i], (int, float)) else "l" for i in range(len(headers))
+            "r" if rows and isinstance(rows[0][i], (int, float)) else "l"
+            for i in range(len(headers))
         )
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 
     def line(values):
-        padded = [
-            v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(values, widths, align)
-        ]
+        padded = [v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(values, widths, align)]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "| " + " | ".join(
-        ("-" * (w - 1) + ":") if a == "r" else "-" * w for w, a in zip(widths, align)
-    ) + " |"
+    rule = (
+        "| "
+        + " | ".join(("-" * (w - 1) + ":") if a == "r" else "-" * w for w, a in zip(widths, align))
+        + " |"
+    )
     return "\n".join([line(headers), rule] + [line(r) for r in cells])
 
 
@@ -38,7 +39,9 @@ def _cell(value: Any) -> str:
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
-    rows = [[split] + [metrics[split][name] for name in METRIC_NAMES] for split in ("valid", "test")]
+    rows = [
+        [split] + [metrics[split][name] for name in METRIC_NAMES] for split in ("valid", "test")
+    ]
     summary = (
         f"{metrics.get('model', '?')} on {metrics['dataset']['name']}: best epoch "
         f"{metrics['best_epoch']} of {metrics['epochs_run']}, "

@@ -76,10 +76,10 @@ def test_csv_with_header_orders_by_time_with_stable_ties(tmp_path):
 
 def test_headerless_amazon_ratings_csv(tmp_path):
     path = tmp_path / "ratings_Beauty.csv"
-    path.write_text("A1,B9,5.0,1300\nA1,B8,4.0,1200\nA2,B9,1.0,1100\nA2,B7,2.0,1000\nA2,B8,2,1050\n")
-    data = read_table(
-        path, header=False, columns=["user", "item", "rating", "timestamp"], kcore=0
+    path.write_text(
+        "A1,B9,5.0,1300\nA1,B8,4.0,1200\nA2,B9,1.0,1100\nA2,B7,2.0,1000\nA2,B8,2,1050\n"
     )
+    data = read_table(path, header=False, columns=["user", "item", "rating", "timestamp"], kcore=0)
     assert sequences(data) == {"A1": ["B8", "B9"], "A2": ["B7", "B8", "B9"]}
 
 
@@ -154,7 +154,9 @@ def test_nothing_left_after_kcore(tmp_path):
 
 def test_short_users_dropped_with_a_count(caplog):
     data = from_user_sequences(
-        "t", np.array([1, 2, 3]), [np.array([1, 2, 3]), np.array([2, 3]), np.array([4])],
+        "t",
+        np.array([1, 2, 3]),
+        [np.array([1, 2, 3]), np.array([2, 3]), np.array([4])],
         np.array([10, 20, 30, 40]),
     )
     with caplog.at_level(logging.WARNING, logger="famerec"):
@@ -172,7 +174,9 @@ def test_all_users_short_is_an_error():
 
 def test_save_and_load_round_trip_with_string_ids(tmp_path):
     data = from_user_sequences(
-        "t", np.array(["u1", "u2"]), [np.array([1, 2, 3]), np.array([3, 2, 1])],
+        "t",
+        np.array(["u1", "u2"]),
+        [np.array([1, 2, 3]), np.array([3, 2, 1])],
         np.array(["a", "bb", "ccc"], dtype=object),
     )
     data.save(tmp_path / "d.npz")

@@ -5,8 +5,9 @@ from famerec.data.split import leave_one_out
 
 
 def make(seqs):
-    return from_user_sequences("t", np.arange(len(seqs)), [np.array(s) for s in seqs],
-                               np.arange(1, 11))
+    return from_user_sequences(
+        "t", np.arange(len(seqs)), [np.array(s) for s in seqs], np.arange(1, 11)
+    )
 
 
 def test_leave_one_out_prefixes_and_targets():

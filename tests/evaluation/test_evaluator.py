@@ -49,7 +49,8 @@ def test_averages_over_batches_and_users():
     histories = [[1], [2, 3], [4, 5, 6], [1, 2]]
     targets = [10, 10, 1, 9]
     metrics = evaluate(
-        FixedScores(10), EvalBatches(prefixes(histories, targets), 4, batch_size=3),
+        FixedScores(10),
+        EvalBatches(prefixes(histories, targets), 4, batch_size=3),
         exclude_seen=False,
     )
     # ranks: 0, 0, 9 (ten items, target is the worst: 9 above it), 1

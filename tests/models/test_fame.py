@@ -12,8 +12,13 @@ NUM_ITEMS = 40
 def fame(heads=2, experts=4, **kwargs) -> FAME:
     torch.manual_seed(0)
     config = ModelConfig(
-        name="fame", hidden_size=64, num_heads=heads, num_experts=experts, max_len=10,
-        dropout=0.0, **kwargs,
+        name="fame",
+        hidden_size=64,
+        num_heads=heads,
+        num_experts=experts,
+        max_len=10,
+        dropout=0.0,
+        **kwargs,
     )
     model = build_model(config, NUM_ITEMS).eval()
     assert isinstance(model, FAME)

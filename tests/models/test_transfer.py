@@ -43,9 +43,13 @@ def test_transfer_copies_exactly_the_right_tensors():
             assert torch.equal(value, before[name]), name
     new_parts = {n for n in after if n not in expected}
     assert any(n.startswith("facet_layer.attention.expert_queries") for n in new_parts)
-    assert {"facet_layer.attention.router", "facet_layer.facet_projection",
-            "facet_layer.head_gate.weight", "facet_layer.head_ffn.inner.weight",
-            "facet_layer.head_norm.weight"} <= new_parts
+    assert {
+        "facet_layer.attention.router",
+        "facet_layer.facet_projection",
+        "facet_layer.head_gate.weight",
+        "facet_layer.head_ffn.inner.weight",
+        "facet_layer.head_norm.weight",
+    } <= new_parts
 
 
 def test_key_value_split_per_head_whatever_the_head_count():

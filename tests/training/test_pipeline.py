@@ -15,8 +15,14 @@ METRIC_KEYS = {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
 def test_run_directory_contents_and_metrics_contract(tiny_config, tmp_path):
     out = tmp_path / "run"
     metrics = train_run(tiny_config, out, progress=False)
-    for name in ("config.json", "model.safetensors", "metrics.json", "log.jsonl",
-                 "checkpoint.pt", "dataset.npz"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "metrics.json",
+        "log.jsonl",
+        "checkpoint.pt",
+        "dataset.npz",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
@@ -33,8 +39,10 @@ def test_run_directory_contents_and_metrics_contract(tiny_config, tmp_path):
 
 def test_model_learns_the_pattern(seq_file, tmp_path):
     config = RunConfig().with_overrides(
-        tiny_overrides(seq_file, **{"train.epochs": 25, "train.patience": 25, "model.dropout": 0.0,
-                                    "train.lr": 5e-3})
+        tiny_overrides(
+            seq_file,
+            **{"train.epochs": 25, "train.patience": 25, "model.dropout": 0.0, "train.lr": 5e-3},
+        )
     )
     metrics = train_run(config, tmp_path / "run", progress=False)
     # 40 items, next item is +1 with p=0.8: chance HR@5 is ~0.12
@@ -52,8 +60,15 @@ def test_same_seed_same_result(tiny_config, tmp_path):
 @pytest.mark.parametrize("model", ["sasrec", "fame"])
 def test_resume_ends_like_an_uninterrupted_run(seq_file, tmp_path, model):
     config = RunConfig().with_overrides(
-        tiny_overrides(seq_file, **{"train.epochs": 4, "train.patience": 10, "model.name": model,
-                                    "model.hidden_size": 64})
+        tiny_overrides(
+            seq_file,
+            **{
+                "train.epochs": 4,
+                "train.patience": 10,
+                "model.name": model,
+                "model.hidden_size": 64,
+            },
+        )
     )
     whole = train_run(config, tmp_path / "whole", progress=False)
     assert train_run(config, tmp_path / "cut", progress=False, stop_after=2) is None
@@ -91,19 +106,26 @@ def test_fame_from_sasrec_run_records_its_origin(seq_file, tmp_path):
     sasrec = RunConfig().with_overrides(base)
     train_run(sasrec, tmp_path / "sasrec", progress=False)
     fame = RunConfig().with_overrides(
-        {**base, "model.name": "fame", "model.num_heads": 4,
-         "train.init_from": str(tmp_path / "sasrec")}
+        {
+            **base,
+            "model.name": "fame",
+            "model.num_heads": 4,
+            "train.init_from": str(tmp_path / "sasrec"),
+        }
     )
     metrics = train_run(fame, tmp_path / "fame", progress=False)
     assert metrics["init_from"]["run"] == str(tmp_path / "sasrec")
-    assert metrics["init_from"]["test"] == json.loads(
-        (tmp_path / "sasrec/metrics.json").read_text())["test"]
+    assert (
+        metrics["init_from"]["test"]
+        == json.loads((tmp_path / "sasrec/metrics.json").read_text())["test"]
+    )
 
 
 def test_pretrain_runs_both_stages_and_keeps_both(seq_file, tmp_path):
     config = RunConfig().with_overrides(
-        tiny_overrides(seq_file, **{"model.hidden_size": 64, "model.name": "fame",
-                                    "train.pretrain": True})
+        tiny_overrides(
+            seq_file, **{"model.hidden_size": 64, "model.name": "fame", "train.pretrain": True}
+        )
     )
     metrics = train_run(config, tmp_path / "fame", progress=False)
     assert (tmp_path / "fame/pretrain/metrics.json").is_file()
@@ -117,8 +139,12 @@ def test_init_from_other_dataset_fails_before_writing(seq_file, tmp_path):
     train_run(RunConfig().with_overrides(base), tmp_path / "sasrec", progress=False)
     other = write_sequences(tmp_path / "other.txt", seed=5)
     fame = RunConfig().with_overrides(
-        {**base, "data.path": str(other), "model.name": "fame",
-         "train.init_from": str(tmp_path / "sasrec")}
+        {
+            **base,
+            "data.path": str(other),
+            "model.name": "fame",
+            "train.init_from": str(tmp_path / "sasrec"),
+        }
     )
     with pytest.raises(ConfigError, match="it was trained on dataset 'tiny'"):
         train_run(fame, tmp_path / "fame", progress=False)

@@ -127,8 +127,12 @@ class EvalBatches:
         self.widths = np.minimum(lengths[order], max_len)
         history_lengths = ends - starts
         self.seen_offsets = np.concatenate([[0], np.cumsum(history_lengths)])
-        within = np.arange(self.seen_offsets[-1]) - np.repeat(self.seen_offsets[:-1], history_lengths)
-        self.seen_items = torch.from_numpy(prefixes.items[np.repeat(starts, history_lengths) + within])
+        within = np.arange(self.seen_offsets[-1]) - np.repeat(
+            self.seen_offsets[:-1], history_lengths
+        )
+        self.seen_items = torch.from_numpy(
+            prefixes.items[np.repeat(starts, history_lengths) + within]
+        )
         self.seen_users = torch.from_numpy(np.repeat(np.arange(len(order)), history_lengths))
         self.batch_size = batch_size
         self.device = torch.device(device)

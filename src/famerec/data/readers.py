@@ -124,13 +124,18 @@ def read_table(
         raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
     missing = [c for c in (user_col, item_col, time_col) if c not in available]
     if missing:
-        hint = "" if header or columns else "; name the columns of a headerless table with --columns"
+        hint = (
+            "" if header or columns else "; name the columns of a headerless table with --columns"
+        )
         raise DataError(
-            f"no column {', '.join(map(repr, missing))} (columns are: {', '.join(available)}){hint}",
+            f"no column {', '.join(map(repr, missing))} "
+            f"(columns are: {', '.join(available)}){hint}",
             str(path),
         )
     selected = frame.select(
-        pl.col(user_col).alias("user"), pl.col(item_col).alias("item"), pl.col(time_col).alias("time")
+        pl.col(user_col).alias("user"),
+        pl.col(item_col).alias("item"),
+        pl.col(time_col).alias("time"),
     ).with_row_index("row")
     try:
         table = selected.collect(engine="streaming")
@@ -140,12 +145,16 @@ def read_table(
         raise DataError("the table has no rows", str(path))
     complete = table.drop_nulls(["user", "item", "time"])
     if complete.height < table.height:
-        log.warning("skipped %d rows with an empty user, item or timestamp", table.height - complete.height)
+        log.warning(
+            "skipped %d rows with an empty user, item or timestamp", table.height - complete.height
+        )
     name = name or path.name.split(".")[0]
     return _sequences_from_frame(name, complete, kcore, str(path))
 
 
-def _scan_table(path: Path, sep: str | None, header: bool, columns: list[str] | None) -> pl.LazyFrame:
+def _scan_table(
+    path: Path, sep: str | None, header: bool, columns: list[str] | None
+) -> pl.LazyFrame:
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return pl.scan_parquet(path)
     if sep is None:

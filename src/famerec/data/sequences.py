@@ -114,7 +114,9 @@ def drop_short_users(data: SequenceData, min_length: int = MIN_SEQUENCE_LENGTH) 
         return data
     starts, ends = data.offsets[:-1][keep], data.offsets[1:][keep]
     sequences = [data.items[s:e] for s, e in zip(starts, ends)]
-    return compact_items(from_user_sequences(data.name, data.user_ids[keep], sequences, data.item_ids))
+    return compact_items(
+        from_user_sequences(data.name, data.user_ids[keep], sequences, data.item_ids)
+    )
 
 
 def compact_items(data: SequenceData) -> SequenceData:

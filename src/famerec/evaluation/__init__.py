@@ -9,4 +9,11 @@ from famerec.evaluation.metrics import (
     target_ranks,
 )
 
-__all__ = ["CUTOFFS", "METRIC_NAMES", "evaluate", "metric_sums", "metrics_from_ranks", "target_ranks"]
+__all__ = [
+    "CUTOFFS",
+    "METRIC_NAMES",
+    "evaluate",
+    "metric_sums",
+    "metrics_from_ranks",
+    "target_ranks",
+]

@@ -27,8 +27,11 @@ def evaluate(
     device_type = batches.device.type
     try:
         for batch in batches:
-            with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16,
-                                enabled=autocast_dtype is not None):
+            with torch.autocast(
+                device_type,
+                dtype=autocast_dtype or torch.bfloat16,
+                enabled=autocast_dtype is not None,
+            ):
                 scores = model.score(batch.inputs)  # (B, V + 1), float32
             if exclude_seen:
                 scores[batch.seen_rows, batch.seen_items] = float("-inf")

@@ -128,7 +128,9 @@ class SequentialRecommender(nn.Module):
         queries = self.query_vectors(item_seq)  # (B, L, d)
         real = targets != 0
         item_weights = self.item_embedding.weight[1:]  # padding is never a target
-        return softmax_cross_entropy(queries[real], item_weights, targets[real] - 1, self.loss_chunk)
+        return softmax_cross_entropy(
+            queries[real], item_weights, targets[real] - 1, self.loss_chunk
+        )
 
     def score(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded item ids -> (B, num_items + 1) scores of every next item.

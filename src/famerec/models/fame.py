@@ -48,9 +48,7 @@ class MoEAttention(nn.Module):
         self.key = nn.Linear(hidden_size, hidden_size)  # W_K^(h) side by side
         self.value = nn.Linear(hidden_size, hidden_size)  # W_V^(h) side by side
         # W_exp^(h) in R^{(N d') x N}, stored as (H, N, d', N) for the einsum below.
-        self.router = nn.Parameter(
-            torch.empty(num_heads, num_experts, self.head_size, num_experts)
-        )
+        self.router = nn.Parameter(torch.empty(num_heads, num_experts, self.head_size, num_experts))
 
     def forward(self, queries_in: torch.Tensor, keys_in: torch.Tensor, mask: torch.Tensor):
         """(B, L, d) x2, (B, 1, L, L) -> f (B, L, H, d') and router weights beta (B, L, H, N)."""
@@ -109,7 +107,9 @@ class FacetLayer(nn.Module):
     def query_vectors(self, out: FacetOutput) -> torch.Tensor:
         """(B, L, d): sum_h g_h W_f^(h) F^(h), so that x_v . q equals Eq. 11's score."""
         gated = out.gate.unsqueeze(-1) * out.head_states  # (B, L, H, d'): g_h F^(h)
-        projection = self.facet_projection.transpose(1, 2).reshape(-1, self.facet_projection.shape[1])
+        projection = self.facet_projection.transpose(1, 2).reshape(
+            -1, self.facet_projection.shape[1]
+        )
         return gated.flatten(2) @ projection  # (B, L, H d') @ (H d', d) = sum_h g_h W_f^(h) F^(h)
 
     def item_sub_embeddings(self, item_weights: torch.Tensor) -> torch.Tensor:

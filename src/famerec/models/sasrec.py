@@ -30,7 +30,9 @@ class CausalSelfAttention(nn.Module):
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, L, d')
+        return x.view(batch, length, self.num_heads, self.head_size).transpose(
+            1, 2
+        )  # (B, H, L, d')
 
     def forward(self, queries_in: torch.Tensor, keys_in: torch.Tensor, mask: torch.Tensor):
         # queries_in, keys_in: (B, L, d); mask: (B, 1, L, L)

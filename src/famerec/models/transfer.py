@@ -36,8 +36,11 @@ def check_compatible(fame: FAME, sasrec: SASRec) -> None:
     problems = []
     if fame.num_items != sasrec.num_items:
         problems.append(f"{sasrec.num_items} items in the SASRec run, {fame.num_items} here")
-    for field, label in (("hidden_size", "hidden size"), ("num_layers", "layers"),
-                         ("max_len", "max_len")):
+    for field, label in (
+        ("hidden_size", "hidden size"),
+        ("num_layers", "layers"),
+        ("max_len", "max_len"),
+    ):
         theirs, ours = getattr(sasrec.config, field), getattr(fame.config, field)
         if theirs != ours:
             problems.append(f"{label} {theirs} in the SASRec run, {ours} here")

@@ -4,4 +4,12 @@ from famerec.training.pipeline import TrainedRun, load_run, resolve_config, trai
 from famerec.training.rundir import RunDir
 from famerec.training.trainer import Trainer, resolve_device
 
-__all__ = ["RunDir", "TrainedRun", "Trainer", "load_run", "resolve_config", "resolve_device", "train_run"]
+__all__ = [
+    "RunDir",
+    "TrainedRun",
+    "Trainer",
+    "load_run",
+    "resolve_config",
+    "resolve_device",
+    "train_run",
+]

@@ -149,8 +149,11 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, (inputs, targets) in enumerate(bar, start=1):
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                                enabled=self.amp_dtype is not None):
+            with torch.autocast(
+                self.device.type,
+                dtype=self.amp_dtype or torch.bfloat16,
+                enabled=self.amp_dtype is not None,
+            ):
                 loss = self.step_model.loss((inputs, targets))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -212,7 +215,12 @@ class Trainer:
             self.save_checkpoint()
             log.info(
                 "epoch %3d  loss %.4f  valid HR@10 %.4f NDCG@10 %.4f  (%.1fs train, %.1fs eval)%s",
-                epoch, loss, valid["HR@10"], valid["NDCG@10"], seconds, eval_seconds,
+                epoch,
+                loss,
+                valid["HR@10"],
+                valid["NDCG@10"],
+                seconds,
+                eval_seconds,
                 "  *best" if improved else "",
             )
             if stop_after is not None and epoch >= stop_after:

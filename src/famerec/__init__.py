@@ -1,0 +1,26 @@
+"""famerec: FAME (Facet-Aware Multi-Head Mixture-of-Experts) sequential recommendation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["Recommender", "__version__", "load"]
+
+if TYPE_CHECKING:
+    from famerec.recommender import Recommender
+
+
+def load(run_dir, device: str = "cpu") -> Recommender:
+    """Load a finished run directory for recommendation; see `famerec.recommender`."""
+    from famerec.recommender import load as _load
+
+    return _load(run_dir, device=device)
+
+
+def __getattr__(name: str):
+    if name == "Recommender":
+        from famerec.recommender import Recommender
+
+        return Recommender
+    raise AttributeError(name)
