@@ -52,3 +52,32 @@ def tiny_overrides(path: Path, **extra) -> dict:
 @pytest.fixture
 def tiny_config(seq_file: Path) -> RunConfig:
     return RunConfig().with_overrides(tiny_overrides(seq_file)).validate()
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny FAME run (with its SASRec pretraining run) on string ids, trained once."""
+    from famerec.training import train_run
+
+    root = tmp_path_factory.mktemp("runs")
+    numeric = write_sequences(root / "numeric.txt", num_users=80, num_items=30)
+    rows = ["user,item,timestamp"]
+    for line in numeric.read_text().splitlines():
+        user, *items = line.split()
+        rows += [f"u{user},i{item},{t}" for t, item in enumerate(items)]
+    table = root / "events.csv"
+    table.write_text("\n".join(rows) + "\n")
+    overrides = tiny_overrides(
+        table,
+        **{
+            "data.format": "table",
+            "data.kcore": 0,
+            "model.hidden_size": 64,
+            "model.name": "fame",
+            "train.pretrain": True,
+            "train.epochs": 3,
+        },
+    )
+    config = RunConfig().with_overrides(overrides).validate()
+    train_run(config, root / "fame", progress=False)
+    return {"fame": root / "fame", "sasrec": root / "fame" / "pretrain"}

@@ -168,3 +168,65 @@ def test_console_entry_point_exit_code_and_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("famerec: error:")
+
+
+def test_recommend_command_table_and_json(trained_runs, capsys):
+    run = str(trained_runs["fame"])
+    code, stdout, err = run_cli(
+        ["recommend", "--run", run, "--items", "i1 i2 zzz", "-k", "3"], capsys
+    )
+    assert code == 0
+    assert stdout.splitlines()[0].startswith("| rank | item")
+    assert len(stdout.strip().splitlines()) == 2 + 3
+    assert "skipped 1 unknown item ids: zzz" in err
+    code, stdout, _ = run_cli(
+        ["recommend", "--run", run, "--user", "u5", "-k", "4", "--json"], capsys
+    )
+    payload = json.loads(stdout)
+    assert code == 0 and len(payload["items"]) == 4
+
+
+def test_recommend_command_errors(trained_runs, tmp_path, capsys):
+    run = str(trained_runs["fame"])
+    code, _, err = run_cli(["recommend", "--run", run, "--items", "zzz"], capsys)
+    assert_one_line_error(code, err, "no item the model knows")
+    code, _, err = run_cli(["recommend", "--run", run, "--user", "nobody"], capsys)
+    assert_one_line_error(code, err, "unknown user 'nobody'")
+    code, _, err = run_cli(["recommend", "--run", str(tmp_path), "--items", "i1"], capsys)
+    assert_one_line_error(code, err, "not a finished famerec run")
+
+
+def test_explain_user(trained_runs, capsys):
+    from famerec.recommender import load
+
+    run = trained_runs["fame"]
+    history = load(run).user_history("u7")
+    code, stdout, _ = run_cli(["explain", "--run", str(run), "--user", "u7", "-k", "5"], capsys)
+    assert code == 0
+    assert f"held-out test item: {history[-1]}" in stdout
+    assert " ".join(history[:-1]) in stdout
+    assert "head 1 (gate" in stdout and "head 2 (gate" in stdout and "integrated" in stdout
+    code, stdout, _ = run_cli(
+        ["explain", "--run", str(run), "--user", "u7", "-k", "30", "--json"], capsys
+    )
+    payload = json.loads(stdout)
+    assert payload["test_item"] == history[-1] and payload["history"] == history[:-1]
+    assert len(payload["heads"]) == 2
+    # with k as large as the catalogue, the held-out item appears and is marked in the table
+    code, stdout, _ = run_cli(["explain", "--run", str(run), "--user", "u7", "-k", "30"], capsys)
+    assert f"| {history[-1]} *" in stdout or f" {history[-1]} * " in stdout
+
+
+def test_explain_facets_needs_attributes_for_user_data(trained_runs, tmp_path, capsys):
+    run = str(trained_runs["fame"])
+    code, _, err = run_cli(["explain", "--run", run, "--facets"], capsys)
+    assert_one_line_error(code, err, "--attributes")
+    attributes = tmp_path / "attributes.json"
+    attributes.write_text(json.dumps({f"i{n}": [n % 3, 10 + n % 2] for n in range(1, 31)}))
+    code, stdout, err = run_cli(
+        ["explain", "--run", run, "--facets", "--attributes", str(attributes), "-k", "5"], capsys
+    )
+    assert code == 0, err
+    for name in ("head 1", "head 2", "integrated", "sasrec", "random"):
+        assert f"| {name}" in stdout
+    assert "mean Jaccard overlap between heads' lists" in stdout
