@@ -71,9 +71,9 @@ def test_recommend_user_uses_the_whole_history(fame):
 
 def test_integer_ids_accept_strings(trained_runs, tmp_path):
     # the bundled data uses integer ids; the CLI passes strings
+    from famerec.config import RunConfig
     from famerec.training import train_run
     from tests.conftest import tiny_overrides, write_sequences
-    from famerec.config import RunConfig
 
     data = write_sequences(tmp_path / "ints.txt", num_users=40, num_items=20)
     config = RunConfig().with_overrides(tiny_overrides(data, **{"train.epochs": 1}))
