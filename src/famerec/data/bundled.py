@@ -10,8 +10,6 @@ import gzip
 import json
 from importlib import resources
 
-import numpy as np
-
 from famerec.data.readers import read_sequence_file
 from famerec.data.sequences import SequenceData
 from famerec.errors import ConfigError
@@ -54,13 +52,3 @@ def load_attributes(name: str, data: SequenceData) -> dict[int, list[int]]:
         if int(item) in internal
     }
 
-
-def attribute_matrix(attributes: dict[int, list[int]], num_items: int) -> np.ndarray:
-    """(num_items + 1, num_attributes) 0/1 matrix; row 0 (padding) is empty."""
-    if not attributes:
-        return np.zeros((num_items + 1, 0), dtype=np.float32)
-    width = 1 + max(a for values in attributes.values() for a in values)
-    matrix = np.zeros((num_items + 1, width), dtype=np.float32)
-    for item, values in attributes.items():
-        matrix[item, values] = 1.0
-    return matrix
