@@ -159,3 +159,11 @@ def test_init_from_needs_a_finished_run(seq_file, tmp_path):
     )
     with pytest.raises(ConfigError, match="not a finished famerec run"):
         train_run(fame, tmp_path / "fame", progress=False)
+
+
+def test_bf16_autocast_training_runs(seq_file, tmp_path):
+    # the precision used on CUDA by default, exercised on the CPU
+    config = RunConfig().with_overrides(tiny_overrides(seq_file, **{"train.precision": "bf16"}))
+    metrics = train_run(config, tmp_path / "run", progress=False)
+    assert 0.0 <= metrics["test"]["NDCG@10"] <= 1.0
+    assert all(r["train_loss"] > 0 for r in map(json.loads, open(tmp_path / "run/log.jsonl")))

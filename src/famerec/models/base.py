@@ -138,7 +138,9 @@ class SequentialRecommender(nn.Module):
         Column 0 (padding) is -inf, so it never wins.
         """
         last = self.query_vectors(item_seq)[:, -1]  # (B, d)
-        scores = (last @ self.item_embedding.weight.T).float()  # (B, V + 1)
+        # Always in float32: rounding scores to bf16 would create ties in the ranking.
+        with torch.autocast(last.device.type, enabled=False):
+            scores = last.float() @ self.item_embedding.weight.float().T  # (B, V + 1)
         scores[:, 0] = float("-inf")
         return scores
 

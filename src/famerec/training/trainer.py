@@ -80,7 +80,10 @@ class Trainer:
         self.amp_dtype = autocast_dtype(config.train.precision, device)
         self.model = model.to(device)
         self.model.loss_chunk = config.train.loss_chunk
-        self.step_model = torch.compile(self.model, dynamic=True) if config.train.compile else model
+        # torch.compile of a module compiles forward() only; the training step calls loss().
+        self.loss_fn = (
+            torch.compile(self.model.loss, dynamic=True) if config.train.compile else model.loss
+        )
         self.optimizer = torch.optim.Adam(
             model.parameters(),
             lr=config.train.lr,
@@ -154,7 +157,7 @@ class Trainer:
                 dtype=self.amp_dtype or torch.bfloat16,
                 enabled=self.amp_dtype is not None,
             ):
-                loss = self.step_model.loss((inputs, targets))
+                loss = self.loss_fn((inputs, targets))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
