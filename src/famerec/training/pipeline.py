@@ -69,6 +69,9 @@ def resolve_config(
 
 
 def set_threads(threads: int) -> None:
+    """Use `threads`, or every core this process may run on."""
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
