@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -59,7 +59,6 @@ class TrainState:
     best_metric: float = float("-inf")
     bad_epochs: int = 0
     train_seconds: float = 0.0
-    history: list = field(default_factory=list)
 
 
 class Trainer:
