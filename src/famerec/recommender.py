@@ -271,7 +271,7 @@ class Recommender:
         """(B, d) float32: one vector per sequence; its dot product with `item_vectors()` rows
         is the model's score (for FAME, sum_h g_h W_f^(h) F^(h), Eq. 11 collapsed)."""
         batch, _, _ = self._prepare(sequences, strict)
-        return self.model.query_vectors(batch)[:, -1].float().cpu().numpy()
+        return self.model.last_query_vectors(batch).float().cpu().numpy()
 
     @torch.inference_mode()
     def item_vectors(self) -> np.ndarray:

@@ -151,3 +151,10 @@ def test_invalid_combinations(overrides, words):
 def test_every_paper_head_count_runs(heads):
     model = fame(heads=heads, experts=2)
     assert model.score(SEQ).isfinite()[:, 1:].all()
+
+
+def test_last_position_shortcut_equals_the_full_pass():
+    model = fame(heads=4, experts=3)
+    torch.testing.assert_close(
+        model.last_query_vectors(SEQ), model.query_vectors(SEQ)[:, -1], rtol=1e-5, atol=1e-6
+    )

@@ -166,4 +166,5 @@ def test_bf16_autocast_training_runs(seq_file, tmp_path):
     config = RunConfig().with_overrides(tiny_overrides(seq_file, **{"train.precision": "bf16"}))
     metrics = train_run(config, tmp_path / "run", progress=False)
     assert 0.0 <= metrics["test"]["NDCG@10"] <= 1.0
-    assert all(r["train_loss"] > 0 for r in map(json.loads, open(tmp_path / "run/log.jsonl")))
+    records = (tmp_path / "run/log.jsonl").read_text().splitlines()
+    assert all(json.loads(r)["train_loss"] > 0 for r in records)

@@ -51,4 +51,3 @@ def load_attributes(name: str, data: SequenceData) -> dict[int, list[int]]:
         for item, attributes in by_original.items()
         if int(item) in internal
     }
-

@@ -122,6 +122,10 @@ class SequentialRecommender(nn.Module):
         embedding is that item's score as the next item."""
         raise NotImplementedError
 
+    def last_query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """(B, d) the query vector after the last position (models may skip the others)."""
+        return self.query_vectors(item_seq)[:, -1]
+
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item at every real position (Eq. 18)."""
         item_seq, targets = batch  # (B, L), (B, L); target 0 = padding, no loss
@@ -137,7 +141,7 @@ class SequentialRecommender(nn.Module):
 
         Column 0 (padding) is -inf, so it never wins.
         """
-        last = self.query_vectors(item_seq)[:, -1]  # (B, d)
+        last = self.last_query_vectors(item_seq)  # (B, d)
         # Always in float32: rounding scores to bf16 would create ties in the ranking.
         with torch.autocast(last.device.type, enabled=False):
             scores = last.float() @ self.item_embedding.weight.float().T  # (B, V + 1)

@@ -51,15 +51,16 @@ class MoEAttention(nn.Module):
         self.router = nn.Parameter(torch.empty(num_heads, num_experts, self.head_size, num_experts))
 
     def forward(self, queries_in: torch.Tensor, keys_in: torch.Tensor, mask: torch.Tensor):
-        """(B, L, d) x2, (B, 1, L, L) -> f (B, L, H, d') and router weights beta (B, L, H, N)."""
+        """(B, Lq, d), (B, L, d), (B, 1, Lq, L) -> f (B, Lq, H, d'), beta (B, Lq, H, N)."""
         batch, length, _ = queries_in.shape
+        keys_length = keys_in.shape[1]
         heads, experts, size = self.num_heads, self.num_experts, self.head_size
         q = self.expert_queries(queries_in).view(batch, length, heads * experts, size)  # Eq. 12
-        q = q.transpose(1, 2)  # (B, H*N, L, d')
-        k = self.key(keys_in).view(batch, length, heads, 1, size)  # Eq. 13
-        v = self.value(keys_in).view(batch, length, heads, 1, size)
-        k = k.expand(-1, -1, -1, experts, -1).reshape(batch, length, heads * experts, size)
-        v = v.expand(-1, -1, -1, experts, -1).reshape(batch, length, heads * experts, size)
+        q = q.transpose(1, 2)  # (B, H*N, Lq, d')
+        k = self.key(keys_in).view(batch, keys_length, heads, 1, size)  # Eq. 13
+        v = self.value(keys_in).view(batch, keys_length, heads, 1, size)
+        k = k.expand(-1, -1, -1, experts, -1).reshape(batch, keys_length, heads * experts, size)
+        v = v.expand(-1, -1, -1, experts, -1).reshape(batch, keys_length, heads * experts, size)
         dropout = self.dropout if self.training else 0.0
         expert_out = F.scaled_dot_product_attention(
             q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dropout_p=dropout
@@ -94,9 +95,12 @@ class FacetLayer(nn.Module):
         self.facet_projection = nn.Parameter(torch.empty(heads, hidden, self.head_size))  # W_f^(h)
         self.head_gate = nn.Linear(hidden, heads)  # W_g, b_g
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> FacetOutput:
-        batch, length, _ = x.shape
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> FacetOutput:
+        """Every position's head states (training), or the last position's only (scoring)."""
         queries = self.attn_norm(x)  # (B, L, d)
+        if last_only:
+            queries, mask = queries[:, -1:], mask[:, :, -1:]
+        batch, length, _ = queries.shape
         f, beta = self.attention(queries, x, mask)  # (B, L, H, d'), (B, L, H, N)
         if self.attn_residual:
             f = f + queries.view(batch, length, self.num_heads, self.head_size)
@@ -149,19 +153,23 @@ class FAME(SequentialRecommender):
         nn.init.normal_(layer.attention.router, std=(2.0 / (experts * head_size + experts)) ** 0.5)
         nn.init.normal_(layer.facet_projection, std=(2.0 / (hidden + head_size)) ** 0.5)
 
-    def facets(self, item_seq: torch.Tensor) -> FacetOutput:
+    def facets(self, item_seq: torch.Tensor, last_only: bool = False) -> FacetOutput:
         x, real = self.embed(item_seq)  # (B, L, d)
         mask = self.attention_mask(real)
         for block in self.blocks:
             x = block(x, mask, real)
-        return self.facet_layer(x, mask)
+        return self.facet_layer(x, mask, last_only=last_only)
 
     def query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
         return self.facet_layer.query_vectors(self.facets(item_seq))  # (B, L, d)
 
+    def last_query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
+        out = self.facets(item_seq, last_only=True)  # the last layer at the last position only
+        return self.facet_layer.query_vectors(out)[:, -1]  # (B, d)
+
     def head_scores(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, FacetOutput]:
         """(B, H, V + 1) every head's score of every item after the last position (Eq. 8)."""
-        out = self.facets(item_seq)
+        out = self.facets(item_seq, last_only=True)
         items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight)  # (H, V+1, d')
         scores = torch.einsum("bhe,hve->bhv", out.head_states[:, -1], items).float()
         scores[:, :, 0] = float("-inf")
