@@ -130,6 +130,11 @@ class TrainConfig:
     )
     init_from: str | None = option(None, "FAME: start from this finished SASRec run directory")
     pretrain: bool = option(False, "FAME: first train SASRec into OUT/pretrain, then start from it")
+    freeze_epochs: int = option(
+        0,
+        "FAME from SASRec: train only the new parts for this many epochs before fine-tuning "
+        "everything (0 = end to end from the start, as in the paper)",
+    )
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -146,6 +151,10 @@ class TrainConfig:
             raise ConfigError("--threads and --loss-chunk must be 0 or more")
         if self.init_from is not None and self.pretrain:
             raise ConfigError("use either --init-from RUN_DIR or --pretrain, not both")
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be 0 or more, got {self.freeze_epochs}")
+        if self.freeze_epochs and self.init_from is None and not self.pretrain:
+            raise ConfigError("--freeze-epochs needs --init-from or --pretrain")
 
 
 @dataclass

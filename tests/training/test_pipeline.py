@@ -168,3 +168,40 @@ def test_bf16_autocast_training_runs(seq_file, tmp_path):
     assert 0.0 <= metrics["test"]["NDCG@10"] <= 1.0
     records = (tmp_path / "run/log.jsonl").read_text().splitlines()
     assert all(json.loads(r)["train_loss"] > 0 for r in records)
+
+
+def test_freeze_epochs_keep_the_copied_weights_fixed_at_first(seq_file, tmp_path):
+    base = tiny_overrides(seq_file, **{"model.hidden_size": 64})
+    train_run(RunConfig().with_overrides(base), tmp_path / "sasrec", progress=False)
+    fame = RunConfig().with_overrides(
+        {
+            **base,
+            "model.name": "fame",
+            "train.init_from": str(tmp_path / "sasrec"),
+            "train.freeze_epochs": 1,
+            "train.epochs": 3,
+        }
+    )
+    assert train_run(fame, tmp_path / "fame", progress=False, stop_after=1) is None
+    after_one = torch.load(tmp_path / "fame/checkpoint.pt", weights_only=True)["model"]
+    sasrec = load_file(tmp_path / "sasrec/model.safetensors")
+    assert torch.equal(after_one["item_embedding.weight"], sasrec["item_embedding.weight"])
+    assert torch.equal(after_one["blocks.0.ffn.inner.weight"], sasrec["blocks.0.ffn.inner.weight"])
+    torch.manual_seed(fame.train.seed)
+    from famerec.models import build_model
+
+    initial = build_model(fame.model, 40).state_dict()
+    assert not torch.equal(
+        after_one["facet_layer.head_gate.weight"], initial["facet_layer.head_gate.weight"]
+    )
+    metrics = train_run(fame, tmp_path / "fame", resume=True, progress=False)
+    final = load_file(tmp_path / "fame/model.safetensors")
+    if metrics["best_epoch"] > 1:
+        assert not torch.equal(final["item_embedding.weight"], sasrec["item_embedding.weight"])
+    log = [json.loads(r) for r in (tmp_path / "fame/log.jsonl").read_text().splitlines()]
+    assert [r["pretrained_frozen"] for r in log] == [True, False, False]
+
+
+def test_freeze_epochs_need_a_pretrained_start(tiny_config):
+    with pytest.raises(ConfigError, match="--freeze-epochs needs --init-from or --pretrain"):
+        tiny_config.with_overrides({"train.freeze_epochs": 2}).validate()

@@ -118,9 +118,10 @@ def train_run(
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.num_items)
+    pretrained: list[str] = []
     if source is not None:
         assert isinstance(model, FAME)
-        init_fame_from_sasrec(model, source.model)
+        pretrained = init_fame_from_sasrec(model, source.model)
 
     run_dir.path.mkdir(parents=True, exist_ok=True)
     if not run_dir.is_started:
@@ -130,7 +131,15 @@ def train_run(
         write_json(run_dir / CONFIG, config.to_dict())
 
     started = time.perf_counter()
-    trainer = Trainer(model, config, leave_one_out(data), run_dir, device, progress=progress)
+    trainer = Trainer(
+        model,
+        config,
+        leave_one_out(data),
+        run_dir,
+        device,
+        progress=progress,
+        pretrained=pretrained,
+    )
     state = trainer.fit(resume=resume, stop_after=stop_after)
     finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
     if not finished:

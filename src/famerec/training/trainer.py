@@ -70,8 +70,12 @@ class Trainer:
         run_dir: RunDir,
         device: torch.device,
         progress: bool = True,
+        pretrained: list[str] | None = None,
     ):
+        """`pretrained`: names of parameters copied from another run; with --freeze-epochs
+        they stay fixed during the first epochs while the new parts learn."""
         self.config = config
+        self.pretrained = [p for n, p in model.named_parameters() if n in set(pretrained or [])]
         self.train_config = config.train
         self.run_dir = run_dir
         self.device = device
@@ -139,6 +143,9 @@ class Trainer:
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training batches; returns (mean loss per position, seconds)."""
         self.model.train()
+        frozen = epoch <= self.train_config.freeze_epochs
+        for parameter in self.pretrained:
+            parameter.requires_grad_(not frozen)
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         positions = torch.zeros((), dtype=torch.long, device=self.device)
@@ -212,6 +219,7 @@ class Trainer:
                 "positions_per_second": round(self.num_positions / seconds, 1),
                 "valid": {k: round(v, 6) for k, v in valid.items()},
                 "best": improved,
+                "pretrained_frozen": bool(self.pretrained) and epoch <= config.freeze_epochs,
             }
             self.run_dir.append_log(record)
             self.save_checkpoint()
