@@ -64,7 +64,8 @@ def reference_logits(model: SequentialRecommender, item_seq: torch.Tensor) -> to
 
 
 def reference_loss(model: SequentialRecommender, batch) -> torch.Tensor:
-    item_seq, targets = batch
+    """Cross-entropy from the full (B, max_len, V) logits of a one-part, max_len-wide batch."""
+    ((item_seq, targets),) = batch.parts
     logits = reference_logits(model, item_seq)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten() - 1, ignore_index=-1)
 

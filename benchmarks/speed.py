@@ -125,13 +125,11 @@ def run_case(case: Case) -> dict:
     model.loss_chunk = 512 if device.type == "cpu" else 4096
     tensors = train_tensors(split.train, config.max_len)
     batches = TrainBatches(tensors, 256, torch.Generator().manual_seed(0), device=device)
+    padded = TrainBatches(tensors, 256, torch.Generator(), pad_to_max_len=True, device=device)
     epoch_indices = batches.batch_indices()
 
     def batch_at(rows, pad):
-        width = config.max_len if pad else int(tensors.lengths[rows].max())
-        rows = rows.to(device)
-        cut = config.max_len - width
-        return batches.inputs[rows, cut:], batches.targets[rows, cut:]
+        return padded.batch(rows) if pad else batches.batch(rows)
 
     def train(loss_fn, indices, pad):
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -124,7 +124,9 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model (CUDA only; slower start)")
     threads: int = option(0, "CPU threads, 0 = all cores")
     keep_seen: bool = option(False, "keep items of the input history in the evaluation ranking")
-    bucketing: bool = option(True, "batch sequences of similar length together")
+    bucketing: bool = option(
+        True, "compute each random batch as parts of similar length (same loss, less padding)"
+    )
     loss_chunk: int = option(
         512, "positions per chunk of the fused cross-entropy, 0 = plain full logits"
     )

@@ -1,8 +1,10 @@
 """Tensors built once, then sliced into batches: no per-sample Python work while training.
 
-Sequences are left-padded with 0 and keep their most recent `max_len` items. A batch is cut
-only as wide as its longest sequence needs; bucketing sorts sequences by length inside large
-random groups so that batches hold sequences of similar length while staying shuffled.
+Sequences are left-padded with 0 and keep their most recent `max_len` items. Batches are
+drawn at random, as usual; to avoid computing on padding, each batch is split into parts of
+similar length (lengths 1, 2, 3-4, 5-8, 9-16, ...), each cut only as wide as its longest
+sequence. The loss is the mean over all real positions of the batch, so the gradient is the
+one of the whole random batch: only the padding is gone.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import numpy as np
 import torch
 
 from famerec.data.split import PrefixSet
-
-BUCKET_BATCHES = 64  # batches per random group that is sorted by length
 
 
 def left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
@@ -49,10 +49,29 @@ def train_tensors(train: PrefixSet, max_len: int) -> TrainTensors:
     )
 
 
-class TrainBatches:
-    """Shuffled training batches of (inputs, targets), each cut to its longest sequence.
+@dataclass(frozen=True)
+class TrainBatch:
+    """One random batch, as parts of similar length: (inputs, targets) pairs of shape (b, w)."""
 
-    With `pad_to_max_len`, every batch keeps the full width (the slow reference layout).
+    parts: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    positions: int  # real positions (targets != 0) in all parts together
+
+    @property
+    def num_sequences(self) -> int:
+        return sum(inputs.shape[0] for inputs, _ in self.parts)
+
+
+def length_classes(lengths: torch.Tensor) -> torch.Tensor:
+    """Class c holds lengths in (2^(c-1), 2^c]: 1 -> 0, 2 -> 1, 3-4 -> 2, 5-8 -> 3, ..."""
+    return torch.ceil(torch.log2(lengths.clamp(min=1).double())).long()
+
+
+class TrainBatches:
+    """One epoch of shuffled training batches of `batch_size` sequences.
+
+    With `split_by_length` (the default), a batch is computed as parts of similar length;
+    without it, as one part cut to its longest sequence; with `pad_to_max_len`, as one part of
+    full width (the slow reference layout). All three give the same loss.
     """
 
     def __init__(
@@ -60,16 +79,17 @@ class TrainBatches:
         tensors: TrainTensors,
         batch_size: int,
         generator: torch.Generator,
-        bucketing: bool = True,
+        split_by_length: bool = True,
         pad_to_max_len: bool = False,
         device: torch.device | str = "cpu",
     ):
         self.inputs = tensors.inputs.to(device)
         self.targets = tensors.targets.to(device)
         self.lengths = tensors.lengths
+        self.classes = length_classes(tensors.lengths)
         self.batch_size = batch_size
         self.generator = generator
-        self.bucketing = bucketing
+        self.split_by_length = split_by_length and not pad_to_max_len
         self.pad_to_max_len = pad_to_max_len
         self.device = torch.device(device)
 
@@ -77,24 +97,36 @@ class TrainBatches:
         return -(-len(self.lengths) // self.batch_size)
 
     def batch_indices(self) -> list[torch.Tensor]:
-        """One epoch's batches of row indices (consumes the generator)."""
-        order = torch.randperm(len(self.lengths), generator=self.generator)
-        if not self.bucketing:
-            return list(order.split(self.batch_size))
-        group = torch.arange(len(order)) // (self.batch_size * BUCKET_BATCHES)
-        max_len = self.inputs.shape[1]
-        key = group * (max_len + 1) + self.lengths[order]
-        order = order[torch.argsort(key, stable=True)]
-        batches = order.split(self.batch_size)
-        shuffled = torch.randperm(len(batches), generator=self.generator)
-        return [batches[i] for i in shuffled.tolist()]
+        """One epoch's random batches of row indices (consumes the generator)."""
+        return list(
+            torch.randperm(len(self.lengths), generator=self.generator).split(self.batch_size)
+        )
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batch(self, rows: torch.Tensor) -> TrainBatch:
+        """The training batch of these rows."""
         max_len = self.inputs.shape[1]
+        if self.split_by_length:
+            classes = self.classes[rows]
+            order = torch.argsort(classes, stable=True)
+            groups = rows[order].split(torch.bincount(classes).tolist()) if len(rows) else []
+            groups = [g for g in groups if len(g)]
+        else:
+            groups = [rows]
+        parts = []
+        for group in groups:
+            width = max_len if self.pad_to_max_len else int(self.lengths[group].max())
+            on_device = group.to(self.device, non_blocking=True)
+            parts.append(
+                (
+                    self.inputs[on_device, max_len - width :],
+                    self.targets[on_device, max_len - width :],
+                )
+            )
+        return TrainBatch(tuple(parts), int(self.lengths[rows].sum()))
+
+    def __iter__(self) -> Iterator[TrainBatch]:
         for rows in self.batch_indices():
-            width = max_len if self.pad_to_max_len else int(self.lengths[rows].max())
-            rows = rows.to(self.device, non_blocking=True)
-            yield self.inputs[rows, max_len - width :], self.targets[rows, max_len - width :]
+            yield self.batch(rows)
 
 
 @dataclass(frozen=True)

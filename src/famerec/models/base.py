@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from famerec.config import ModelConfig
+from famerec.data.batching import TrainBatch
 
 LAYER_NORM_EPS = 1e-8  # as in SASRec
 
@@ -126,15 +127,23 @@ class SequentialRecommender(nn.Module):
         """(B, d) the query vector after the last position (models may skip the others)."""
         return self.query_vectors(item_seq)[:, -1]
 
-    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Full-softmax cross-entropy of the next item at every real position (Eq. 18)."""
-        item_seq, targets = batch  # (B, L), (B, L); target 0 = padding, no loss
-        queries = self.query_vectors(item_seq)  # (B, L, d)
-        real = targets != 0
-        item_weights = self.item_embedding.weight[1:]  # padding is never a target
-        return softmax_cross_entropy(
-            queries[real], item_weights, targets[real] - 1, self.loss_chunk
-        )
+    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Full-softmax cross-entropy of the next item at every real position (Eq. 18), averaged
+        over all real positions of the batch.
+
+        `batch` is (item_seq, targets), both (B, L) with target 0 at padding (no loss), or a
+        TrainBatch whose parts of similar length are encoded separately.
+        """
+        parts = batch.parts if isinstance(batch, TrainBatch) else (batch,)
+        queries, targets = [], []
+        for item_seq, target in parts:
+            real = target != 0
+            queries.append(self.query_vectors(item_seq)[real])  # (positions, d)
+            targets.append(target[real] - 1)  # padding is never a target
+        queries = queries[0] if len(parts) == 1 else torch.cat(queries)
+        targets = targets[0] if len(parts) == 1 else torch.cat(targets)
+        item_weights = self.item_embedding.weight[1:]
+        return softmax_cross_entropy(queries, item_weights, targets, self.loss_chunk)
 
     def score(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded item ids -> (B, num_items + 1) scores of every next item.

@@ -101,7 +101,7 @@ class Trainer:
             tensors,
             config.train.batch_size,
             self.shuffle_rng,
-            bucketing=config.train.bucketing,
+            split_by_length=config.train.bucketing,
             device=device,
         )
         self.valid_batches = EvalBatches(split.valid, max_len, config.train.eval_batch_size, device)
@@ -148,7 +148,7 @@ class Trainer:
             parameter.requires_grad_(not frozen)
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
-        positions = torch.zeros((), dtype=torch.long, device=self.device)
+        positions = 0
         bar = tqdm(
             self.train_batches,
             desc=f"epoch {epoch}",
@@ -157,29 +157,28 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        for step, (inputs, targets) in enumerate(bar, start=1):
+        for step, batch in enumerate(bar, start=1):
             with torch.autocast(
                 self.device.type,
                 dtype=self.amp_dtype or torch.bfloat16,
                 enabled=self.amp_dtype is not None,
             ):
-                loss = self.loss_fn((inputs, targets))
+                loss = self.loss_fn(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            count = (targets != 0).sum()
-            loss_sum += loss.detach().float() * count
-            positions += count
+            loss_sum += loss.detach().float() * batch.positions
+            positions += batch.positions
             if self.progress and (step % 20 == 0 or step == len(self.train_batches)):
                 elapsed = time.perf_counter() - started
-                seen = int(positions)
                 bar.set_postfix(
-                    loss=f"{float(loss_sum) / seen:.4f}", pos_per_s=f"{seen / elapsed:,.0f}"
+                    loss=f"{float(loss_sum) / positions:.4f}",
+                    pos_per_s=f"{positions / elapsed:,.0f}",
                 )
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return float(loss_sum) / max(int(positions), 1), time.perf_counter() - started
+        return float(loss_sum) / max(positions, 1), time.perf_counter() - started
 
     def evaluate(self, batches: EvalBatches) -> dict[str, float]:
         return evaluate(
