@@ -9,33 +9,40 @@ import json
 import sys
 from pathlib import Path
 
+METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+
 
 def describe(metrics: dict) -> str:
-    model = metrics["config"]["model"]
+    """A short model label with the settings that differ from the defaults."""
+    model, train = metrics["config"]["model"], metrics["config"]["train"]
     if model["name"] == "sasrec":
         return f"SASRec (H={model['num_heads']})"
     name = "FAME w/o MoE" if model["num_experts"] == 1 else "FAME"
-    origin = " from SASRec" if "init_from" in metrics else " from scratch"
-    return f"{name} (H={model['num_heads']}, N={model['num_experts']}){origin}"
+    label = f"{name} (H={model['num_heads']}, N={model['num_experts']})"
+    label += " from SASRec" if "init_from" in metrics else " from scratch"
+    if train.get("freeze_epochs"):
+        label += f", {train['freeze_epochs']} frozen epochs"
+    if not model.get("attn_residual", True):
+        label += ", no attention residual"
+    return label
 
 
 def main(paths: list[str]) -> None:
     print(
-        "| run | model | test HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 "
-        "| valid NDCG@10 | best / run epochs | train s | s / epoch |"
+        "| run | dataset | model | test HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 "
+        "| valid NDCG@10 | best / run epochs | train s | s / epoch | wall s |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | --- |" + " ---: |" * 12)
     for path in paths:
         metrics = json.loads((Path(path) / "metrics.json").read_text())
         test = metrics["test"]
         seconds = metrics["train_seconds"]
         print(
-            f"| {Path(path).name} | {describe(metrics)} | "
-            + " | ".join(
-                f"{test[k]:.4f}" for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
-            )
+            f"| {Path(path).name} | {metrics['dataset']['name']} | {describe(metrics)} | "
+            + " | ".join(f"{test[k]:.4f}" for k in METRICS)
             + f" | {metrics['valid']['NDCG@10']:.4f} | {metrics['best_epoch']} / "
-            f"{metrics['epochs_run']} | {seconds:.0f} | {seconds / metrics['epochs_run']:.1f} |"
+            f"{metrics['epochs_run']} | {seconds:.0f} | {seconds / metrics['epochs_run']:.1f} "
+            f"| {metrics.get('wall_seconds', float('nan')):.0f} |"
         )
 
 

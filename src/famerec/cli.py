@@ -159,8 +159,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _print_json(payload)
         return 0
 
-    def mark(items):
-        return [f"{item} *" if item == target else f"{item}" for item in items]
+    def mark(items, scores):
+        return [
+            f"{item}{' *' if item == target else ''} ({score:.2f})"
+            for item, score in zip(items, scores)
+        ]
 
     print(f"user {args.user}: history of {len(history)} items, oldest first")
     print("  " + " ".join(map(str, history)))
@@ -172,9 +175,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         experts = " ".join(f"{w:.2f}" for w in head.experts)
         print(f"head {head.head}: gate {head.gate:.3f}, router over experts [{experts}]")
         headers.append(f"head {head.head} (gate {head.gate:.2f})")
-        columns.append(mark(head.items))
+        columns.append(mark(head.items, head.scores))
     headers.append("integrated")
-    columns.append(mark(explained.recommendation.items))
+    columns.append(mark(explained.recommendation.items, explained.recommendation.scores))
     print(_ranked_table(headers, columns))
     return 0
 

@@ -138,6 +138,13 @@ class TrainConfig:
         "everything (0 = end to end from the start, as in the paper)",
     )
 
+    warm_start: bool = option(
+        False,
+        "FAME from SASRec: start the new parts close to SASRec (expert queries from SASRec's "
+        "last query, W_f as head slices, uniform gate, zero FFN') instead of random (not in "
+        "the paper)",
+    )
+
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
@@ -157,6 +164,8 @@ class TrainConfig:
             raise ConfigError(f"--freeze-epochs must be 0 or more, got {self.freeze_epochs}")
         if self.freeze_epochs and self.init_from is None and not self.pretrain:
             raise ConfigError("--freeze-epochs needs --init-from or --pretrain")
+        if self.warm_start and self.init_from is None and not self.pretrain:
+            raise ConfigError("--warm-start needs --init-from or --pretrain")
 
 
 @dataclass

@@ -1,9 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from famerec.config import ModelConfig
 from famerec.errors import ConfigError
-from famerec.models import build_model, init_fame_from_sasrec
+from famerec.models import build_model, init_fame_from_sasrec, warm_start_new_parts
 
 
 def build(name, num_items=25, **kwargs):
@@ -76,3 +77,40 @@ def test_mismatch_is_a_clear_error(fame_kwargs, sasrec_kwargs, words):
     fame = build_model(fame_config, 25)
     with pytest.raises(ConfigError, match=words):
         init_fame_from_sasrec(fame, sasrec)
+
+
+@pytest.mark.parametrize("fame_heads", [2, 4])
+def test_warm_start_reproduces_sasrec_last_attention_per_head(fame_heads):
+    """Without noise, FAME's query vector is SASRec's last attention output, normalized per head."""
+    torch.manual_seed(0)
+    sasrec = build("sasrec", num_heads=fame_heads).eval()
+    fame = build("fame", num_heads=fame_heads, num_experts=3).eval()
+    init_fame_from_sasrec(fame, sasrec)
+    names = warm_start_new_parts(fame, sasrec, noise=0.0)
+    assert "facet_layer.facet_projection" in names
+    seq = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2, 5, 8], [0, 0, 0, 0, 0, 0, 0, 11, 12, 13]])
+
+    x, real = sasrec.embed(seq)
+    mask = sasrec.attention_mask(real)
+    x = sasrec.blocks[0](x, mask, real)
+    last = sasrec.blocks[1]
+    queries = last.attn_norm(x)
+    attended = (queries + last.attn(queries, x, mask))[:, -1]  # (B, d)
+    expected = F.layer_norm(attended.view(2, fame_heads, -1), (64 // fame_heads,), eps=1e-8)
+
+    out = fame.facets(seq, last_only=True)
+    torch.testing.assert_close(out.gate[:, -1], torch.full((2, fame_heads), 1 / fame_heads))
+    torch.testing.assert_close(fame.last_query_vectors(seq), expected.flatten(1))
+
+
+def test_warm_start_experts_differ_by_the_noise_only():
+    torch.manual_seed(0)
+    sasrec = build("sasrec", num_heads=2)
+    fame = build("fame", num_heads=2, num_experts=4)
+    init_fame_from_sasrec(fame, sasrec)
+    warm_start_new_parts(fame, sasrec, noise=0.1, generator=torch.Generator().manual_seed(0))
+    experts = fame.facet_layer.attention.expert_queries.weight.view(2, 4, 32, 64)
+    source = sasrec.blocks[-1].attn.query.weight.view(2, 1, 32, 64)
+    deviation = (experts - source).std() / source.std()
+    assert 0.05 < deviation < 0.2
+    assert not torch.equal(experts[:, 0], experts[:, 1])

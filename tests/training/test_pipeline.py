@@ -205,3 +205,8 @@ def test_freeze_epochs_keep_the_copied_weights_fixed_at_first(seq_file, tmp_path
 def test_freeze_epochs_need_a_pretrained_start(tiny_config):
     with pytest.raises(ConfigError, match="--freeze-epochs needs --init-from or --pretrain"):
         tiny_config.with_overrides({"train.freeze_epochs": 2}).validate()
+
+
+def test_warm_start_needs_a_pretrained_start(tiny_config):
+    with pytest.raises(ConfigError, match="--warm-start needs --init-from or --pretrain"):
+        tiny_config.with_overrides({"train.warm_start": True}).validate()

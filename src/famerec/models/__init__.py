@@ -7,7 +7,7 @@ from famerec.errors import ConfigError
 from famerec.models.base import SequentialRecommender, softmax_cross_entropy
 from famerec.models.fame import FAME, Explanation, FacetLayer, MoEAttention
 from famerec.models.sasrec import SASRec
-from famerec.models.transfer import init_fame_from_sasrec, transfer_map
+from famerec.models.transfer import init_fame_from_sasrec, transfer_map, warm_start_new_parts
 
 MODELS: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "fame": FAME}
 
@@ -23,6 +23,7 @@ __all__ = [
     "init_fame_from_sasrec",
     "softmax_cross_entropy",
     "transfer_map",
+    "warm_start_new_parts",
 ]
 
 

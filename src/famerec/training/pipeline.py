@@ -16,7 +16,14 @@ import torch
 from famerec.config import PRESETS, RunConfig
 from famerec.data import SequenceData, leave_one_out, load_dataset
 from famerec.errors import ConfigError
-from famerec.models import FAME, SASRec, SequentialRecommender, build_model, init_fame_from_sasrec
+from famerec.models import (
+    FAME,
+    SASRec,
+    SequentialRecommender,
+    build_model,
+    init_fame_from_sasrec,
+    warm_start_new_parts,
+)
 from famerec.training.rundir import CONFIG, DATASET, METRICS, PRETRAIN, WEIGHTS, RunDir, write_json
 from famerec.training.trainer import Trainer, load_weights, resolve_device
 
@@ -122,6 +129,9 @@ def train_run(
     if source is not None:
         assert isinstance(model, FAME)
         pretrained = init_fame_from_sasrec(model, source.model)
+        if config.train.warm_start:
+            generator = torch.Generator().manual_seed(config.train.seed)
+            warm_start_new_parts(model, source.model, generator=generator)
 
     run_dir.path.mkdir(parents=True, exist_ok=True)
     if not run_dir.is_started:
