@@ -233,6 +233,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------
 
 
+def add_query_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags shared by the commands that ask a finished run for top-k lists."""
+    parser.add_argument("--run", required=True, help="finished run directory")
+    parser.add_argument("-k", type=int, default=10, help="list length (default: 10)")
+    parser.add_argument("--keep-seen", action="store_true", help="allow items of the input")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="famerec",
@@ -260,15 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="top-k items for a sequence or a known user",
         description="Top-k recommendations from a finished run, in the ids of the input data.",
     )
-    recommend.add_argument("--run", required=True, help="finished run directory")
+    add_query_flags(recommend)
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument("--items", help='item ids, oldest first: "id1 id2 id3"')
     who.add_argument("--user", help="a user of the training data (uses the whole history)")
-    recommend.add_argument("-k", type=int, default=10, help="how many items (default: 10)")
-    recommend.add_argument("--keep-seen", action="store_true", help="allow items of the input")
     recommend.add_argument("--strict", action="store_true", help="unknown item ids are an error")
-    recommend.add_argument("--json", action="store_true", help="print JSON")
-    recommend.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     recommend.set_defaults(handler=cmd_recommend)
 
     explain = commands.add_parser(
@@ -277,12 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-head top-k lists with gate and router weights for one user's held-out "
         "test item (--user), or attribute concentration of every head's lists (--facets).",
     )
-    explain.add_argument("--run", required=True, help="finished run directory")
+    add_query_flags(explain)
     explain.add_argument("--user", help="user id of the input data")
-    explain.add_argument("-k", type=int, default=10, help="list length (default: 10)")
-    explain.add_argument("--json", action="store_true", help="print JSON")
-    explain.add_argument("--keep-seen", action="store_true", help="allow items of the history")
-    explain.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     explain.add_argument(
         "--facets", action="store_true", help="measure whether heads specialize in item attributes"
     )
