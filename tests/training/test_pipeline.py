@@ -210,3 +210,21 @@ def test_freeze_epochs_need_a_pretrained_start(tiny_config):
 def test_warm_start_needs_a_pretrained_start(tiny_config):
     with pytest.raises(ConfigError, match="--warm-start needs --init-from or --pretrain"):
         tiny_config.with_overrides({"train.warm_start": True}).validate()
+
+
+def test_warm_start_keeps_what_sasrec_learned(seq_file, tmp_path):
+    """Before any fine-tuning (lr ~ 0), a warm-started FAME ranks like the SASRec it came from;
+    the paper's random new parts do not."""
+    learn = {"train.epochs": 25, "train.patience": 25, "model.dropout": 0.0, "train.lr": 5e-3}
+    base = tiny_overrides(seq_file, **learn, **{"model.hidden_size": 64})
+    sasrec = train_run(RunConfig().with_overrides(base), tmp_path / "sasrec", progress=False)
+    frozen = {**base, "model.name": "fame", "train.epochs": 1, "train.lr": 1e-12}
+    frozen["train.init_from"] = str(tmp_path / "sasrec")
+    hit_rates = {}
+    for warm in (False, True):
+        config = RunConfig().with_overrides({**frozen, "train.warm_start": warm})
+        metrics = train_run(config, tmp_path / f"fame-{warm}", progress=False)
+        assert metrics["config"]["train"]["warm_start"] is warm
+        hit_rates[warm] = metrics["valid"]["HR@5"]
+    assert hit_rates[True] > 0.8 * sasrec["valid"]["HR@5"]
+    assert hit_rates[False] < 0.5 * sasrec["valid"]["HR@5"]
