@@ -22,6 +22,10 @@ def describe(metrics: dict) -> str:
     label += " from SASRec" if "init_from" in metrics else " from scratch"
     if train.get("freeze_epochs"):
         label += f", {train['freeze_epochs']} frozen epochs"
+    if train.get("warm_start"):
+        label += ", warm start"
+    if train["lr"] != 1e-3:
+        label += f", lr {train['lr']:g}"
     if not model.get("attn_residual", True):
         label += ", no attention residual"
     return label
