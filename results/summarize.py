@@ -1,12 +1,16 @@
 """Print a markdown table of finished runs: test and validation metrics, epochs, times.
 
 python results/summarize.py runs/sasrec-beauty runs/fame-beauty ...
+python results/summarize.py --seeds runs/sasrec-beauty runs/sasrec-beauty-seed1 ...
+    (mean and standard deviation over the runs of each model, e.g. one per seed)
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
@@ -50,5 +54,26 @@ def main(paths: list[str]) -> None:
         )
 
 
+def seeds(paths: list[str]) -> None:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for path in paths:
+        metrics = json.loads((Path(path) / "metrics.json").read_text())
+        groups[f"{metrics['dataset']['name']} | {describe(metrics)}"].append(metrics)
+    columns = (("test", "NDCG@10"), ("test", "HR@10"), ("valid", "NDCG@10"))
+    print("| dataset | model | runs (seeds) | test NDCG@10 | test HR@10 | valid NDCG@10 |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for label, runs in groups.items():
+        cells = []
+        for split, name in columns:
+            values = [run[split][name] for run in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+            cells.append(f"{statistics.mean(values):.4f} ± {spread:.4f}")
+        seed_list = ", ".join(str(run["config"]["train"]["seed"]) for run in runs)
+        print(f"| {label} | {len(runs)} ({seed_list}) | " + " | ".join(cells) + " |")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--seeds"]:
+        seeds(sys.argv[2:])
+    else:
+        main(sys.argv[1:])
