@@ -107,9 +107,8 @@ class TrainBatches:
         max_len = self.inputs.shape[1]
         if self.split_by_length:
             classes = self.classes[rows]
-            order = torch.argsort(classes, stable=True)
-            groups = rows[order].split(torch.bincount(classes).tolist()) if len(rows) else []
-            groups = [g for g in groups if len(g)]
+            counts = torch.bincount(classes)
+            groups = rows[torch.argsort(classes, stable=True)].split(counts[counts > 0].tolist())
         else:
             groups = [rows]
         parts = []
