@@ -49,6 +49,18 @@ class MoEAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)  # W_V^(h) side by side
         # W_exp^(h) in R^{(N d') x N}, stored as (H, N, d', N) for the einsum below.
         self.router = nn.Parameter(torch.empty(num_heads, num_experts, self.head_size, num_experts))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal with the fans of one expert's matrices; zero biases."""
+        hidden, experts, size = self.key.in_features, self.num_experts, self.head_size
+        # Each expert's queries for all heads form one d x d matrix, like SASRec's W_Q.
+        nn.init.normal_(self.expert_queries.weight, std=(1.0 / hidden) ** 0.5)
+        nn.init.normal_(self.router, std=(2.0 / (experts * size + experts)) ** 0.5)
+        for linear in (self.key, self.value):
+            nn.init.xavier_normal_(linear.weight)
+        for linear in (self.expert_queries, self.key, self.value):
+            nn.init.zeros_(linear.bias)
 
     def forward(self, queries_in: torch.Tensor, keys_in: torch.Tensor, mask: torch.Tensor):
         """(B, Lq, d), (B, L, d), (B, 1, Lq, L) -> f (B, Lq, H, d'), beta (B, Lq, H, N)."""
@@ -94,6 +106,12 @@ class FacetLayer(nn.Module):
         self.head_norm = nn.LayerNorm(self.head_size, eps=LAYER_NORM_EPS)
         self.facet_projection = nn.Parameter(torch.empty(heads, hidden, self.head_size))  # W_f^(h)
         self.head_gate = nn.Linear(hidden, heads)  # W_g, b_g
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """W_f^(h) Xavier-normal with fans (d, d'); the submodules initialize themselves."""
+        hidden = self.facet_projection.shape[1]
+        nn.init.normal_(self.facet_projection, std=(2.0 / (hidden + self.head_size)) ** 0.5)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> FacetOutput:
         """Every position's head states (training), or the last position's only (scoring)."""
@@ -144,14 +162,11 @@ class FAME(SequentialRecommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-normal init, with the fans of the per-head and per-expert matrices."""
+        """Xavier-normal init of the backbone; the facet layer's per-head and per-expert
+        matrices keep the fans their own modules use."""
         super().reset_parameters()
-        layer, hidden = self.facet_layer, self.hidden_size
-        head_size, experts = layer.head_size, layer.attention.num_experts
-        # Each expert's queries for all heads form one d x d matrix, like SASRec's W_Q.
-        nn.init.normal_(layer.attention.expert_queries.weight, std=(1.0 / hidden) ** 0.5)
-        nn.init.normal_(layer.attention.router, std=(2.0 / (experts * head_size + experts)) ** 0.5)
-        nn.init.normal_(layer.facet_projection, std=(2.0 / (hidden + head_size)) ** 0.5)
+        self.facet_layer.attention.reset_parameters()
+        self.facet_layer.reset_parameters()
 
     def facets(self, item_seq: torch.Tensor, last_only: bool = False) -> FacetOutput:
         x, real = self.embed(item_seq)  # (B, L, d)
