@@ -72,7 +72,7 @@ def bad_seq(tmp_path, text):
         (lambda p: bad_seq(p, "1 2 3 4\n\n2 5 6 7\n"), ["bad.txt:2:", "empty line"]),
         (lambda p: bad_seq(p, "1 2 3\n2 5 6\n"), ["no user with at least 3 items"]),
         (lambda p: ["--dataset", "netflix"], ["unknown dataset 'netflix'", "beauty"]),
-        (lambda p: ["--model", "gru4rec"], ["unknown --model value 'gru4rec'", "sasrec, fame"]),
+        (lambda p: ["--model", "nosuchmodel"], ["unknown --model 'nosuchmodel'", "fame, sasrec"]),
         (lambda p: ["--hidden", "30", "--heads", "4"], ["hidden size 30", "4 heads"]),
         (lambda p: ["--epochs", "0"], ["--epochs must be a positive integer"]),
         (lambda p: ["--epochs", "-2"], ["--epochs must be a positive integer"]),
@@ -82,7 +82,8 @@ def bad_seq(tmp_path, text):
             lambda p: ["--model", "fame", "--hidden", "64", "--experts", "40"],
             ["--experts from 1 to 32"],
         ),
-        (lambda p: ["--init-from", str(p)], ["apply to --model fame only"]),
+        (lambda p: ["--pretrain"], ["--pretrain: sasrec has no pretraining stage"]),
+        (lambda p: ["--experts", "4"], ["unrecognized arguments: --experts 4"]),
         (
             lambda p: ["--model", "fame", "--hidden", "64", "--init-from", str(p / "nowhere")],
             ["does not exist"],

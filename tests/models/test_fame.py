@@ -1,26 +1,18 @@
 import pytest
 import torch
 
-from famerec.config import ModelConfig
+from famerec.config import ModelConfig, RunConfig
 from famerec.errors import ConfigError
-from famerec.models import FAME, MoEAttention, build_model
-from famerec.models.sasrec import CausalSelfAttention
+from famerec.models import FAME, FAMEOptions, MoEAttention, build_model
+from famerec.models.layers import MultiHeadAttention
 
 NUM_ITEMS = 40
 
 
 def fame(heads=2, experts=4, **kwargs) -> FAME:
     torch.manual_seed(0)
-    config = ModelConfig(
-        name="fame",
-        hidden_size=64,
-        num_heads=heads,
-        num_experts=experts,
-        max_len=10,
-        dropout=0.0,
-        **kwargs,
-    )
-    model = build_model(config, NUM_ITEMS).eval()
+    config = ModelConfig(name="fame", hidden_size=64, num_heads=heads, max_len=10, dropout=0.0)
+    model = build_model(config, NUM_ITEMS, FAMEOptions(num_experts=experts, **kwargs)).eval()
     assert isinstance(model, FAME)
     return model
 
@@ -62,7 +54,7 @@ def test_single_expert_is_plain_attention_with_the_same_query_weights():
     torch.manual_seed(0)
     moe = MoEAttention(hidden_size=64, num_heads=4, num_experts=1, dropout=0.0).eval()
     torch.nn.init.normal_(moe.router)
-    plain = CausalSelfAttention(hidden_size=64, num_heads=4, dropout=0.0).eval()
+    plain = MultiHeadAttention(hidden_size=64, num_heads=4, dropout=0.0).eval()
     plain.query.load_state_dict(moe.expert_queries.state_dict())
     plain.key.load_state_dict(moe.key.state_dict())
     plain.value.load_state_dict(moe.value.state_dict())
@@ -136,15 +128,15 @@ def test_explain_excludes_items():
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        ({"num_heads": 3}, "--heads in"),
-        ({"hidden_size": 96, "num_heads": 2}, "--hidden in"),
-        ({"num_experts": 0}, "--experts from 1 to 32"),
-        ({"num_experts": 33}, "--experts from 1 to 32"),
+        ({"model.num_heads": 3}, "--heads in"),
+        ({"model.hidden_size": 96, "model.num_heads": 2}, "--hidden in"),
+        ({"fame.num_experts": 0}, "--experts from 1 to 32"),
+        ({"fame.num_experts": 33}, "--experts from 1 to 32"),
     ],
 )
 def test_invalid_combinations(overrides, words):
     with pytest.raises(ConfigError, match=words):
-        ModelConfig(name="fame", **overrides).validate()
+        RunConfig().with_overrides({"model.name": "fame", **overrides}).validate()
 
 
 @pytest.mark.parametrize("heads", [1, 2, 4, 8, 16])

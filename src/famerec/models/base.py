@@ -1,81 +1,59 @@
-"""What every sequential model shares: embeddings, the training loss and full-item scoring.
+"""The model contract: what every sequential model shares and what the trainer may call.
 
-A model only has to say how it turns a left-padded item sequence into one query vector per
-position (`query_vectors`); the score of item v after position t is then the dot product of
-that vector with v's embedding (the output layer is tied to the item embeddings).
+A model turns a left-padded item sequence into scores of every next item (`score`) and says
+how it learns (`loss`, which may return named losses: the trainer sums and logs them). Most
+models only say how a sequence becomes one query vector per position (`query_vectors`); the
+score of item v is then the dot product with v's embedding (output layer tied to the item
+embeddings) and the default `loss` is full-softmax cross-entropy at every position. A model
+whose scores are not such a dot product sets `dot_product_scores = False`; serving then uses
+its `score()` and says that vector indexes do not apply.
+
+Hooks the trainer calls, all optional: `transform_batch` (augmentation, masking) before each
+training step, `on_epoch_start` (clustering, freezing) before each epoch, and `prepare` once,
+when the run starts from another run (`--init-from` / `--pretrain`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from famerec.config import ModelConfig
-from famerec.data.batching import TrainBatch
+from famerec.config import ModelConfig, ModelOptions
+from famerec.data.batching import TrainBatch, TrainTensors
+from famerec.models.layers import LAYER_NORM_EPS, causal_mask
+from famerec.models.losses import softmax_cross_entropy
 
-LAYER_NORM_EPS = 1e-8  # as in SASRec
+__all__ = ["LAYER_NORM_EPS", "EpochContext", "Losses", "SequentialRecommender"]
 
-
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean full-softmax cross-entropy of `queries @ item_weights.T`, in chunks of positions.
-
-    The gradients are computed chunk by chunk during the forward pass, so the full
-    (positions x items) logit matrix never exists; each chunk's logits stay in cache.
-    """
-
-    @staticmethod
-    def forward(ctx, queries, item_weights, targets, chunk_size):
-        # queries (N, d), item_weights (V, d), targets (N,) in [0, V)
-        count = queries.shape[0]
-        grad_queries = torch.empty_like(queries)
-        grad_items = torch.zeros(item_weights.shape, dtype=torch.float32, device=queries.device)
-        total = torch.zeros((), dtype=torch.float32, device=queries.device)
-        for start in range(0, count, chunk_size):
-            chunk = queries[start : start + chunk_size]  # (c, d)
-            target = targets[start : start + chunk_size]  # (c,)
-            logits = (chunk @ item_weights.T).float()  # (c, V)
-            prob = torch.softmax(logits, dim=1)
-            rows = torch.arange(len(target), device=target.device)
-            target_prob = prob[rows, target]
-            # -log p is exact unless p underflows; then fall back to logsumexp for those rows.
-            loss = -torch.log(target_prob)
-            tiny = target_prob < 1e-30
-            if bool(tiny.any()):
-                exact = torch.logsumexp(logits[tiny], dim=1) - logits[tiny, target[tiny]]
-                loss = loss.masked_scatter(tiny, exact)
-            total += loss.sum()
-            prob[rows, target] -= 1.0  # d(loss)/d(logits)
-            prob = prob.to(chunk.dtype)
-            grad_queries[start : start + chunk_size] = prob @ item_weights.to(chunk.dtype)
-            grad_items += (prob.T @ chunk).float()
-        ctx.save_for_backward(grad_queries / count, (grad_items / count).to(item_weights.dtype))
-        return total / count
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        grad_queries, grad_items = ctx.saved_tensors
-        return grad_output * grad_queries, grad_output * grad_items, None, None
+Losses = torch.Tensor | dict[str, torch.Tensor]
 
 
-def softmax_cross_entropy(
-    queries: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, chunk_size: int = 0
-) -> torch.Tensor:
-    """Cross-entropy over all items; `chunk_size` > 0 uses the fused chunked version."""
-    if chunk_size > 0 and torch.is_grad_enabled() and queries.requires_grad:
-        return ChunkedCrossEntropy.apply(queries, item_weights, targets, chunk_size)
-    return F.cross_entropy((queries @ item_weights.T).float(), targets)
+@dataclass
+class EpochContext:
+    """What a model may look at before an epoch: the training sequences and the device."""
+
+    epoch: int  # 1-based epoch about to start
+    train: TrainTensors  # every training sequence (inputs, targets), on the CPU
+    device: torch.device
+    batch_size: int
+    progress: bool = False
 
 
 class SequentialRecommender(nn.Module):
     """Base class: item and position embeddings, `loss(batch)` and `score(item_seq)`."""
 
-    def __init__(self, num_items: int, config: ModelConfig):
+    name = "base"  # set by @register
+    dot_product_scores = True  # score(seq) == last_query_vectors(seq) @ item_vectors().T
+
+    def __init__(self, num_items: int, config: ModelConfig, options: ModelOptions | None = None):
         super().__init__()
         self.num_items = num_items
         self.config = config
+        self.options = options if options is not None else ModelOptions()
         self.hidden_size = config.hidden_size
         self.max_len = config.max_len
         self.loss_chunk = 0  # set by the trainer; 0 = plain cross-entropy
@@ -109,14 +87,8 @@ class SequentialRecommender(nn.Module):
 
     @staticmethod
     def attention_mask(real: torch.Tensor) -> torch.Tensor:
-        """(B, 1, L, L) True where query i may attend to key j: j <= i and j is a real item.
-
-        The diagonal is always allowed so that padding rows stay finite (they are discarded).
-        """
-        length = real.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
-        diagonal = torch.eye(length, dtype=torch.bool, device=real.device)
-        return ((causal & real[:, None, None, :]) | diagonal).contiguous()
+        """(B, 1, L, L) True where query i may attend to key j: j <= i and j is a real item."""
+        return causal_mask(real)
 
     def query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded item ids -> (B, L, d) vectors whose dot product with an item
@@ -127,7 +99,12 @@ class SequentialRecommender(nn.Module):
         """(B, d) the query vector after the last position (models may skip the others)."""
         return self.query_vectors(item_seq)[:, -1]
 
-    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> Losses:
+        """The training loss of a batch: one tensor, or named losses that the trainer sums
+        (the first is the main one). By default the next-item cross-entropy."""
+        return self.next_item_loss(batch)
+
+    def next_item_loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item at every real position (Eq. 18), averaged
         over all real positions of the batch.
 
@@ -160,3 +137,33 @@ class SequentialRecommender(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         """(num_items + 1, d) the vectors that `query_vectors` are scored against."""
         return self.item_embedding.weight
+
+    # -- hooks the trainer calls ---------------------------------------------------------------
+
+    def transform_batch(self, batch: TrainBatch) -> Any:
+        """The batch `loss` receives in training (augmentation, masking); unchanged by default.
+
+        Randomness must come from torch's global generator, which checkpoints save.
+        """
+        return batch
+
+    def on_epoch_start(self, context: EpochContext) -> dict[str, Any]:
+        """Called before each training epoch; returns fields to add to the epoch's log line."""
+        return {}
+
+    def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
+        """Start from a finished run's model (`--init-from`, `--pretrain`); returns the names
+        of the parameters that were set from it. Only models whose registration lists the
+        source's model in `starts_from` are asked."""
+        raise NotImplementedError(f"{self.name} cannot start from another run")
+
+    def copy_matching(self, source: SequentialRecommender) -> list[str]:
+        """Copy every tensor of `source` whose name and shape this model shares."""
+        target = self.state_dict()
+        copied = []
+        with torch.no_grad():
+            for name, tensor in source.state_dict().items():
+                if name in target and target[name].shape == tensor.shape:
+                    target[name].copy_(tensor)
+                    copied.append(name)
+        return copied

@@ -24,14 +24,59 @@ x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from famerec.config import ModelConfig
-from famerec.models.base import LAYER_NORM_EPS, SequentialRecommender
-from famerec.models.sasrec import FeedForward, TransformerBlock
+from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
+from famerec.errors import ConfigError
+from famerec.models.base import EpochContext, SequentialRecommender
+from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
+from famerec.models.registry import register
+from famerec.models.transfer import init_fame_from_sasrec, warm_start_new_parts
+
+FAME_HEADS = (1, 2, 4, 8, 16)  # the paper's range of H
+FAME_HIDDEN = (64, 128)  # the paper's range of d
+MAX_EXPERTS = 32  # the paper's largest N
+
+
+@dataclass
+class FAMEOptions(ModelOptions):
+    """FAME's own settings (`--model fame`)."""
+
+    num_experts: int = option(4, "query experts N per head (1 = FAME w/o MoE)", flag="--experts")
+    attn_residual: bool = option(
+        True, "residual connection around the last layer's attention, per head"
+    )
+    freeze_epochs: int = option(
+        0,
+        "from SASRec: train only the new parts for this many epochs before fine-tuning "
+        "everything (0 = end to end from the start, as in the paper)",
+    )
+    warm_start: bool = option(
+        False,
+        "from SASRec: start the new parts close to SASRec (expert queries from SASRec's last "
+        "query, W_f as head slices, uniform gate, zero FFN') instead of random (not in the "
+        "paper)",
+    )
+
+    def validate(self, model: ModelConfig, train: TrainConfig) -> None:
+        if model.num_heads not in FAME_HEADS:
+            raise ConfigError(f"FAME needs --heads in {FAME_HEADS}, got {model.num_heads}")
+        if model.hidden_size not in FAME_HIDDEN:
+            raise ConfigError(f"FAME needs --hidden in {FAME_HIDDEN}, got {model.hidden_size}")
+        if not 1 <= self.num_experts <= MAX_EXPERTS:
+            raise ConfigError(
+                f"FAME needs --experts from 1 to {MAX_EXPERTS}, got {self.num_experts}"
+            )
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be 0 or more, got {self.freeze_epochs}")
+        if self.freeze_epochs and not train.starts_from_run:
+            raise ConfigError("--freeze-epochs needs --init-from or --pretrain")
+        if self.warm_start and not train.starts_from_run:
+            raise ConfigError("--warm-start needs --init-from or --pretrain")
 
 
 class MoEAttention(nn.Module):
@@ -94,14 +139,14 @@ class FacetOutput:
 class FacetLayer(nn.Module):
     """FAME's last layer: MoE attention, shared FFN' per head, head sub-embeddings and gate."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, options: FAMEOptions):
         super().__init__()
         hidden, heads = config.hidden_size, config.num_heads
         self.num_heads = heads
         self.head_size = hidden // heads
-        self.attn_residual = config.attn_residual
+        self.attn_residual = options.attn_residual
         self.attn_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
-        self.attention = MoEAttention(hidden, heads, config.num_experts, config.dropout)
+        self.attention = MoEAttention(hidden, heads, options.num_experts, config.dropout)
         self.head_ffn = FeedForward(self.head_size, config.dropout)  # FFN', shared by heads
         self.head_norm = nn.LayerNorm(self.head_size, eps=LAYER_NORM_EPS)
         self.facet_projection = nn.Parameter(torch.empty(heads, hidden, self.head_size))  # W_f^(h)
@@ -151,15 +196,45 @@ class Explanation:
     scores: torch.Tensor  # (B, k) integrated scores (Eq. 11)
 
 
+@register(
+    "fame",
+    summary="FAME (Liu, Zhang & Long, WSDM 2025): SASRec with facet-aware heads and "
+    "mixture-of-experts queries in the last layer",
+    options=FAMEOptions,
+    pretrain="sasrec",
+    starts_from=("sasrec",),
+)
 class FAME(SequentialRecommender):
-    def __init__(self, num_items: int, config: ModelConfig):
-        super().__init__(num_items, config)
+    options: FAMEOptions
+
+    def __init__(self, num_items: int, config: ModelConfig, options: FAMEOptions | None = None):
+        super().__init__(num_items, config, options or FAMEOptions())
         self.blocks = nn.ModuleList(
             TransformerBlock(config.hidden_size, config.num_heads, config.dropout)
             for _ in range(config.num_layers - 1)
         )
-        self.facet_layer = FacetLayer(config)
+        self.facet_layer = FacetLayer(config, self.options)
+        self.pretrained: list[str] = []  # parameters copied from SASRec by `prepare`
         self.reset_parameters()
+
+    def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
+        """Start from SASRec as the paper does (Sec. 4.4.2); optionally warm-start the rest."""
+        self.pretrained = init_fame_from_sasrec(self, source)
+        if self.options.warm_start:
+            generator = torch.Generator().manual_seed(seed)
+            warm_start_new_parts(self, source, generator=generator)
+        return self.pretrained
+
+    def on_epoch_start(self, context: EpochContext) -> dict[str, Any]:
+        """With --freeze-epochs K, the copied SASRec parameters stay fixed for K epochs."""
+        if not self.pretrained:
+            return {}
+        frozen = context.epoch <= self.options.freeze_epochs
+        names = set(self.pretrained)
+        for name, parameter in self.named_parameters():
+            if name in names:
+                parameter.requires_grad_(not frozen)
+        return {"pretrained_frozen": frozen}
 
     def reset_parameters(self) -> None:
         """Xavier-normal init of the backbone; the facet layer's per-head and per-expert

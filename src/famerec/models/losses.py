@@ -1,0 +1,103 @@
+"""Losses shared by the models: full-softmax cross-entropy (plain or fused in chunks),
+InfoNCE / NT-Xent with in-batch negatives, and a sampled binary cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean full-softmax cross-entropy of `queries @ item_weights.T`, in chunks of positions.
+
+    The gradients are computed chunk by chunk during the forward pass, so the full
+    (positions x items) logit matrix never exists; each chunk's logits stay in cache.
+    """
+
+    @staticmethod
+    def forward(ctx, queries, item_weights, targets, chunk_size):
+        # queries (N, d), item_weights (V, d), targets (N,) in [0, V)
+        count = queries.shape[0]
+        grad_queries = torch.empty_like(queries)
+        grad_items = torch.zeros(item_weights.shape, dtype=torch.float32, device=queries.device)
+        total = torch.zeros((), dtype=torch.float32, device=queries.device)
+        for start in range(0, count, chunk_size):
+            chunk = queries[start : start + chunk_size]  # (c, d)
+            target = targets[start : start + chunk_size]  # (c,)
+            logits = (chunk @ item_weights.T).float()  # (c, V)
+            prob = torch.softmax(logits, dim=1)
+            rows = torch.arange(len(target), device=target.device)
+            target_prob = prob[rows, target]
+            # -log p is exact unless p underflows; then fall back to logsumexp for those rows.
+            loss = -torch.log(target_prob)
+            tiny = target_prob < 1e-30
+            if bool(tiny.any()):
+                exact = torch.logsumexp(logits[tiny], dim=1) - logits[tiny, target[tiny]]
+                loss = loss.masked_scatter(tiny, exact)
+            total += loss.sum()
+            prob[rows, target] -= 1.0  # d(loss)/d(logits)
+            prob = prob.to(chunk.dtype)
+            grad_queries[start : start + chunk_size] = prob @ item_weights.to(chunk.dtype)
+            grad_items += (prob.T @ chunk).float()
+        ctx.save_for_backward(grad_queries / count, (grad_items / count).to(item_weights.dtype))
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_queries, grad_items = ctx.saved_tensors
+        return grad_output * grad_queries, grad_output * grad_items, None, None
+
+
+def softmax_cross_entropy(
+    queries: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, chunk_size: int = 0
+) -> torch.Tensor:
+    """Cross-entropy over all items; `chunk_size` > 0 uses the fused chunked version."""
+    if chunk_size > 0 and torch.is_grad_enabled() and queries.requires_grad:
+        return ChunkedCrossEntropy.apply(queries, item_weights, targets, chunk_size)
+    return F.cross_entropy((queries @ item_weights.T).float(), targets)
+
+
+def info_nce(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    temperature: float = 1.0,
+    similarity: str = "dot",
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """NT-Xent over a batch of positive pairs (first[i], second[i]), both (B, d).
+
+    Each of the 2B views is classified against the other 2B - 1 views: its partner is the
+    positive, every other view of the batch a negative (SimCLR's NT-Xent, as CL4SRec, DuoRec
+    and ICLRec use it). `similarity` is "dot" or "cosine". `exclude` (B, B), True where
+    sequence j must not be a negative for sequence i (false negatives, e.g. the same target);
+    a pair is never excluded from itself.
+    """
+    if similarity == "cosine":
+        first, second = F.normalize(first, dim=-1), F.normalize(second, dim=-1)
+    elif similarity != "dot":
+        raise ValueError(f"unknown similarity '{similarity}'")
+    batch = first.shape[0]
+    views = torch.cat([first, second]).float()  # (2B, d)
+    logits = views @ views.T / temperature  # (2B, 2B)
+    self_pairs = torch.eye(2 * batch, dtype=torch.bool, device=views.device)
+    mask = self_pairs
+    if exclude is not None:
+        exclude = exclude & ~torch.eye(batch, dtype=torch.bool, device=views.device)
+        mask = mask | exclude.repeat(2, 2)
+    logits = logits.masked_fill(mask, float("-inf"))
+    partner = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(views.device)
+    return F.cross_entropy(logits, partner)
+
+
+def sampled_binary_cross_entropy(
+    positive_logits: torch.Tensor, negative_logits: torch.Tensor
+) -> torch.Tensor:
+    """Mean of -log sigmoid(positive) - log(1 - sigmoid(negative)), the original SASRec and
+    GRU4Rec-style loss with sampled negatives; logits of any matching shapes."""
+    positive = F.binary_cross_entropy_with_logits(
+        positive_logits.float(), torch.ones_like(positive_logits, dtype=torch.float32)
+    )
+    negative = F.binary_cross_entropy_with_logits(
+        negative_logits.float(), torch.zeros_like(negative_logits, dtype=torch.float32)
+    )
+    return positive + negative
