@@ -17,8 +17,13 @@ Choices where the paper is silent, following the backbone's block per head:
   attention output (`attn_residual`, on by default; switch off with --no-attn-residual);
 * Eq. 7 replaces SASRec's last feed-forward block and its final LayerNorm.
 
-Training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h) equals
-x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
+Not in the paper, off by default: `--fusion softmax` mixes the heads' own softmaxes over the
+items instead of their scores, p(v) = sum_h g_h softmax_h(v), trained with -log p(target).
+Eq. 11's mixture of scores collapses to one dot product per user (below); a mixture of
+softmaxes does not, so it is strictly more expressive, at H softmaxes per position.
+
+With Eq. 11, training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h)
+equals x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
+from famerec.data.batching import TrainBatch
 from famerec.errors import ConfigError
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
+from famerec.models.losses import mixture_of_softmaxes_loss
 from famerec.models.registry import register
 from famerec.models.transfer import init_fame_from_sasrec, warm_start_new_parts
 
@@ -60,6 +67,12 @@ class FAMEOptions(ModelOptions):
         "from SASRec: start the new parts close to SASRec (expert queries from SASRec's last "
         "query, W_f as head slices, uniform gate, zero FFN') instead of random (not in the "
         "paper)",
+    )
+    fusion: str = option(
+        "score",
+        "how the heads combine: score (Eq. 11, the paper: gate-weighted sum of head scores) or "
+        "softmax (mixture of the heads' own softmaxes, not in the paper)",
+        choices=("score", "softmax"),
     )
 
     def validate(self, model: ModelConfig, train: TrainConfig) -> None:
@@ -215,6 +228,8 @@ class FAME(SequentialRecommender):
         )
         self.facet_layer = FacetLayer(config, self.options)
         self.pretrained: list[str] = []  # parameters copied from SASRec by `prepare`
+        # Eq. 11 collapses to one dot product per user; a mixture of softmaxes does not.
+        self.dot_product_scores = self.options.fusion == "score"
         self.reset_parameters()
 
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
@@ -257,6 +272,42 @@ class FAME(SequentialRecommender):
         out = self.facets(item_seq, last_only=True)  # the last layer at the last position only
         return self.facet_layer.query_vectors(out)[:, -1]  # (B, d)
 
+    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Eq. 18 over the integrated scores (Eq. 11), or with --fusion softmax the mixture of
+        the heads' softmaxes: -log sum_h g_h p_h(target)."""
+        if self.options.fusion == "score":
+            return self.next_item_loss(batch)
+        parts = batch.parts if isinstance(batch, TrainBatch) else (batch,)
+        states, gates, targets = [], [], []
+        for item_seq, target in parts:
+            real = target != 0
+            out = self.facets(item_seq)
+            states.append(out.head_states[real])  # (positions, H, d')
+            gates.append(out.gate[real])  # (positions, H)
+            targets.append(target[real] - 1)
+        items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight[1:])  # (H, V, d')
+        return mixture_of_softmaxes_loss(
+            torch.cat(states), items, torch.cat(gates), torch.cat(targets), self.loss_chunk
+        )
+
+    def fuse(self, head_scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """(B, H, V + 1) head scores, (B, H) gate -> (B, V + 1) integrated scores: Eq. 11's
+        gated sum, or with --fusion softmax log sum_h g_h softmax_h (a log-probability)."""
+        if self.options.fusion == "score":
+            scores = torch.einsum("bh,bhv->bv", gate, head_scores.nan_to_num(neginf=0.0))
+        else:
+            log_p = torch.log_softmax(head_scores, dim=-1)  # column 0 (-inf) gets probability 0
+            scores = torch.logsumexp(log_p + torch.log(gate.clamp_min(1e-30))[:, :, None], dim=1)
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def score(self, item_seq: torch.Tensor) -> torch.Tensor:
+        if self.options.fusion == "score":
+            return super().score(item_seq)  # the collapsed query vector: one matmul
+        with torch.autocast(item_seq.device.type, enabled=False):
+            head_scores, out = self.head_scores(item_seq)
+            return self.fuse(head_scores, out.gate[:, -1].float())
+
     def head_scores(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, FacetOutput]:
         """(B, H, V + 1) every head's score of every item after the last position (Eq. 8)."""
         out = self.facets(item_seq, last_only=True)
@@ -275,8 +326,7 @@ class FAME(SequentialRecommender):
         """
         head_scores, out = self.head_scores(item_seq)  # (B, H, V+1)
         gate = out.gate[:, -1].float()  # (B, H)
-        scores = torch.einsum("bh,bhv->bv", gate, head_scores.nan_to_num(neginf=0.0))  # Eq. 11
-        scores[:, 0] = float("-inf")
+        scores = self.fuse(head_scores, gate)  # Eq. 11 (or the mixture of softmaxes)
         if exclude is not None:
             head_scores = head_scores.masked_fill(exclude[:, None, :], float("-inf"))
             scores = scores.masked_fill(exclude, float("-inf"))

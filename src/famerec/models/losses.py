@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
@@ -101,3 +102,41 @@ def sampled_binary_cross_entropy(
         negative_logits.float(), torch.zeros_like(negative_logits, dtype=torch.float32)
     )
     return positive + negative
+
+
+def mixture_of_softmaxes_loss(
+    head_queries: torch.Tensor,
+    head_items: torch.Tensor,
+    gate: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_size: int = 0,
+) -> torch.Tensor:
+    """Mean of -log sum_h g_h softmax_v(q_h . x_v^(h))[target]: each head's own softmax over
+    all items, mixed by the gate (a mixture of softmaxes).
+
+    head_queries (N, H, d'), head_items (H, V, d'), gate (N, H) rows summing to 1, targets (N,)
+    in [0, V). With `chunk_size` > 0 the (N, H, V) logits are computed chunk by chunk and
+    recomputed in the backward pass, so that they never exist in full.
+    """
+    count, heads = head_queries.shape[0], head_queries.shape[1]
+
+    def chunk_loss(queries: torch.Tensor, weights: torch.Tensor, target: torch.Tensor):
+        logits = torch.einsum("nhe,hve->nhv", queries, head_items).float()  # (n, H, V)
+        picked = logits.gather(2, target[:, None, None].expand(-1, heads, 1)).squeeze(2)
+        log_p = picked - torch.logsumexp(logits, dim=2)  # (n, H): log p_h(target)
+        log_gate = torch.log(weights.float().clamp_min(1e-30))
+        return -torch.logsumexp(log_gate + log_p, dim=1).sum()
+
+    if chunk_size <= 0 or not torch.is_grad_enabled():
+        return chunk_loss(head_queries, gate, targets) / count
+    total = head_queries.new_zeros((), dtype=torch.float32)
+    for start in range(0, count, chunk_size):
+        end = start + chunk_size
+        total = total + torch.utils.checkpoint.checkpoint(
+            chunk_loss,
+            head_queries[start:end],
+            gate[start:end],
+            targets[start:end],
+            use_reentrant=False,
+        )
+    return total / count
