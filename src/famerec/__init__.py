@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Recommender", "__version__", "load"]
+__all__ = ["Recommender", "Run", "__version__", "compare", "load", "train"]
+
+from famerec.api import Run, compare, train  # light: torch loads when training starts
 
 if TYPE_CHECKING:
     from famerec.recommender import Recommender

@@ -21,7 +21,8 @@ LOG = "log.jsonl"
 CHECKPOINT = "checkpoint.pt"
 DATASET = "dataset.npz"
 PRETRAIN = "pretrain"
-OWN_FILES = (CONFIG, WEIGHTS, METRICS, LOG, CHECKPOINT, DATASET, PRETRAIN)
+INPUT = "input.parquet"  # in-memory data given to famerec.train(), kept with its run
+OWN_FILES = (CONFIG, WEIGHTS, METRICS, LOG, CHECKPOINT, DATASET, PRETRAIN, INPUT)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -69,8 +70,8 @@ class RunDir:
         if not self.path.is_dir():
             raise ConfigError(f"--out {self.path} exists and is not a directory")
         contents = [p.name for p in self.path.iterdir()]
-        if not contents:
-            return
+        if not [name for name in contents if name != INPUT]:
+            return  # empty, or only the input data that famerec.train() wrote for this run
         foreign = [name for name in contents if name not in OWN_FILES and not name.startswith(".")]
         if not self.is_started and not (self.path / PRETRAIN).exists():
             raise ConfigError(
