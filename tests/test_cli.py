@@ -71,6 +71,19 @@ def bad_seq(tmp_path, text):
         (lambda p: bad_seq(p, "1 2 3 4\n2 5 six 7\n"), ["bad.txt:2:", "'six' is not an integer"]),
         (lambda p: bad_seq(p, "1 2 3 4\n\n2 5 6 7\n"), ["bad.txt:2:", "empty line"]),
         (lambda p: bad_seq(p, "1 2 3\n2 5 6\n"), ["no user with at least 3 items"]),
+        (
+            lambda p: bad_seq(p, "1 2 3 4\n2 5 +4 7\n"),
+            ["bad.txt:2:", "'+4' is not a plain integer id (write 4"],
+        ),
+        (
+            lambda p: bad_seq(p, "1 2 3 4\n2 5 \uff14 7\n"),
+            ["bad.txt:2:", "'\uff14' is not a plain integer id (write 4"],
+        ),
+        (lambda p: bad_seq(p, "1 2 3 4\n2 5 1_000 7\n"), ["bad.txt:2:", "'1_000' is not a plain"]),
+        (
+            lambda p: bad_seq(p, f"1 2 3 4 {10**20}\n"),
+            ["bad.txt:1:", f"integer id {10**20} does not fit in 64 bits"],
+        ),
         (lambda p: ["--dataset", "netflix"], ["unknown dataset 'netflix'", "beauty"]),
         (lambda p: ["--model", "nosuchmodel"], ["unknown --model 'nosuchmodel'", "fame, sasrec"]),
         (lambda p: ["--hidden", "30", "--heads", "4"], ["hidden size 30", "4 heads"]),

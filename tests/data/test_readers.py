@@ -184,3 +184,37 @@ def test_save_and_load_round_trip_with_string_ids(tmp_path):
     assert loaded.user_ids.tolist() == ["u1", "u2"]
     assert loaded.item_ids.tolist() == ["a", "bb", "ccc"]
     assert np.array_equal(loaded.items, data.items) and loaded.name == "t"
+
+
+# -- sequence ids: plain 64-bit integers only ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token, written",
+    [("+4", 4), ("1_000", 1000), ("４", 4), ("007", 7), ("-0", 0)],
+)
+def test_sequence_file_refuses_integers_not_written_plainly(tmp_path, token, written):
+    path = tmp_path / "s.txt"
+    path.write_text(f"1 2 3 4\n2 5 {token} 6\n")
+    with pytest.raises(DataError) as error:
+        read_sequence_file(path)
+    assert str(error.value) == (
+        f"{path}:2: {token!r} is not a plain integer id (write {written}: ASCII digits without "
+        "'+', '_' or leading zeros)"
+    )
+
+
+def test_sequence_file_refuses_ids_beyond_64_bits(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text(f"1 2 3 4\n2 5 {10**20} 6\n")
+    with pytest.raises(DataError) as error:
+        read_sequence_file(path)
+    assert str(error.value) == f"{path}:2: integer id {10**20} does not fit in 64 bits"
+
+
+def test_sequence_file_takes_negative_and_extreme_64_bit_ids(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text(f"-5 {2**63 - 1} 0 {-(2**63)}\n")
+    data = read_sequence_file(path)
+    assert data.user_ids.tolist() == [-5]
+    assert sequences(data) == {-5: [2**63 - 1, 0, -(2**63)]}

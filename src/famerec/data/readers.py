@@ -18,6 +18,12 @@ log = logging.getLogger("famerec")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TAB_SUFFIXES = (".tsv", ".tab")
 
+# An integer id is written the way Python writes the integer: ASCII digits, no leading zeros,
+# no '+' or '_', '-' only before a nonzero number; and it fits in 64 bits. So "007", "+7",
+# "7" and "７" can never be silently merged into one id.
+PLAIN_INTEGER = r"^(0|-?[1-9][0-9]*)$"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
@@ -35,7 +41,7 @@ def _require_file(path: str | Path) -> Path:
 
 
 def read_sequence_file(path: str | Path, name: str | None = None, kcore: int = 0) -> SequenceData:
-    """Read lines `user item item ...` (integer ids, items oldest first).
+    """Read lines `user item item ...` (plain 64-bit integer ids, items oldest first).
 
     Item ids are renumbered 1..n in increasing order of the original ids, so files whose ids
     already run 1..n (the bundled data) keep them.
@@ -50,11 +56,7 @@ def read_sequence_file(path: str | Path, name: str | None = None, kcore: int = 0
                 tokens = line.split()
                 if not tokens:
                     raise DataError("empty line (expected `user item item ...`)", str(path), number)
-                try:
-                    ids = [int(token) for token in tokens]
-                except ValueError:
-                    bad = next(t for t in tokens if not _is_int(t))
-                    raise DataError(f"{bad!r} is not an integer id", str(path), number) from None
+                ids = _integer_ids(tokens, str(path), number)
                 user = ids[0]
                 if user in first_line_of_user:
                     raise DataError(
@@ -90,6 +92,27 @@ def kcore_sequences(data: SequenceData, k: int, where: str | None = None) -> Seq
         }
     )
     return _sequences_from_frame(data.name, frame, k, where or data.name)
+
+
+def _integer_ids(tokens: list[str], path: str, line: int) -> list[int]:
+    """The tokens as integers; anything but a plain 64-bit integer is refused with file:line."""
+    try:
+        ids = [int(token) for token in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not _is_int(t))
+        raise DataError(f"{bad!r} is not an integer id", path, line) from None
+    if list(map(str, ids)) != tokens:  # int() also takes "007", "+7", "1_000" and "７"
+        bad, value = next((t, v) for t, v in zip(tokens, ids) if str(v) != t)
+        raise DataError(
+            f"{bad!r} is not a plain integer id (write {value}: ASCII digits without '+', '_' "
+            "or leading zeros)",
+            path,
+            line,
+        )
+    if min(ids) < INT64_MIN or max(ids) > INT64_MAX:
+        bad = next(t for t, v in zip(tokens, ids) if not INT64_MIN <= v <= INT64_MAX)
+        raise DataError(f"integer id {bad} does not fit in 64 bits", path, line)
+    return ids
 
 
 def _is_int(token: str) -> bool:
