@@ -87,6 +87,10 @@ def bad_seq(tmp_path, text):
             ["bad.txt:1:", f"integer id {10**20} does not fit in 64 bits"],
         ),
         (
+            lambda p: bad_seq(p, "1 1 2 3\n2 2 3 4\n3 3 4 5\n"),
+            ["dataset 'bad' has no user with more than 3 items", "at least 4"],
+        ),
+        (
             lambda p: [
                 *bad_seq(p, "user,item,timestamp\nu,a,2014-03-05\nu,b,yesterday\nu,c,2014-03-07\n"),
                 *["--format", "table", "--kcore", "0"],

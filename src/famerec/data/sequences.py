@@ -119,6 +119,21 @@ def drop_short_users(data: SequenceData, min_length: int = MIN_SEQUENCE_LENGTH) 
     )
 
 
+def require_training_pairs(data: SequenceData) -> SequenceData:
+    """Refuse data that leave-one-out leaves nothing to train on.
+
+    Each user's last two items are held out (validation, test), so a user with 3 items keeps one
+    training item and no (item, next item) pair; training needs some user with 4 or more.
+    """
+    if data.num_users and data.lengths.max() <= MIN_SEQUENCE_LENGTH:
+        raise DataError(
+            f"dataset '{data.name}' has no user with more than {MIN_SEQUENCE_LENGTH} items, so "
+            "nothing is left to train on (leave-one-out holds out each user's last 2 items; "
+            f"training needs users with at least {MIN_SEQUENCE_LENGTH + 1})"
+        )
+    return data
+
+
 def compact_items(data: SequenceData) -> SequenceData:
     """Renumber items 1..n after users were removed, so no item id is left without data."""
     present = np.zeros(data.num_items + 1, dtype=bool)
