@@ -212,6 +212,17 @@ def test_table_run_answers_in_the_ids_of_the_data(own_ids_run, capsys):
     assert all(isinstance(entry["item"], str) for entry in json.loads(stdout)["items"])
 
 
+def test_damaged_dataset_file_of_a_run_is_one_clear_line(own_ids_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(own_ids_run[2], copy)
+    whole = (copy / "dataset.npz").read_bytes()
+    (copy / "dataset.npz").write_bytes(whole[: len(whole) // 2])
+    code, _, err = run_cli(["recommend", "--run", str(copy), "--items", "007"], capsys)
+    assert_one_line_error(code, err, "dataset.npz: not a usable famerec dataset file")
+
+
 def test_console_entry_point_exit_code_and_no_traceback(tmp_path):
     result = subprocess.run(
         [
