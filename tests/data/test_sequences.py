@@ -1,4 +1,4 @@
-"""The sequence container: atomic save, refusing damaged files, something to train on."""
+"""The sequence container: atomic save, refusing damaged files, fingerprint, trainability."""
 
 import os
 import struct
@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from famerec.data import require_training_pairs
+from famerec.data import fingerprint, require_training_pairs
 from famerec.data import sequences as sequences_module
 from famerec.data.sequences import SequenceData, from_user_sequences
 from famerec.errors import DataError
@@ -108,6 +108,36 @@ def test_missing_array_is_a_data_error(tmp_path):
     np.savez(tmp_path / "d.npz", items=np.array([1, 2, 3]))
     with pytest.raises(DataError, match=r"not a usable famerec dataset file \(KeyError: "):
         SequenceData.load(tmp_path / "d.npz")
+
+
+# -- fingerprint -----------------------------------------------------------------------------
+
+
+def test_fingerprint_is_pinned_and_survives_save_and_load(tmp_path):
+    data = small(user_ids=("u1", "u2"), item_ids=("a", "bb", "ccc"))
+    digest = fingerprint(data)
+    assert digest == PINNED_FINGERPRINT  # a change here breaks --resume checks of old runs
+    data.save(tmp_path / "d.npz")
+    assert fingerprint(SequenceData.load(tmp_path / "d.npz")) == digest
+
+
+PINNED_FINGERPRINT = "739ffa9b589883c8d7e41333c9a46b8fdec7b7f3152654420ce7fa19008c8438"
+
+
+def test_fingerprint_sees_sequences_and_both_id_mappings_but_not_the_name():
+    base = fingerprint(small())
+    assert fingerprint(small(name="renamed")) == base
+    assert fingerprint(small(item_ids=(10, 20, 31))) != base
+    assert fingerprint(small(item_ids=("10", "20", "30"))) != base  # 10 and "10" differ
+    assert fingerprint(small(user_ids=(2, 1))) != base
+    reordered = from_user_sequences(
+        "t", np.array([1, 2]), [np.array([1, 2, 1, 3]), np.array([3, 2, 1])], np.array([10, 20, 30])
+    )
+    assert fingerprint(reordered) != base
+    moved_boundary = from_user_sequences(
+        "t", np.array([1, 2]), [np.array([1, 2, 3]), np.array([1, 3, 2, 1])], np.array([10, 20, 30])
+    )
+    assert fingerprint(moved_boundary) != base
 
 
 # -- something to train on -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from famerec.data.readers import kcore_filter, kcore_sequences, read_sequence_fi
 from famerec.data.sequences import (
     SequenceData,
     drop_short_users,
+    fingerprint,
     require_training_pairs,
 )
 from famerec.data.split import LeaveOneOut, PrefixSet, leave_one_out
@@ -19,6 +20,7 @@ __all__ = [
     "SequenceData",
     "bundled_names",
     "drop_short_users",
+    "fingerprint",
     "kcore_filter",
     "kcore_sequences",
     "leave_one_out",

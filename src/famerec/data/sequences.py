@@ -7,6 +7,8 @@ so that results can be reported in the user's own terms.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import zipfile
 import zlib
@@ -135,6 +137,27 @@ def _plain_array(ids: np.ndarray) -> np.ndarray:
     if ids.dtype.kind in "iu":
         return ids.astype(np.int64)
     return ids.astype(str)
+
+
+def fingerprint(data: SequenceData) -> str:
+    """sha256 (hex) of the sequences and both id mappings, stable across versions and machines.
+
+    Equal fingerprints mean the same sequences under the same ids: internal ids, their order,
+    the split into users and the original ids (7 and "7" differ) all count. The dataset's name
+    does not, so a renamed or moved file still matches (for `--resume` and `--init-from` checks).
+    """
+    digest = hashlib.sha256(b"famerec dataset v1")
+    for label, array in (("items", data.items), ("offsets", data.offsets)):
+        _update(digest, label, np.ascontiguousarray(array, dtype="<i8").tobytes())
+    for label, ids in (("user_ids", data.user_ids), ("item_ids", data.item_ids)):
+        _update(digest, label, json.dumps(_plain_array(ids).tolist()).encode())
+    return digest.hexdigest()
+
+
+def _update(digest, label: str, payload: bytes) -> None:
+    """Labelled, length-prefixed parts, so that no two different datasets hash the same bytes."""
+    digest.update(f"{label}:{len(payload)}:".encode())
+    digest.update(payload)
 
 
 def from_user_sequences(
