@@ -3,7 +3,6 @@ asked), train, test once, write the run directory."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 
 from famerec.config import PRESETS, RunConfig
-from famerec.data import SequenceData, leave_one_out, load_dataset
+from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
 from famerec.errors import ConfigError
 from famerec.models import build_model, model_spec
 from famerec.rundir import CONFIG, DATASET, METRICS, PRETRAIN, RunDir, write_json
@@ -29,13 +28,12 @@ RESUMABLE_CHANGES = {"train.device", "train.threads", "train.compile", "train.ev
 
 
 def dataset_summary(data: SequenceData) -> dict[str, Any]:
-    digest = hashlib.sha256(data.items.tobytes() + data.offsets.tobytes()).hexdigest()[:16]
     return {
         "name": data.name,
         "users": data.num_users,
         "items": data.num_items,
         "actions": data.num_actions,
-        "fingerprint": digest,
+        "fingerprint": fingerprint(data),
     }
 
 
