@@ -130,6 +130,18 @@ class TrainConfig:
     loss_chunk: int = option(
         512, "positions per chunk of the fused cross-entropy, 0 = plain full logits"
     )
+    loss: str = option(
+        "full",
+        "next-item loss: full (softmax over all items, the paper's protocol) or sampled "
+        "(softmax over the target and --negatives items shared by the batch, for huge catalogs)",
+        choices=("full", "sampled"),
+    )
+    negatives: int = option(1024, "--loss sampled: negatives per batch")
+    negative_sampling: str = option(
+        "uniform",
+        "--loss sampled: uniform, or popularity (by training frequency, with logQ correction)",
+        choices=("uniform", "popularity"),
+    )
     init_from: str | None = option(
         None,
         "start from this finished run directory (FAME: a SASRec run; SASRec: a SASRec run to "
@@ -150,6 +162,8 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.negatives <= 0:
+            raise ConfigError(f"--negatives must be a positive integer, got {self.negatives}")
         if self.threads < 0 or self.loss_chunk < 0:
             raise ConfigError("--threads and --loss-chunk must be 0 or more")
         if self.init_from is not None and self.pretrain:

@@ -25,7 +25,11 @@ from torch import nn
 from famerec.config import ModelConfig, ModelOptions
 from famerec.data.batching import TrainBatch, TrainTensors
 from famerec.models.layers import LAYER_NORM_EPS, causal_mask
-from famerec.models.losses import softmax_cross_entropy
+from famerec.models.losses import (
+    NegativeSampler,
+    sampled_softmax_cross_entropy,
+    softmax_cross_entropy,
+)
 
 __all__ = ["LAYER_NORM_EPS", "EpochContext", "Losses", "SequentialRecommender"]
 
@@ -57,6 +61,7 @@ class SequentialRecommender(nn.Module):
         self.hidden_size = config.hidden_size
         self.max_len = config.max_len
         self.loss_chunk = 0  # set by the trainer; 0 = plain cross-entropy
+        self.negative_sampler: NegativeSampler | None = None  # set by the trainer: --loss sampled
         self.item_embedding = nn.Embedding(num_items + 1, config.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.hidden_size)
         self.embedding_dropout = nn.Dropout(config.dropout)
@@ -119,7 +124,20 @@ class SequentialRecommender(nn.Module):
             targets.append(target[real] - 1)  # padding is never a target
         queries = queries[0] if len(parts) == 1 else torch.cat(queries)
         targets = targets[0] if len(parts) == 1 else torch.cat(targets)
-        item_weights = self.item_embedding.weight[1:]
+        return self.item_loss(queries, self.item_embedding.weight[1:], targets)
+
+    def item_loss(
+        self, queries: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy of `targets` (N,) in [0, V) given `queries` (N, d) scored against
+        `item_weights` (V, d): over all items (chunked as the trainer sets), or with
+        `--loss sampled` over the target and the sampled negatives shared by the batch."""
+        sampler = self.negative_sampler
+        if sampler is not None and torch.is_grad_enabled():
+            negatives = sampler.sample()
+            return sampled_softmax_cross_entropy(
+                queries, item_weights, targets, negatives, sampler.log_q
+            )
         return softmax_cross_entropy(queries, item_weights, targets, self.loss_chunk)
 
     def score(self, item_seq: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,8 @@ class FAMEOptions(ModelOptions):
             raise ConfigError("--freeze-epochs needs --init-from or --pretrain")
         if self.warm_start and not train.starts_from_run:
             raise ConfigError("--warm-start needs --init-from or --pretrain")
+        if self.fusion == "softmax" and train.loss == "sampled":
+            raise ConfigError("--fusion softmax trains with the full softmax; drop --loss sampled")
 
 
 class MoEAttention(nn.Module):

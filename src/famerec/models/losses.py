@@ -140,3 +140,59 @@ def mixture_of_softmaxes_loss(
             use_reentrant=False,
         )
     return total / count
+
+
+def sampled_softmax_cross_entropy(
+    queries: torch.Tensor,
+    item_weights: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of each target against K sampled items shared by the whole batch, for
+    catalogs too large for the full softmax.
+
+    queries (N, d), item_weights (V, d), targets (N,) and negatives (K,) in [0, V). With
+    `log_q` (V,), the log-probability of sampling each item, every logit is corrected by
+    -log q (the logQ correction), so that popular, often-sampled items are not over-penalized.
+    A negative that equals the row's target (an accidental hit) is left out of that row.
+    """
+    positive = (queries * item_weights[targets]).sum(-1).float()  # (N,)
+    negative = (queries @ item_weights[negatives].T).float()  # (N, K)
+    if log_q is not None:
+        positive = positive - log_q[targets]
+        negative = negative - log_q[negatives][None, :]
+    negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([positive[:, None], negative], dim=1)  # (N, 1 + K): the target first
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+class NegativeSampler:
+    """Draws the negatives of `sampled_softmax_cross_entropy`: uniform over the items, or in
+    proportion to their training frequency (popularity), with the log-probabilities for the
+    logQ correction. Randomness comes from torch's global generator (saved in checkpoints)."""
+
+    def __init__(self, item_counts: torch.Tensor, num_negatives: int, kind: str = "uniform"):
+        # item_counts (V,): training occurrences of items 1..V (index 0 = item 1)
+        counts = item_counts.double()
+        if kind == "uniform":
+            probs = torch.full_like(counts, 1.0 / len(counts))
+        elif kind == "popularity":
+            smoothed = counts + 1.0  # never-seen items keep a small chance
+            probs = smoothed / smoothed.sum()
+        else:
+            raise ValueError(f"unknown negative sampling '{kind}'")
+        self.kind = kind
+        self.num_negatives = num_negatives
+        self.probs = probs.float()
+        self.log_q = torch.log(probs).float()
+
+    def to(self, device: torch.device) -> NegativeSampler:
+        self.probs, self.log_q = self.probs.to(device), self.log_q.to(device)
+        return self
+
+    def sample(self) -> torch.Tensor:
+        """(K,) item indices in [0, V), with replacement."""
+        if self.kind == "uniform":
+            return torch.randint(len(self.probs), (self.num_negatives,), device=self.probs.device)
+        return torch.multinomial(self.probs, self.num_negatives, replacement=True)

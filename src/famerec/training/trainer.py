@@ -17,6 +17,7 @@ from famerec.data.batching import EvalBatches, TrainBatches, train_tensors
 from famerec.data.split import LeaveOneOut
 from famerec.evaluation import evaluate
 from famerec.models.base import EpochContext, SequentialRecommender
+from famerec.models.losses import NegativeSampler
 from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
 from famerec.runs import load_weights, resolve_device, save_weights
 
@@ -77,6 +78,11 @@ class Trainer:
         max_len = config.model.max_len
         tensors = train_tensors(split.train, max_len)
         self.train_tensors = tensors
+        if config.train.loss == "sampled":
+            counts = torch.bincount(tensors.targets.flatten(), minlength=model.num_items + 1)
+            self.model.negative_sampler = NegativeSampler(
+                counts[1:], config.train.negatives, config.train.negative_sampling
+            ).to(device)
         self.num_positions = tensors.num_positions
         self.train_batches = TrainBatches(
             tensors,
