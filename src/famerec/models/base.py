@@ -148,7 +148,7 @@ class SequentialRecommender(nn.Module):
         last = self.last_query_vectors(item_seq)  # (B, d)
         # Always in float32: rounding scores to bf16 would create ties in the ranking.
         with torch.autocast(last.device.type, enabled=False):
-            scores = last.float() @ self.item_embedding.weight.float().T  # (B, V + 1)
+            scores = last.float() @ self.item_vectors().float().T  # (B, V + 1)
         scores[:, 0] = float("-inf")
         return scores
 
