@@ -86,7 +86,8 @@ def in_batch_ranking_loss(
 
 @register(
     "gru4rec",
-    summary="GRU4Rec (Hidasi et al., ICLR 2016), RecBole's version: GRU over item embeddings",
+    summary="GRU4Rec (Hidasi et al., ICLR 2016), RecBole's version: a GRU over item embeddings "
+    "(RecBole's setting: --layers 1 --dropout 0.3)",
     options=GRU4RecOptions,
 )
 class GRU4Rec(SequentialRecommender):
