@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -145,3 +147,13 @@ def test_own_flags_and_validation(seq_file, capsys):
             RunConfig().with_overrides({**base, key: value}).validate()
     # CORE-ave has no attention heads to divide the hidden size over
     RunConfig().with_overrides({**base, "core.encoder": "ave", "model.num_heads": 3}).validate()
+
+
+def test_trains_with_the_shared_sampled_softmax(seq_file, tmp_path, monkeypatch):
+    """--loss sampled scores the sampled items by cosine too (16 negatives: too few for the loss
+    to fall steadily in 2 epochs, so only check that it runs)."""
+    extra = {"train.loss": "sampled", "train.negatives": 16}
+    trained, losses = train_tiny_run("core", seq_file, tmp_path / "s", monkeypatch, 2, **extra)
+    assert all(map(math.isfinite, losses))
+    with torch.no_grad():
+        assert torch.isfinite(trained.score(torch.tensor([[1, 2, 3]]))[:, 1:]).all()

@@ -88,16 +88,16 @@ def test_trains_reloads_with_identical_scores_and_recommends(seq_file, tmp_path,
 
 
 def test_the_ranking_loss_option_trains(seq_file, tmp_path, monkeypatch):
-    _, losses = train_tiny_run(
-        "gru4rec", seq_file, tmp_path / "bpr", monkeypatch, epochs=3, **{"gru4rec.loss": "bpr"}
-    )
+    extra = {"gru4rec.ranking_loss": "bpr"}
+    _, losses = train_tiny_run("gru4rec", seq_file, tmp_path / "bpr", monkeypatch, 3, **extra)
     assert losses[-1] < losses[0]
 
 
 def test_own_flags_and_validation(seq_file, capsys):
-    check_help_lists_flags("gru4rec", ["--gru-hidden", "--loss"], capsys)
+    check_help_lists_flags("gru4rec", ["--gru-hidden", "--ranking-loss"], capsys)
     bad = tiny_overrides(seq_file, **{"model.name": "gru4rec", "gru4rec.gru_hidden": 0})
     with pytest.raises(ConfigError, match="--gru-hidden must be positive"):
         RunConfig().with_overrides(bad).validate()
-    with pytest.raises(ConfigError, match="--loss"):
-        RunConfig().with_overrides({**bad, "gru4rec.gru_hidden": 8, "gru4rec.loss": "x"}).validate()
+    with pytest.raises(ConfigError, match="--ranking-loss"):
+        bad.update({"gru4rec.gru_hidden": 8, "gru4rec.ranking_loss": "x"})
+        RunConfig().with_overrides(bad).validate()

@@ -7,9 +7,9 @@ recbole/model/sequential_recommender/gru4rec.py), and this file follows that cod
     no biases -> dense projection back to d -> score of item v: dot product with x_v
 
 trained on the next item at every position with full-softmax cross-entropy (RecBole's
-`loss_type: CE`, the protocol of every famerec model). `--loss bpr` / `--loss top1` train with
-the 2016 paper's ranking losses instead (Sec. 3.1.3), with the other targets of the mini-batch
-as negatives (its Sec. 3.1.2).
+`loss_type: CE`, the protocol of every famerec model; the shared `--loss sampled` applies too).
+`--ranking-loss bpr` / `--ranking-loss top1` train with the 2016 paper's ranking losses instead
+(Sec. 3.1.3), with the other targets of the mini-batch as negatives (its Sec. 3.1.2).
 
 Defaults: RecBole's GRU4Rec settings are embedding size 64 (`--hidden 64`, the shared default),
 GRU hidden size 128 (`--gru-hidden 128`, the default here), 1 GRU layer and dropout 0.3. The
@@ -29,9 +29,9 @@ Where famerec differs from RecBole, and why:
 * initialization: RecBole initializes only the first GRU layer with Xavier-uniform (deeper
   layers keep PyTorch's default); here every layer is (identical with one layer). The item
   embeddings are Xavier-normal as in RecBole, with the padding row at zero.
-* `--loss bpr|top1`: the 2016 paper's session-parallel mini-batches and its negatives (the next
-  items of the other sessions in the mini-batch) become famerec's random batches and the targets
-  of all other real positions of the batch; a position is not its own negative.
+* `--ranking-loss bpr|top1`: the 2016 paper's session-parallel mini-batches and its negatives
+  (the next items of the other sessions in the mini-batch) become famerec's random batches and
+  the targets of all other real positions of the batch; a position is not its own negative.
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ class GRU4RecOptions(ModelOptions):
     gru_hidden: int = option(
         128, "GRU hidden state size (RecBole: 128); --hidden is the item embedding size"
     )
-    loss: str = option(
-        "ce",
-        "ce: full-softmax cross-entropy (RecBole's CE, the FAME protocol); bpr or top1: the 2016 "
-        "paper's ranking losses with in-batch negatives",
-        choices=("ce", "bpr", "top1"),
+    ranking_loss: str = option(
+        "none",
+        "none: the next-item cross-entropy of --loss (RecBole's CE, the FAME protocol); bpr or "
+        "top1: instead, the 2016 paper's ranking losses with in-batch negatives",
+        choices=("none", "bpr", "top1"),
     )
 
     def validate(self, model: ModelConfig, train: TrainConfig) -> None:
@@ -129,9 +129,8 @@ class GRU4Rec(SequentialRecommender):
         return self.dense(self.gru_states(item_seq)[:, -1])  # (B, d)
 
     def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> Losses:
-        if self.options.loss == "ce":
+        kind = self.options.ranking_loss
+        if kind == "none":
             return self.next_item_loss(batch)
         queries, targets = self.real_position_queries(batch)
-        return in_batch_ranking_loss(
-            queries, targets, self.item_embedding.weight, self.options.loss
-        )
+        return in_batch_ranking_loss(queries, targets, self.item_embedding.weight, kind)
