@@ -109,22 +109,37 @@ class SequentialRecommender(nn.Module):
         (the first is the main one). By default the next-item cross-entropy."""
         return self.next_item_loss(batch)
 
-    def next_item_loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def next_item_loss(
+        self,
+        batch: TrainBatch | tuple[torch.Tensor, torch.Tensor],
+        item_vectors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item at every real position (Eq. 18), averaged
         over all real positions of the batch.
 
         `batch` is (item_seq, targets), both (B, L) with target 0 at padding (no loss), or a
-        TrainBatch whose parts of similar length are encoded separately.
+        TrainBatch whose parts of similar length are encoded separately. `item_vectors`
+        (num_items + 1, d) are what the queries are scored against; default the item embeddings.
         """
+        queries, targets = self.real_position_queries(batch)
+        if item_vectors is None:
+            item_vectors = self.item_embedding.weight
+        return self.item_loss(queries, item_vectors[1:], targets - 1)
+
+    def real_position_queries(
+        self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, d) query vectors and (positions,) target ids at every real position of
+        the batch (padding is never a target)."""
         parts = batch.parts if isinstance(batch, TrainBatch) else (batch,)
         queries, targets = [], []
         for item_seq, target in parts:
             real = target != 0
             queries.append(self.query_vectors(item_seq)[real])  # (positions, d)
-            targets.append(target[real] - 1)  # padding is never a target
-        queries = queries[0] if len(parts) == 1 else torch.cat(queries)
-        targets = targets[0] if len(parts) == 1 else torch.cat(targets)
-        return self.item_loss(queries, self.item_embedding.weight[1:], targets)
+            targets.append(target[real])
+        if len(parts) == 1:
+            return queries[0], targets[0]
+        return torch.cat(queries), torch.cat(targets)
 
     def item_loss(
         self, queries: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor
