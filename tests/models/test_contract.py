@@ -154,3 +154,13 @@ def test_shared_attention_is_causal():
     torch.testing.assert_close(
         attention(x, x, mask)[:, :3], attention(changed, changed, mask)[:, :3]
     )
+
+
+def test_a_model_sets_its_own_defaults_of_shared_settings(tmp_path):
+    from famerec.training import resolve_config
+
+    gru = resolve_config(tmp_path / "a", {"model.name": "gru4rec"})
+    assert (gru.model.num_layers, gru.model.dropout) == (1, 0.3)  # RecBole's GRU4Rec
+    asked = resolve_config(tmp_path / "b", {"model.name": "gru4rec", "model.dropout": 0.1})
+    assert asked.model.dropout == 0.1  # explicit options still win
+    assert resolve_config(tmp_path / "c", {}).model.num_layers == 2  # SASRec's default

@@ -13,8 +13,8 @@ trained on the next item at every position with full-softmax cross-entropy (RecB
 
 Defaults: RecBole's GRU4Rec settings are embedding size 64 (`--hidden 64`, the shared default),
 GRU hidden size 128 (`--gru-hidden 128`, the default here), 1 GRU layer and dropout 0.3. The
-layer count and the dropout are famerec's shared `--layers` and `--dropout`, whose defaults (2
-and 0.5) are SASRec's: pass `--layers 1 --dropout 0.3` for RecBole's setting.
+layer count and the dropout are famerec's shared `--layers` and `--dropout`; the registration
+sets GRU4Rec's own defaults for them to RecBole's 1 and 0.3 (SASRec's are 2 and 0.5).
 
 Where famerec differs from RecBole, and why:
 * famerec's sequences are left-padded; RecBole's are right-padded and read the GRU output at
@@ -87,8 +87,9 @@ def in_batch_ranking_loss(
 @register(
     "gru4rec",
     summary="GRU4Rec (Hidasi et al., ICLR 2016), RecBole's version: a GRU over item embeddings "
-    "(RecBole's setting: --layers 1 --dropout 0.3)",
+    "(defaults: RecBole's --layers 1 --dropout 0.3)",
     options=GRU4RecOptions,
+    defaults={"model.num_layers": 1, "model.dropout": 0.3},
 )
 class GRU4Rec(SequentialRecommender):
     def __init__(self, num_items: int, config: ModelConfig, options: GRU4RecOptions | None = None):

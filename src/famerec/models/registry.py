@@ -23,6 +23,7 @@ class ModelSpec:
     summary: str
     pretrain: str | None = None  # model trained into OUT/pretrain by --pretrain
     starts_from: tuple[str, ...] = ()  # models whose runs --init-from accepts
+    defaults: tuple[tuple[str, object], ...] = ()  # the model's own defaults of shared settings
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -34,13 +35,18 @@ def register(
     options: type[ModelOptions] = ModelOptions,
     pretrain: str | None = None,
     starts_from: tuple[str, ...] = (),
+    defaults: dict[str, object] | None = None,
 ) -> Callable[[type], type]:
-    """Class decorator adding a model to the registry under `name`."""
+    """Class decorator adding a model to the registry under `name`.
+
+    `defaults` are dotted keys of shared settings whose default differs for this model (e.g.
+    {"model.num_layers": 1}); presets and explicit options still override them."""
 
     def add(cls: type) -> type:
         if name in MODELS and MODELS[name].model is not cls:
             raise ValueError(f"model name '{name}' is registered twice")
-        MODELS[name] = ModelSpec(name, cls, options, summary, pretrain, starts_from)
+        own_defaults = tuple(sorted((defaults or {}).items()))
+        MODELS[name] = ModelSpec(name, cls, options, summary, pretrain, starts_from, own_defaults)
         cls.name = name
         return cls
 

@@ -64,7 +64,10 @@ def resolve_config(
         if changed:
             raise ConfigError("cannot change settings of a run on --resume: " + ", ".join(changed))
         return saved.with_overrides(overrides).validate()
-    base = RunConfig().with_overrides(PRESETS.get(preset, {}))
+    model_name = overrides.get("model.name", RunConfig().model.name)
+    own_defaults = dict(model_spec(model_name).defaults)  # e.g. GRU4Rec's single layer
+    base = RunConfig().with_overrides({"model.name": model_name, **own_defaults})
+    base = base.with_overrides(PRESETS.get(preset, {}))
     return base.with_overrides(overrides).validate()
 
 
