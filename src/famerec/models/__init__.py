@@ -3,8 +3,11 @@ makes it available to the CLI, the config and run loading (see `famerec.models.r
 
 from __future__ import annotations
 
+import famerec.models.cl4srec  # noqa: F401  (registers the model)
+import famerec.models.duorec  # noqa: F401  (registers the model)
+import famerec.models.iclrec  # noqa: F401  (registers the model)
 from famerec.config import ModelConfig, ModelOptions
-from famerec.models import cl4srec, duorec, fame, sasrec  # noqa: F401  (registers the models)
+from famerec.models import fame, sasrec  # noqa: F401  (registers the models)
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.fame import FAME, Explanation, FacetLayer, FAMEOptions, MoEAttention
 from famerec.models.losses import info_nce, softmax_cross_entropy
