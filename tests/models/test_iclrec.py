@@ -1,9 +1,13 @@
 import torch
+from safetensors.torch import load_file
 
 import famerec
+from famerec.config import RunConfig
 from famerec.data.batching import TrainBatch, TrainTensors
 from famerec.models.base import EpochContext
 from famerec.models.iclrec import ICLRec, kmeans, nearest_centroid
+from famerec.training import train_run
+from tests.conftest import tiny_overrides
 from tests.models.contrastive_checks import (
     NUM_ITEMS,
     check_causal,
@@ -101,6 +105,20 @@ def test_trains_serves_and_recommends(seq_file, tmp_path):
     check_trained_run(tmp_path / "run", records, {"next_item", "cl", "intent"})
     assert [record["intents"] for record in records] == [8, 8, 8, 8]  # clustered every epoch
     assert isinstance(famerec.load(tmp_path / "run").model, ICLRec)
+
+
+def test_resume_ends_like_an_uninterrupted_run(seq_file, tmp_path):
+    """Clustering and augmentations draw from torch's generator, which checkpoints save."""
+    settings = {"iclrec.num_intents": 8, "train.epochs": 3, "train.patience": 3}
+    train_tiny("iclrec", seq_file, tmp_path / "whole", **settings)
+    config = RunConfig().with_overrides(
+        tiny_overrides(seq_file, **{"model.name": "iclrec", "train.lr": 5e-3, **settings})
+    )
+    assert train_run(config, tmp_path / "cut", progress=False, stop_after=1) is None
+    train_run(config, tmp_path / "cut", resume=True, progress=False)
+    whole = load_file(tmp_path / "whole/model.safetensors")
+    cut = load_file(tmp_path / "cut/model.safetensors")
+    assert all(torch.equal(whole[name], cut[name]) for name in whole)
 
 
 def test_help_shows_its_flags(capsys):

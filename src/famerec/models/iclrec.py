@@ -87,10 +87,10 @@ class ICLRecOptions(SASRecOptions):
     intent_weight: float = option(0.1, "weight of the intent contrastive loss L_ICL")
     cl_weight: float = option(0.1, "weight of the sequence contrastive loss L_SeqCL")
     temperature: float = option(1.0, "temperature of both contrastive losses")
-    crop_ratio: float = option(0.2, "eta: share of a sequence that crop keeps", flag="--crop")
-    mask_ratio: float = option(0.7, "gamma: share of a sequence's items masked", flag="--mask")
+    crop_ratio: float = option(0.2, "share of a sequence that crop keeps (tao)", flag="--crop")
+    mask_ratio: float = option(0.7, "share of a sequence's items masked (gamma)", flag="--mask")
     reorder_ratio: float = option(
-        0.2, "beta: share of a sequence that reorder shuffles", flag="--reorder"
+        0.2, "share of a sequence that reorder shuffles (beta)", flag="--reorder"
     )
     fnm: bool = option(
         True,
