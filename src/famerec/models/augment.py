@@ -1,18 +1,23 @@
-"""Sequence augmentations and view encoding for the contrastive models (CL4SRec, ICLRec, DuoRec).
+"""Sequence augmentations and view helpers shared by the contrastive models (CL4SRec, DuoRec,
+ICLRec).
 
-CL4SRec's three augmentations (Xie et al., ICDE 2022, Sec. 4.1), applied to a whole batch of
+CL4SRec's three augmentations (Xie et al., ICDE 2022), applied to a whole batch of
 left-padded sequences at once (no Python loop over sequences), with randomness from torch's
 global generator (which checkpoints save):
 
 * `crop` (ratio eta): keep a random contiguous run of max(1, floor(eta * n)) items;
-* `mask` (ratio gamma): replace floor(gamma * n) random items by a mask id;
+* `mask` (ratio gamma): replace floor(gamma * n) random items by a mask id (CL4SRec: a [mask]
+  token; ICLRec: 0, i.e. padding);
 * `reorder` (ratio beta): shuffle a random contiguous run of floor(beta * n) items.
 
 n is a sequence's length, counted from its first item (a masked item inside a sequence still
-counts). Every view keeps at least one real item and only ids from the sequence or the mask id.
+counts). Every view keeps at least one real item and holds only ids of the sequence or the
+mask id. The random choices are uniform: the start of the run, the masked items, the order.
 
+The helpers: `ViewBatch` carries a batch with two views of each of its sequences from
+`transform_batch` to `loss`; `batch_sequences` joins a batch's parts into one tensor;
 `encode_by_length` encodes views grouped by length, each group only as wide as its longest
-view, like the trainer's batches: a cropped view costs as much as its items, not the batch's.
+view (as the trainer's batches are), so that a cropped view costs as much as its items.
 """
 
 from __future__ import annotations
