@@ -3,8 +3,16 @@ makes it available to the CLI, the config and run loading (see `famerec.models.r
 
 from __future__ import annotations
 
+# One line per model: importing its file registers it.
+import famerec.models.bert4rec  # noqa: F401
+import famerec.models.cl4srec  # noqa: F401
+import famerec.models.core  # noqa: F401
+import famerec.models.duorec  # noqa: F401
+import famerec.models.fame  # noqa: F401
+import famerec.models.gru4rec  # noqa: F401
+import famerec.models.iclrec  # noqa: F401
+import famerec.models.sasrec  # noqa: F401
 from famerec.config import ModelConfig, ModelOptions
-from famerec.models import bert4rec, core, fame, gru4rec, sasrec  # noqa: F401  (registers the models)
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.fame import FAME, Explanation, FacetLayer, FAMEOptions, MoEAttention
 from famerec.models.losses import info_nce, softmax_cross_entropy

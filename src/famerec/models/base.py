@@ -16,6 +16,7 @@ when the run starts from another run (`--init-from` / `--pretrain`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,9 +87,14 @@ class SequentialRecommender(nn.Module):
         length = item_seq.shape[1]
         real = item_seq != 0  # (B, L)
         positions = torch.arange(self.max_len - length, self.max_len, device=item_seq.device)
-        x = self.item_embedding(item_seq) * math.sqrt(self.hidden_size)
+        x = self.item_inputs(item_seq) * math.sqrt(self.hidden_size)
         x = self.embedding_dropout(x + self.position_embedding(positions))  # (B, L, d)
         return x * real.unsqueeze(-1), real
+
+    def item_inputs(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, d) their input embeddings; a model with extra input tokens
+        (e.g. a [mask] token that is never scored) overrides it."""
+        return self.item_embedding(item_seq)
 
     @staticmethod
     def attention_mask(real: torch.Tensor) -> torch.Tensor:
@@ -112,7 +118,9 @@ class SequentialRecommender(nn.Module):
     def next_item_loss(
         self,
         batch: TrainBatch | tuple[torch.Tensor, torch.Tensor],
+        *,
         item_vectors: torch.Tensor | None = None,
+        part_queries: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item at every real position (Eq. 18), averaged
         over all real positions of the batch.
@@ -120,22 +128,28 @@ class SequentialRecommender(nn.Module):
         `batch` is (item_seq, targets), both (B, L) with target 0 at padding (no loss), or a
         TrainBatch whose parts of similar length are encoded separately. `item_vectors`
         (num_items + 1, d) are what the queries are scored against; default the item embeddings.
+        `part_queries` are the parts' `query_vectors` when the caller has them already (it uses
+        them for more).
         """
-        queries, targets = self.real_position_queries(batch)
+        queries, targets = self.real_position_queries(batch, part_queries)
         if item_vectors is None:
             item_vectors = self.item_embedding.weight
         return self.item_loss(queries, item_vectors[1:], targets - 1)
 
     def real_position_queries(
-        self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]
+        self,
+        batch: TrainBatch | tuple[torch.Tensor, torch.Tensor],
+        part_queries: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(positions, d) query vectors and (positions,) target ids at every real position of
         the batch (padding is never a target)."""
         parts = batch.parts if isinstance(batch, TrainBatch) else (batch,)
+        if part_queries is None:
+            part_queries = [self.query_vectors(item_seq) for item_seq, _ in parts]
         queries, targets = [], []
-        for item_seq, target in parts:
+        for part_query, (_, target) in zip(part_queries, parts):
             real = target != 0
-            queries.append(self.query_vectors(item_seq)[real])  # (positions, d)
+            queries.append(part_query[real])  # (positions, d)
             targets.append(target[real])
         if len(parts) == 1:
             return queries[0], targets[0]
