@@ -1,23 +1,29 @@
 """The HTTP service, started for real on a free local port and spoken to over HTTP."""
 
+import re
 import socket
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from tests.test_cli import assert_one_line_error, run_cli
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
+@dataclass
+class Service:
+    """A `famerec serve` process on a port of its choice, and what it said when it started."""
+
+    client: httpx.Client
+    url: str
+    announcement: str
+    first_health: int | str  # status of /healthz asked once, right after the announcement
 
 
 @pytest.fixture(scope="module")
-def server(trained_runs):
-    port = free_port()
+def service(trained_runs):
     process = subprocess.Popen(
         [
             sys.executable,
@@ -27,27 +33,35 @@ def server(trained_runs):
             "--run",
             str(trained_runs["fame"]),
             "--port",
-            str(port),
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("server did not start: " + process.stderr.read())
-        time.sleep(0.2)
-    yield httpx.Client(base_url=base, timeout=10)
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        said = []  # the server announces itself only once it serves; it may warn before that
+        while not said or (said[-1] and "serving" not in said[-1]):
+            said.append(process.stderr.readline())
+        announcement = said[-1].strip()
+        match = re.search(r" on (http://127\.0\.0\.1:\d+) ", announcement)
+        if match is None:
+            raise RuntimeError("server did not start: " + "".join(said))
+        url = match.group(1)
+        try:  # no retry: the announcement promises a listening server with the model loaded
+            first_health: int | str = httpx.get(url + "/healthz", timeout=10).status_code
+        except httpx.TransportError as error:
+            first_health = repr(error)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            yield Service(client, url, announcement, first_health)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(service):
+    return service.client
 
 
 def test_health_and_model(server):
@@ -125,3 +139,36 @@ def test_openapi_docs(server):
     spec = server.get("/openapi.json").json()
     assert {"/recommend", "/recommend/batch", "/healthz", "/model"} <= set(spec["paths"])
     assert server.get("/docs").status_code == 200
+
+
+# -- the server announces itself only when it serves; bad options are one line ---------------
+
+
+def test_serve_announces_itself_only_once_it_serves(service, trained_runs):
+    assert service.announcement == (
+        f"famerec: serving {trained_runs['fame']} on {service.url} (API docs at {service.url}/docs)"
+    )
+    assert service.first_health == 200
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--port", "70000"], ["--port must be between 0 and 65535", "70000"]),
+        (["--port", "-1"], ["--port must be between 0 and 65535", "-1"]),
+        (["--device", "tpu"], ["--device must be cpu, cuda", "'tpu'"]),
+    ],
+)
+def test_serve_bad_options_are_one_line(trained_runs, capsys, options, words):
+    code, _, err = run_cli(["serve", "--run", str(trained_runs["fame"]), *options], capsys)
+    assert_one_line_error(code, err, *words)
+    assert "serving" not in err
+
+
+def test_serve_on_a_port_in_use_is_one_line(trained_runs, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        args = ["serve", "--run", str(trained_runs["fame"]), "--port", str(port)]
+        code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, f"cannot listen on 127.0.0.1:{port}", "in use")
+    assert "serving" not in err

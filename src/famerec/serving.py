@@ -6,9 +6,13 @@ a message, never a 500, and the service keeps serving.
 
 from __future__ import annotations
 
+import re
+import socket
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -120,9 +124,57 @@ def create_app(recommender: Recommender) -> FastAPI:
     return app
 
 
-def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
-    import uvicorn
+DEVICE_NAME = re.compile(r"cpu|auto|cuda(:\d+)?")
 
-    recommender = Recommender(run_dir, device=device)
-    app = create_app(recommender)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+def check_serve_options(port: int, device: str) -> None:
+    """Reject bad options before the (slow) model load, each with one line."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise FamerecError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
+    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
+        raise FamerecError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening socket, or a FamerecError that says why not (port in use, ...)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        reason = str(error.strerror or error).split(" (while attempting to bind")[0]
+        raise FamerecError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def address_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, quiet, that calls `on_ready()` once it accepts requests, not before."""
+
+    def __init__(self, app: FastAPI, on_ready: Callable[[], None] | None = None):
+        super().__init__(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
+
+
+def serve(
+    run_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "cpu",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Load the run, bind, then serve until interrupted; `on_ready(url)` runs once the server
+    accepts requests (port 0 binds any free port, which the url names)."""
+    check_serve_options(port, device)
+    app = create_app(Recommender(run_dir, device=device))
+    with listen(host, port) as sock:
+        url = address_of(sock)
+        server = Server(app, on_ready=None if on_ready is None else lambda: on_ready(url))
+        server.run(sockets=[sock])
