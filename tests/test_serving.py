@@ -1,14 +1,21 @@
 """The HTTP service, started for real on a free local port and spoken to over HTTP."""
 
+import json
 import re
+import select
 import socket
 import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from famerec.recommender import Recommender
+from famerec.serving import Server, address_of, create_app, listen, validation_details
 from tests.test_cli import assert_one_line_error, run_cli
 
 
@@ -141,6 +148,12 @@ def test_openapi_docs(server):
     assert server.get("/docs").status_code == 200
 
 
+def test_openapi_docs_state_the_limits(server):
+    spec = server.get("/openapi.json").json()
+    assert "1,048,576 bytes get 413" in spec["info"]["description"]
+    assert "413" in spec["paths"]["/recommend/batch"]["post"]["responses"]
+
+
 # -- the server announces itself only when it serves; bad options are one line ---------------
 
 
@@ -157,6 +170,7 @@ def test_serve_announces_itself_only_once_it_serves(service, trained_runs):
         (["--port", "70000"], ["--port must be between 0 and 65535", "70000"]),
         (["--port", "-1"], ["--port must be between 0 and 65535", "-1"]),
         (["--device", "tpu"], ["--device must be cpu, cuda", "'tpu'"]),
+        (["--max-body-bytes", "0"], ["--max-body-bytes must be a positive integer"]),
     ],
 )
 def test_serve_bad_options_are_one_line(trained_runs, capsys, options, words):
@@ -172,3 +186,161 @@ def test_serve_on_a_port_in_use_is_one_line(trained_runs, capsys):
         code, _, err = run_cli(args, capsys)
     assert_one_line_error(code, err, f"cannot listen on 127.0.0.1:{port}", "in use")
     assert "serving" not in err
+
+
+# -- NaN, Infinity and error answers that never echo the input ------------------------------
+
+
+def post_json_text(client: httpx.Client, path: str, text: bytes) -> httpx.Response:
+    return client.post(path, content=text, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    "path, text, where",
+    [
+        ("/recommend", b'{"items": ["i1"], "k": NaN}', ["body", "k"]),
+        ("/recommend", b'{"items": ["i1"], "k": Infinity}', ["body", "k"]),
+        ("/recommend", b'{"items": ["i1"], "k": -Infinity}', ["body", "k"]),
+        ("/recommend", b'{"items": [NaN]}', ["body", "items", 0, "int"]),
+        ("/recommend/batch", b'{"sequences": [["i1"]], "k": NaN}', ["body", "k"]),
+    ],
+)
+def test_nan_and_infinity_get_422_with_a_message(server, path, text, where):
+    # Python's json reads these literals; echoing them back made an invalid JSON answer (500)
+    response = post_json_text(server, path, text)
+    assert response.status_code == 422
+    assert response.json()["detail"][0] == {"loc": where, "msg": "Input should be a valid integer"}
+    assert server.get("/healthz").status_code == 200
+
+
+HUGE = "z" * 200_000
+
+
+@pytest.mark.parametrize(
+    "path, payload",
+    [
+        ("/recommend", {"items": ["i1"], "k": HUGE}),
+        ("/recommend", {"items": ["i1", 2.5, HUGE, *range(900)]}),
+        ("/recommend", {"items": ["i1"], HUGE: 1}),
+        ("/recommend", {"items": ["i1"], **{f"extra{n}": n for n in range(30_000)}}),
+        ("/recommend/batch", {"sequences": [[True] * 1000] * 100, "k": HUGE}),
+    ],
+)
+def test_errors_name_the_place_and_never_echo_the_input(server, path, payload):
+    response = server.post(path, json=payload)
+    assert response.status_code == 422
+    assert (
+        len(response.content) < 2_000
+        and "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz" not in response.text
+    )
+    detail = response.json()["detail"]
+    if isinstance(detail, list):  # validation errors: where and what, nothing else
+        assert detail and all(set(entry) == {"loc", "msg"} for entry in detail)
+
+
+def test_unknown_ids_are_named_within_a_bounded_answer(server):
+    response = server.post("/recommend", json={"items": [HUGE, "i1"], "strict": True})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("1 unknown item ids: 'zzz")
+    assert len(response.content) < 400
+
+
+def test_validation_details_are_bounded():
+    errors = [
+        {"type": "int_type", "loc": ("body", "x" * 1000, n), "msg": "m" * 1000, "input": "secret"}
+        for n in range(15)
+    ]
+    details = validation_details(errors)
+    assert len(details) == 11 and details[-1] == {"loc": ["body"], "msg": "and 5 more errors"}
+    assert all(len(json.dumps(entry)) < 400 for entry in details)
+    assert "secret" not in json.dumps(details)
+
+
+# -- request bodies over the size limit, shown on a real socket ------------------------------
+
+
+def open_post(url: str, path: str, headers: dict[str, str]) -> socket.socket:
+    """A raw HTTP/1.1 POST whose headers are sent and whose body is up to the caller."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    lines = [f"POST {path} HTTP/1.1", f"host: {host}", "content-type: application/json"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_declared_too_large_body_gets_413_before_it_is_sent(service):
+    started = time.monotonic()
+    with open_post(service.url, "/recommend", {"content-length": str(50 * 2**20)}) as sock:
+        answer = read_until_closed(sock)  # the server answers and closes; no body was sent
+    assert time.monotonic() - started < 5
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ") and b"connection: close" in head.lower()
+    assert json.loads(body) == {"detail": "request body over the limit of 1,048,576 bytes"}
+    assert service.client.get("/healthz").status_code == 200
+
+
+def test_streamed_too_large_body_is_cut_off_and_healthz_answers_meanwhile(service):
+    piece = b"1," * 32768  # 64 KiB
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    planned, sent = 50 * 2**20, 0
+    with open_post(service.url, "/recommend/batch", {"transfer-encoding": "chunked"}) as sock:
+        for _ in range(15):  # 960 KiB: under the limit, and the upload stays open
+            sock.sendall(chunk)
+            sent += len(piece)
+        assert service.client.get("/healthz", timeout=5).json() == {"status": "ok"}
+        assert select.select([sock], [], [], 0.3)[0] == []  # no answer before the limit
+        crossed = None
+        try:
+            while sent < planned and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(chunk)
+                sent += len(piece)
+                if crossed is None and sent > 2**20:
+                    crossed = time.monotonic()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while we were still sending
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert sent < planned / 2 and time.monotonic() - crossed < 5
+    assert service.client.get("/healthz").status_code == 200
+
+
+@contextmanager
+def serving_in_thread(app):
+    """The app behind a real socket, served by famerec's uvicorn server in this process, and
+    an HTTP client for it."""
+    sock = listen("127.0.0.1", 0)
+    ready = threading.Event()
+    server = Server(app, on_ready=ready.set)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        assert ready.wait(30)
+        with httpx.Client(base_url=address_of(sock), timeout=10) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def recommender(trained_runs):
+    return Recommender(trained_runs["fame"])
+
+
+def test_body_limit_is_configurable(recommender):
+    with serving_in_thread(create_app(recommender, max_body_bytes=40)) as client:
+        fits = b'{"items": ["i1", "i2"], "k": 2}'
+        assert post_json_text(client, "/recommend", fits).status_code == 200
+        too_long = b'{"items": ["i1", "i2", "i3", "i4"], "k": 2}'
+        response = post_json_text(client, "/recommend", too_long)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "request body over the limit of 40 bytes"}

@@ -233,6 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         device=args.device,
+        max_body_bytes=args.max_body_bytes,
         on_ready=announce,
     )
     return 0
@@ -317,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)"
     )
     serve.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="larger request bodies get 413 Payload Too Large (default: 1 MiB)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     data = commands.add_parser("data", help="bundled datasets")

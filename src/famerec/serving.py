@@ -1,7 +1,7 @@
 """HTTP service: top-k recommendations (with FAME's explanations) from one loaded run.
 
 The model is loaded once at start, from safetensors only. Bad requests get a 4xx answer with
-a message, never a 500, and the service keeps serving.
+a short message that never echoes the input back, never a 500, and the service keeps serving.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from famerec import __version__
 from famerec.errors import FamerecError
@@ -24,14 +25,40 @@ from famerec.recommender import Recommender
 MAX_ITEMS = 1000  # items per sequence in a request
 MAX_BATCH = 1000  # sequences per batch request
 MAX_K = 1000
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+MAX_REPORTED_ERRORS = 10  # validation errors listed in one answer
+MAX_MESSAGE_CHARS = 300  # longest message (and 1/8 of it for a location part) in an answer
 
 ItemIdField = StrictInt | StrictStr
-Sequence = Annotated[list[ItemIdField], Field(min_length=1, max_length=MAX_ITEMS)]
+Sequence = Annotated[
+    list[ItemIdField],
+    Field(
+        min_length=1,
+        max_length=MAX_ITEMS,
+        fail_fast=True,  # one error for a list of bad ids, not one each
+    ),
+]
 
 
-class RecommendRequest(BaseModel):
+class RequestModel(BaseModel):
+    """A request body with a bounded number of validation errors: unknown fields make one
+    error (not one per field, which a large body could multiply into seconds of work)."""
+
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def no_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [name for name in data if name not in cls.model_fields]
+            if unknown:
+                shown = ", ".join(repr(_clip(str(name), 40)) for name in unknown[:3])
+                more = f" and {len(unknown) - 3:,} more" if len(unknown) > 3 else ""
+                raise ValueError(f"unknown fields {shown}{more}")
+        return data
+
+
+class RecommendRequest(RequestModel):
     items: Sequence = Field(description="item ids of the input data, oldest first")
     k: int = Field(10, ge=1, le=MAX_K, strict=True)
     explain: bool = Field(False, description="add FAME's per-head lists, gate and router weights")
@@ -39,10 +66,8 @@ class RecommendRequest(BaseModel):
     strict: bool = Field(False, description="unknown item ids are an error instead of skipped")
 
 
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sequences: list[Sequence] = Field(min_length=1, max_length=MAX_BATCH)
+class BatchRequest(RequestModel):
+    sequences: list[Sequence] = Field(min_length=1, max_length=MAX_BATCH, fail_fast=True)
     k: int = Field(10, ge=1, le=MAX_K, strict=True)
     exclude_seen: bool = True
     strict: bool = False
@@ -65,20 +90,120 @@ class BatchResponse(BaseModel):
     results: list[RecommendResponse]
 
 
-def create_app(recommender: Recommender) -> FastAPI:
+class ValidationDetail(BaseModel):
+    loc: list[str | int] = Field(description="where in the request, e.g. body, items, 3")
+    msg: str
+
+
+class ValidationAnswer(BaseModel):
+    detail: list[ValidationDetail]
+
+
+class ErrorAnswer(BaseModel):
+    detail: str
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Location and message of the first errors, never the offending input: the answer stays
+    small (and valid JSON: NaN is not) whatever the request held."""
+    details = []
+    for error in errors[:MAX_REPORTED_ERRORS]:
+        message = error.get("msg", "invalid")
+        reason = error.get("ctx", {}).get("error")
+        if error.get("type") == "json_invalid" and isinstance(reason, str):
+            message = f"{message}: {reason}"  # json's reason names a position, not the input
+        where = [
+            part if isinstance(part, int) else _clip(str(part), MAX_MESSAGE_CHARS // 8)
+            for part in error.get("loc", ())
+        ]
+        details.append({"loc": where, "msg": _clip(message)})
+    if len(errors) > MAX_REPORTED_ERRORS:
+        more = len(errors) - MAX_REPORTED_ERRORS
+        details.append({"loc": ["body"], "msg": f"and {more:,} more errors"})
+    return details
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413 without being read further.
+
+    A declared Content-Length is checked before anything is read; a chunked or undeclared body
+    is counted as it arrives. An accepted body is handed to the app in one message.
+    """
+
+    def __init__(self, app: Callable, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client is gone: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # only http.disconnect is left to come
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: dict, receive: Callable, send: Callable) -> None:
+        answer = JSONResponse(
+            status_code=413,
+            content={"detail": f"request body over the limit of {self.max_bytes:,} bytes"},
+            headers={"connection": "close"},  # do not read (or wait for) the rest of it
+        )
+        await answer(scope, receive, send)
+
+
+def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    check_body_limit(max_body_bytes)
     app = FastAPI(
         title="famerec",
         version=__version__,
         description=f"Top-k recommendations from the {recommender.model_name} run "
-        f"{recommender.run_dir}.",
+        f"{recommender.run_dir}. Request bodies over {max_body_bytes:,} bytes get 413.",
     )
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # Scoring is a few milliseconds of matrix work: serialize it instead of letting many
     # threads fight over the same cores.
     lock = threading.Lock()
+    errors = {
+        413: {"model": ErrorAnswer, "description": "request body over the size limit"},
+        422: {"model": ValidationAnswer, "description": "invalid request"},
+    }
 
     @app.exception_handler(FamerecError)
     async def bad_request(request: Request, error: FamerecError):
-        return JSONResponse(status_code=422, content={"detail": str(error)})
+        return JSONResponse(status_code=422, content={"detail": _clip(str(error))})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": validation_details(error.errors())})
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -102,7 +227,12 @@ def create_app(recommender: Recommender) -> FastAPI:
             "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
         }
 
-    @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
+    @app.post(
+        "/recommend",
+        response_model=RecommendResponse,
+        response_model_exclude_none=True,
+        responses=errors,
+    )
     def recommend(request: RecommendRequest) -> dict[str, Any]:
         with lock:
             if request.explain:
@@ -113,7 +243,12 @@ def create_app(recommender: Recommender) -> FastAPI:
                 request.items, request.k, request.exclude_seen, request.strict
             ).to_dict()
 
-    @app.post("/recommend/batch", response_model=BatchResponse, response_model_exclude_none=True)
+    @app.post(
+        "/recommend/batch",
+        response_model=BatchResponse,
+        response_model_exclude_none=True,
+        responses=errors,
+    )
     def recommend_batch(request: BatchRequest) -> dict[str, Any]:
         with lock:
             results = recommender.recommend_batch(
@@ -127,12 +262,18 @@ def create_app(recommender: Recommender) -> FastAPI:
 DEVICE_NAME = re.compile(r"cpu|auto|cuda(:\d+)?")
 
 
-def check_serve_options(port: int, device: str) -> None:
+def check_body_limit(max_body_bytes: int) -> None:
+    if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise FamerecError(f"--max-body-bytes must be a positive integer, got {max_body_bytes}")
+
+
+def check_serve_options(port: int, device: str, max_body_bytes: int) -> None:
     """Reject bad options before the (slow) model load, each with one line."""
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise FamerecError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
     if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
         raise FamerecError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    check_body_limit(max_body_bytes)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -168,12 +309,16 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = "cpu",
+    max_body_bytes: int | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Load the run, bind, then serve until interrupted; `on_ready(url)` runs once the server
-    accepts requests (port 0 binds any free port, which the url names)."""
-    check_serve_options(port, device)
-    app = create_app(Recommender(run_dir, device=device))
+    accepts requests (port 0 binds any free port, which the url names). `max_body_bytes`
+    defaults to DEFAULT_MAX_BODY_BYTES."""
+    if max_body_bytes is None:
+        max_body_bytes = DEFAULT_MAX_BODY_BYTES
+    check_serve_options(port, device, max_body_bytes)
+    app = create_app(Recommender(run_dir, device=device), max_body_bytes)
     with listen(host, port) as sock:
         url = address_of(sock)
         server = Server(app, on_ready=None if on_ready is None else lambda: on_ready(url))
