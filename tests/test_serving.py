@@ -8,12 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from famerec import serving
 from famerec.recommender import Recommender
 from famerec.serving import Server, address_of, create_app, listen, validation_details
 from tests.test_cli import assert_one_line_error, run_cli
@@ -150,6 +152,11 @@ def test_openapi_docs(server):
 
 def test_openapi_docs_state_the_limits(server):
     spec = server.get("/openapi.json").json()
+    batch = spec["components"]["schemas"]["BatchRequest"]
+    assert "50,000 items in all" in batch["description"]
+    assert "100,000 results" in batch["description"]
+    assert "sequences x k at most 100,000" in batch["properties"]["k"]["description"]
+    assert "1 to 1,000 sequences" in batch["properties"]["sequences"]["description"]
     assert "1,048,576 bytes get 413" in spec["info"]["description"]
     assert "413" in spec["paths"]["/recommend/batch"]["post"]["responses"]
 
@@ -344,3 +351,73 @@ def test_body_limit_is_configurable(recommender):
         response = post_json_text(client, "/recommend", too_long)
     assert response.status_code == 413
     assert response.json() == {"detail": "request body over the limit of 40 bytes"}
+
+
+# -- bounded work per request, scored in chunks, off the event loop ---------------------------
+
+
+def test_batch_work_is_bounded(server):
+    items = server.post("/recommend/batch", json={"sequences": [["i1"] * 1000] * 51})
+    assert items.status_code == 422
+    assert "51,000 items, more than 50,000 in all" in items.json()["detail"][0]["msg"]
+    results = server.post("/recommend/batch", json={"sequences": [["i1"]] * 101, "k": 1000})
+    assert results.status_code == 422
+    assert "sequences x k is 101,000, more than 100,000" in results.json()["detail"][0]["msg"]
+    largest = {"sequences": [["i1", "i2"] * 25] * 1000, "k": 100, "exclude_seen": False}
+    body = server.post("/recommend/batch", json=largest).json()
+    assert len(body["results"]) == 1000
+    assert all(len(result["items"]) == 30 for result in body["results"])  # k capped at 30 items
+
+
+def test_batches_are_scored_in_chunks_like_one_batch(recommender, monkeypatch):
+    monkeypatch.setattr(serving, "SCORES_PER_CHUNK", 3 * (recommender.num_items + 1))
+    calls = []
+    score_batch = recommender.recommend_batch
+
+    def counted(sequences, *args):
+        calls.append(len(sequences))
+        return score_batch(sequences, *args)
+
+    app = create_app(recommender)
+    monkeypatch.setattr(recommender, "recommend_batch", counted)
+    sequences = [[f"i{1 + (row * 7 + j) % 30}" for j in range(1 + row % 5)] for row in range(10)]
+    with serving_in_thread(app) as client:
+        body = client.post("/recommend/batch", json={"sequences": sequences, "k": 5}).json()
+        assert calls == [3, 3, 3, 1]
+        unusable = [*sequences[:7], ["nope"], *sequences[8:]]
+        response = client.post("/recommend/batch", json={"sequences": unusable})
+    # named by its place in the request, not in its chunk
+    assert response.json() == {"detail": "sequence 7 has no item the model knows"}
+    for ours, expected in zip(body["results"], score_batch(sequences, 5)):
+        assert [entry["item"] for entry in ours["items"]] == expected.items
+        # padded to its chunk's longest sequence: the same scores up to float rounding
+        assert [entry["score"] for entry in ours["items"]] == pytest.approx(
+            expected.scores, rel=1e-5
+        )
+
+
+def test_scoring_does_not_block_other_clients(trained_runs):
+    recommender = Recommender(trained_runs["fame"])  # its own: the model gets a gate
+    scoring, release = threading.Event(), threading.Event()
+    score = recommender.model.score
+
+    def gated_score(batch):
+        scoring.set()
+        release.wait(30)
+        return score(batch)
+
+    recommender.model.score = gated_score
+    request = {"sequences": [["i1", "i2"], ["i3"]], "k": 3}
+    app = create_app(recommender)
+    with serving_in_thread(app) as client, ThreadPoolExecutor(1) as pool:
+        url = str(client.base_url)
+        pending = pool.submit(httpx.post, url + "/recommend/batch", json=request, timeout=30)
+        try:
+            assert scoring.wait(10)
+            assert client.get("/healthz", timeout=5).json() == {"status": "ok"}
+            assert client.get("/model", timeout=5).json()["items"] == 30
+            assert not pending.done()  # the batch is still being scored
+        finally:
+            release.set()
+        assert pending.result().status_code == 200
+        assert len(pending.result().json()["results"]) == 2

@@ -2,6 +2,8 @@
 
 The model is loaded once at start, from safetensors only. Bad requests get a 4xx answer with
 a short message that never echoes the input back, never a 500, and the service keeps serving.
+Every request's work is bounded (body size, items, sequences x k), and scoring runs in worker
+threads, so one large request never stalls /healthz or the other clients.
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from famerec import __version__
 from famerec.errors import FamerecError
-from famerec.recommender import Recommender
+from famerec.recommender import Recommender, UnknownItemsError
 
 MAX_ITEMS = 1000  # items per sequence in a request
 MAX_BATCH = 1000  # sequences per batch request
 MAX_K = 1000
+MAX_BATCH_ITEMS = 50_000  # items over all sequences of a batch request
+MAX_BATCH_RESULTS = 100_000  # sequences x k of a batch request: the size of the answer
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+# Scores computed at once (rows x catalog size): bounds a batch's memory whatever the catalog.
+SCORES_PER_CHUNK = 1 << 21
 MAX_REPORTED_ERRORS = 10  # validation errors listed in one answer
 MAX_MESSAGE_CHARS = 300  # longest message (and 1/8 of it for a location part) in an answer
 
@@ -36,8 +43,11 @@ Sequence = Annotated[
         min_length=1,
         max_length=MAX_ITEMS,
         fail_fast=True,  # one error for a list of bad ids, not one each
+        description=f"item ids, oldest first: 1 to {MAX_ITEMS:,}; only the most recent max_len "
+        "known items feed the model, all of them are excluded from the answer",
     ),
 ]
+K = Annotated[int, Field(ge=1, le=MAX_K, strict=True, description=f"list length, 1 to {MAX_K:,}")]
 
 
 class RequestModel(BaseModel):
@@ -59,18 +69,50 @@ class RequestModel(BaseModel):
 
 
 class RecommendRequest(RequestModel):
-    items: Sequence = Field(description="item ids of the input data, oldest first")
-    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+    items: Sequence
+    k: K = 10
     explain: bool = Field(False, description="add FAME's per-head lists, gate and router weights")
     exclude_seen: bool = True
     strict: bool = Field(False, description="unknown item ids are an error instead of skipped")
 
 
+BATCH_LIMITS = (
+    f"A batch request holds at most {MAX_BATCH:,} sequences of up to {MAX_ITEMS:,} items, "
+    f"{MAX_BATCH_ITEMS:,} items in all, and asks for at most {MAX_BATCH_RESULTS:,} results "
+    "(sequences x k): send more as several requests."
+)
+
+
 class BatchRequest(RequestModel):
-    sequences: list[Sequence] = Field(min_length=1, max_length=MAX_BATCH, fail_fast=True)
-    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"description": BATCH_LIMITS})
+
+    sequences: list[Sequence] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        fail_fast=True,
+        description=f"1 to {MAX_BATCH:,} sequences, at most {MAX_BATCH_ITEMS:,} items in all",
+    )
+    k: K = Field(
+        10, description=f"list length, 1 to {MAX_K:,}; sequences x k at most {MAX_BATCH_RESULTS:,}"
+    )
     exclude_seen: bool = True
     strict: bool = False
+
+    @model_validator(mode="after")
+    def bounded_work(self) -> BatchRequest:
+        items = sum(len(sequence) for sequence in self.sequences)
+        if items > MAX_BATCH_ITEMS:
+            raise ValueError(
+                f"the batch holds {items:,} items, more than {MAX_BATCH_ITEMS:,} in all: "
+                "split it into several requests"
+            )
+        results = len(self.sequences) * self.k
+        if results > MAX_BATCH_RESULTS:
+            raise ValueError(
+                f"sequences x k is {results:,}, more than {MAX_BATCH_RESULTS:,}: "
+                "ask for a smaller k or split the batch"
+            )
+        return self
 
 
 class ScoredItem(BaseModel):
@@ -186,12 +228,14 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
         title="famerec",
         version=__version__,
         description=f"Top-k recommendations from the {recommender.model_name} run "
-        f"{recommender.run_dir}. Request bodies over {max_body_bytes:,} bytes get 413.",
+        f"{recommender.run_dir}. Request bodies over {max_body_bytes:,} bytes get 413. "
+        + BATCH_LIMITS,
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    # Scoring is a few milliseconds of matrix work: serialize it instead of letting many
-    # threads fight over the same cores.
+    # Scoring is matrix work on all cores: serialize it instead of letting many threads fight
+    # over the same cores. It runs in worker threads, so the event loop keeps answering.
     lock = threading.Lock()
+    chunk_rows = max(1, SCORES_PER_CHUNK // (recommender.num_items + 1))
     errors = {
         413: {"model": ErrorAnswer, "description": "request body over the size limit"},
         422: {"model": ValidationAnswer, "description": "invalid request"},
@@ -206,7 +250,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
         return JSONResponse(status_code=422, content={"detail": validation_details(error.errors())})
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/model")
@@ -227,36 +271,65 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
             "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
         }
 
+    def recommend_one(request: RecommendRequest) -> JSONResponse:
+        with lock:
+            if request.explain:
+                answer = recommender.explain(
+                    request.items, request.k, request.exclude_seen, request.strict
+                )
+            else:
+                answer = recommender.recommend(
+                    request.items, request.k, request.exclude_seen, request.strict
+                )
+        return JSONResponse(answer.to_dict())
+
+    def recommend_many(request: BatchRequest) -> JSONResponse:
+        results = []
+        for start in range(0, len(request.sequences), chunk_rows):
+            chunk = request.sequences[start : start + chunk_rows]
+            with lock:  # per chunk: single requests get their turn in between
+                try:
+                    part = recommender.recommend_batch(
+                        chunk, request.k, request.exclude_seen, request.strict
+                    )
+                except UnknownItemsError:
+                    raise
+                except FamerecError:
+                    if len(request.sequences) > 1:
+                        _name_unusable_sequence(recommender, chunk, start)
+                    raise
+            results.extend(recommendation.to_dict() for recommendation in part)
+        return JSONResponse({"results": results})
+
+    # The handlers are async and hand scoring and JSON encoding (the slow parts) to worker
+    # threads; returning the finished response skips FastAPI's encoding on the event loop.
     @app.post(
         "/recommend",
         response_model=RecommendResponse,
         response_model_exclude_none=True,
         responses=errors,
     )
-    def recommend(request: RecommendRequest) -> dict[str, Any]:
-        with lock:
-            if request.explain:
-                return recommender.explain(
-                    request.items, request.k, request.exclude_seen, request.strict
-                ).to_dict()
-            return recommender.recommend(
-                request.items, request.k, request.exclude_seen, request.strict
-            ).to_dict()
+    async def recommend(request: RecommendRequest) -> JSONResponse:
+        return await run_in_threadpool(recommend_one, request)
 
     @app.post(
         "/recommend/batch",
         response_model=BatchResponse,
         response_model_exclude_none=True,
         responses=errors,
+        description=BATCH_LIMITS,
     )
-    def recommend_batch(request: BatchRequest) -> dict[str, Any]:
-        with lock:
-            results = recommender.recommend_batch(
-                request.sequences, request.k, request.exclude_seen, request.strict
-            )
-        return {"results": [r.to_dict() for r in results]}
+    async def recommend_batch(request: BatchRequest) -> JSONResponse:
+        return await run_in_threadpool(recommend_many, request)
 
     return app
+
+
+def _name_unusable_sequence(recommender: Recommender, chunk: list, start: int) -> None:
+    """recommend_batch numbers sequences within the chunk; name the one of the whole request."""
+    for offset, items in enumerate(chunk):
+        if not recommender.encode(items)[0]:
+            raise FamerecError(f"sequence {start + offset} has no item the model knows")
 
 
 DEVICE_NAME = re.compile(r"cpu|auto|cuda(:\d+)?")
