@@ -8,6 +8,7 @@ threads, so one large request never stalls /healthz or the other clients.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -19,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from famerec import __version__
@@ -144,6 +145,18 @@ class ValidationAnswer(BaseModel):
 
 class ErrorAnswer(BaseModel):
     detail: str
+
+
+JSON = "application/json"
+
+
+def json_bytes(content: Any) -> bytes:
+    """JSON as Starlette's JSONResponse writes it. A batch answer is encoded one result at a
+    time: json.dumps holds the GIL for a whole call, and one call over megabytes would stall
+    the event loop's thread meanwhile."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
 def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -299,8 +312,8 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
                     if len(request.sequences) > 1:
                         _name_unusable_sequence(recommender, chunk, start)
                     raise
-            results.extend(recommendation.to_dict() for recommendation in part)
-        return JSONResponse({"results": results})
+            results.extend(json_bytes(recommendation.to_dict()) for recommendation in part)
+        return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
 
     # The handlers are async and hand scoring and JSON encoding (the slow parts) to worker
     # threads; returning the finished response skips FastAPI's encoding on the event loop.
