@@ -130,6 +130,7 @@ def worst_case(run: str, rec, sequences: int, items: int, k: int, body_bytes: in
     options = ("--max-body-bytes", str(body_bytes)) if body_bytes else ()
     process, base = start_server(run, *options)
     probes: list[float] = []
+    failed_probes = 0
     try:
         with httpx.Client(base_url=base, timeout=120) as http:
             http.post("/recommend/batch", json={"sequences": batch[:10], "k": 10})  # warm-up
@@ -137,9 +138,13 @@ def worst_case(run: str, rec, sequences: int, items: int, k: int, body_bytes: in
             done = threading.Event()
 
             def probe() -> None:
+                nonlocal failed_probes
                 with httpx.Client(base_url=base, timeout=120) as prober:
                     while not done.is_set():
-                        probes.append(timed(prober.get, "/healthz"))
+                        try:
+                            probes.append(timed(prober.get, "/healthz"))
+                        except httpx.TransportError:
+                            failed_probes += 1
                         time.sleep(0.05)
 
             prober = threading.Thread(target=probe)
@@ -162,10 +167,16 @@ def worst_case(run: str, rec, sequences: int, items: int, k: int, body_bytes: in
         f"(status {response.status_code})."
     )
     print()
-    print("| request (s) | server peak RSS before / after (MiB) | /healthz probes | slowest (ms) |")
+    print(
+        "| request (s) | server peak RSS before / after (MiB) | /healthz probes (failed) "
+        "| slowest (ms) |"
+    )
     print("| ---: | ---: | ---: | ---: |")
     slowest = max(probes) * 1000 if probes else float("nan")
-    print(f"| {seconds:.2f} | {before:,.0f} / {after:,.0f} | {len(probes)} | {slowest:,.0f} |")
+    print(
+        f"| {seconds:.2f} | {before:,.0f} / {after:,.0f} | {len(probes)} ({failed_probes}) "
+        f"| {slowest:,.0f} |"
+    )
 
 
 def main() -> None:
