@@ -187,7 +187,7 @@ def test_answers_are_not_held_back(server):
     [
         (["--port", "70000"], ["--port must be between 0 and 65535", "70000"]),
         (["--port", "-1"], ["--port must be between 0 and 65535", "-1"]),
-        (["--device", "tpu"], ["--device must be cpu, cuda", "'tpu'"]),
+        (["--device", "tpu"], ["--device must be cpu, cuda or auto", "'tpu'"]),
         (["--max-body-bytes", "0"], ["--max-body-bytes must be a positive integer"]),
     ],
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable
@@ -346,7 +345,7 @@ def _name_unusable_sequence(recommender: Recommender, chunk: list, start: int) -
             raise FamerecError(f"sequence {start + offset} has no item the model knows")
 
 
-DEVICE_NAME = re.compile(r"cpu|auto|cuda(:\d+)?")
+DEVICES = ("cpu", "cuda", "auto")  # what resolve_device checks; "cuda:1" would fail late
 
 
 def check_body_limit(max_body_bytes: int) -> None:
@@ -358,8 +357,8 @@ def check_serve_options(port: int, device: str, max_body_bytes: int) -> None:
     """Reject bad options before the (slow) model load, each with one line."""
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise FamerecError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
-    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
-        raise FamerecError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if device not in DEVICES:
+        raise FamerecError(f"--device must be cpu, cuda or auto, got {device!r}")
     check_body_limit(max_body_bytes)
 
 
