@@ -4,7 +4,7 @@ import torch
 
 import famerec
 from famerec.errors import FamerecError
-from famerec.recommender import UnknownItemsError
+from famerec.recommender import NoKnownItemsError, Query, UnknownItemsError
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,73 @@ def test_batch_equals_one_by_one(fame):
         single = fame.recommend(sequence, k=4)
         assert result.items == single.items
         np.testing.assert_allclose(result.scores, single.scores, rtol=1e-5)
+
+
+def assert_same_list(ours, expected) -> None:
+    """The same items and scores up to float rounding: a batch's shape changes the order of
+    the float additions, so items whose scores lie within rounding may trade places."""
+    assert ours.scores == pytest.approx(expected.scores, rel=1e-5, abs=1e-6)
+    for place, (item, score) in enumerate(zip(expected.items, expected.scores)):
+        tied = [s for s in expected.scores if s == pytest.approx(score, rel=1e-5, abs=1e-6)]
+        assert ours.items[place] == item or len(tied) > 1
+
+
+def assert_same_answer(ours, expected) -> None:
+    """A Recommendation or ExplainedRecommendation equal to `expected` up to float rounding."""
+    assert type(ours) is type(expected)
+    if hasattr(expected, "heads"):
+        assert ours.note == expected.note and len(ours.heads) == len(expected.heads)
+        for head, theirs in zip(ours.heads, expected.heads):
+            assert head.head == theirs.head and head.gate == pytest.approx(theirs.gate, rel=1e-5)
+            assert head.experts == pytest.approx(theirs.experts, rel=1e-5, abs=1e-6)
+            assert_same_list(head, theirs)
+        ours, expected = ours.recommendation, expected.recommendation
+    assert ours.unknown == expected.unknown and ours.used == expected.used
+    assert_same_list(ours, expected)
+
+
+def test_answer_each_answers_every_query_as_alone_and_keeps_errors_apart(fame):
+    queries = [
+        Query(["i1", "i2", "i3"], k=5),
+        Query(["i4", "nope"], k=3, exclude_seen=False),
+        Query(["i5", "nope"], strict=True),  # its own error
+        Query(["i6"] * 20 + ["i7"], k=30),  # longer than max_len, k = the whole catalog
+        Query(["never", "nope"]),  # its own error
+        Query(["i8", "i9"], k=4, explain=True),
+        Query(["i1"], k=0),  # its own error
+        Query(["i2", "i10", "i11"], k=2, exclude_seen=False, explain=True),
+        Query([3, "i12"], k=7),
+    ]
+    answers = fame.answer_each(queries)
+    assert isinstance(answers[2], UnknownItemsError) and "'nope'" in str(answers[2])
+    assert isinstance(answers[4], NoKnownItemsError)
+    assert str(answers[4]) == "the sequence has no item the model knows"
+    assert "k must be a positive integer" in str(answers[6])
+    for query, answer in zip(queries, answers):
+        if not isinstance(answer, FamerecError):
+            alone = fame.explain if query.explain else fame.recommend
+            assert_same_answer(answer, alone(query.items, query.k, query.exclude_seen))
+    assert len(answers[3].items) == fame.num_items - 2  # all but the two seen items
+
+
+def test_answer_each_scores_in_one_model_call_per_kind(fame, monkeypatch):
+    calls = []
+    score, explain = fame.model.score, fame.model.explain
+    monkeypatch.setattr(fame.model, "score", lambda batch: calls.append("score") or score(batch))
+    monkeypatch.setattr(
+        fame.model, "explain", lambda *a, **kw: calls.append("explain") or explain(*a, **kw)
+    )
+    queries = [Query(["i1"]), Query(["i2"], explain=True), Query(["i3"], k=3), Query(["no"])]
+    assert len(fame.answer_each(queries)) == 4
+    assert sorted(calls) == ["explain", "score"]
+    assert fame.answer_each([]) == []
+
+
+def test_answer_each_explains_sasrec_without_heads(sasrec):
+    plain, explained = sasrec.answer_each([Query(["i1"], k=3), Query(["i1"], k=3, explain=True)])
+    assert explained.heads == [] and "no facet heads" in explained.note
+    assert_same_answer(explained, sasrec.explain(["i1"], k=3))
+    assert explained.recommendation.items == plain.items
 
 
 def test_recommend_user_uses_the_whole_history(fame):

@@ -29,6 +29,10 @@ class UnknownItemsError(FamerecError):
     """Raised with strict=True when a sequence holds ids the model has never seen."""
 
 
+class NoKnownItemsError(FamerecError):
+    """Raised when a sequence holds no id the model knows: there is nothing to score."""
+
+
 def _native(value: Any) -> Any:
     """numpy scalars -> plain Python values (for JSON and comparisons)."""
     return value.item() if isinstance(value, np.generic) else value
@@ -47,6 +51,17 @@ class Recommendation:
             "unknown": self.unknown,
             "used": self.used,
         }
+
+
+@dataclass(frozen=True)
+class Query:
+    """One sequence and its own settings, for `Recommender.answer_each`."""
+
+    items: Sequence[ItemId]
+    k: int = 10
+    exclude_seen: bool = True
+    strict: bool = False
+    explain: bool = False  # FAME's per-head lists too (`Recommender.explain`)
 
 
 @dataclass
@@ -148,37 +163,55 @@ class Recommender:
 
     # -- batching ------------------------------------------------------------------------------
 
-    def _prepare(
+    def _encode_known(
+        self, items: Sequence[ItemId], strict: bool, where: str = "the sequence"
+    ) -> tuple[list[int], list]:
+        known, unknown = self.encode(items, strict=strict)
+        if not known:
+            raise NoKnownItemsError(f"{where} has no item the model knows")
+        return known, unknown
+
+    def _encode_all(
         self, sequences: Sequence[Sequence[ItemId]], strict: bool
-    ) -> tuple[torch.Tensor, list[list[int]], list[list]]:
-        """Left-padded (B, width) tensor of the most recent known items of each sequence."""
+    ) -> tuple[list[list[int]], list[list]]:
         encoded, unknowns = [], []
         for position, items in enumerate(sequences):
-            known, unknown = self.encode(items, strict=strict)
-            if not known:
-                where = f"sequence {position}" if len(sequences) > 1 else "the sequence"
-                raise FamerecError(f"{where} has no item the model knows")
+            where = f"sequence {position}" if len(sequences) > 1 else "the sequence"
+            known, unknown = self._encode_known(items, strict, where)
             encoded.append(known)
             unknowns.append(unknown)
+        return encoded, unknowns
+
+    def _pad(self, encoded: list[list[int]]) -> torch.Tensor:
+        """Left-padded (B, width) tensor of the most recent known items of each sequence."""
         width = min(self.max_len, max(len(k) for k in encoded))
         batch = torch.zeros(len(encoded), width, dtype=torch.long)
         for row, known in enumerate(encoded):
             recent = known[-width:]
             batch[row, width - len(recent) :] = torch.tensor(recent)
-        return batch.to(self.device), encoded, unknowns
+        return batch.to(self.device)
 
-    def _exclusion(self, encoded: list[list[int]]) -> torch.Tensor:
-        mask = torch.zeros(len(encoded), self.num_items + 1, dtype=torch.bool)
-        rows = torch.repeat_interleave(
-            torch.arange(len(encoded)), torch.tensor([len(k) for k in encoded])
-        )
-        mask[rows, torch.tensor([i for k in encoded for i in k])] = True
+    def _exclusion(self, encoded: list[list[int]], exclude: list[bool]) -> torch.Tensor | None:
+        """(B, V + 1) True at the seen items of the rows that exclude them; None if none do."""
+        if not any(exclude):
+            return None
+        seen = [known if row_excludes else [] for known, row_excludes in zip(encoded, exclude)]
+        mask = torch.zeros(len(seen), self.num_items + 1, dtype=torch.bool)
+        counts = torch.tensor([len(s) for s in seen])
+        rows = torch.repeat_interleave(torch.arange(len(seen)), counts)
+        mask[rows, torch.tensor([i for s in seen for i in s], dtype=torch.long)] = True
         return mask.to(self.device)
 
     def _check_k(self, k: int) -> int:
         if not isinstance(k, int) or k < 1:
             raise FamerecError(f"k must be a positive integer, got {k!r}")
         return min(k, self.num_items)
+
+    def _listed(self, indices: list[int], scores: list[float], k: int) -> tuple[list, list]:
+        """The first k (internal id, score) pairs, -inf (excluded) ones left out, as original
+        ids and scores."""
+        pairs = [(i, s) for i, s in zip(indices[:k], scores[:k]) if s != float("-inf")]
+        return [self.item_ids[i - 1] for i, _ in pairs], [s for _, s in pairs]
 
     # -- recommending --------------------------------------------------------------------------
 
@@ -193,23 +226,24 @@ class Recommender:
         k = self._check_k(k)
         if len(sequences) == 0:
             return []
-        batch, encoded, unknowns = self._prepare(sequences, strict)
-        scores = self.model.score(batch)  # (B, V + 1)
-        if exclude_seen:
-            scores.masked_fill_(self._exclusion(encoded), float("-inf"))
-        top = scores.topk(k, dim=1)
+        encoded, unknowns = self._encode_all(sequences, strict)
+        count = len(encoded)
+        return self._recommend_encoded(encoded, unknowns, [k] * count, [exclude_seen] * count)
+
+    def _recommend_encoded(
+        self, encoded: list[list[int]], unknowns: list[list], ks: list[int], exclude: list[bool]
+    ) -> list[Recommendation]:
+        """One model call for all rows, each with its own k and exclusion."""
+        scores = self.model.score(self._pad(encoded))  # (B, V + 1)
+        mask = self._exclusion(encoded, exclude)
+        if mask is not None:
+            scores.masked_fill_(mask, float("-inf"))
+        top = scores.topk(max(ks), dim=1)
         values, indices = top.values.cpu().tolist(), top.indices.cpu().tolist()
         results = []
-        for row in range(len(sequences)):
-            pairs = [(i, s) for i, s in zip(indices[row], values[row]) if s != float("-inf")]
-            results.append(
-                Recommendation(
-                    items=[self.item_ids[i - 1] for i, _ in pairs],
-                    scores=[s for _, s in pairs],
-                    unknown=unknowns[row],
-                    used=len(encoded[row]),
-                )
-            )
+        for row, k in enumerate(ks):
+            items, item_scores = self._listed(indices[row], values[row], k)
+            results.append(Recommendation(items, item_scores, unknowns[row], len(encoded[row])))
         return results
 
     def recommend(
@@ -227,42 +261,63 @@ class Recommender:
         """FAME's per-head lists with gate and router weights, and the integrated list."""
         k = self._check_k(k)
         if not isinstance(self.model, FAME):
-            recommendation = self.recommend(items, k, exclude_seen, strict)
-            return ExplainedRecommendation(
-                recommendation,
-                [],
-                note=f"{self.model_name} has no facet heads to explain; only FAME does",
-            )
-        batch, encoded, unknowns = self._prepare([items], strict)
-        exclude = self._exclusion(encoded) if exclude_seen else None
-        explanation = self.model.explain(batch, k, exclude=exclude)
-        heads = []
-        for head in range(explanation.head_items.shape[1]):
-            pairs = zip(
-                explanation.head_items[0, head].tolist(), explanation.head_scores[0, head].tolist()
-            )
-            kept = [(i, s) for i, s in pairs if s != float("-inf")]
-            heads.append(
-                HeadList(
-                    head=head + 1,
-                    gate=float(explanation.gate[0, head]),
-                    experts=explanation.router[0, head].tolist(),
-                    items=[self.item_ids[i - 1] for i, _ in kept],
-                    scores=[s for _, s in kept],
-                )
-            )
-        pairs = [
-            (i, s)
-            for i, s in zip(explanation.items[0].tolist(), explanation.scores[0].tolist())
-            if s != float("-inf")
-        ]
-        recommendation = Recommendation(
-            items=[self.item_ids[i - 1] for i, _ in pairs],
-            scores=[s for _, s in pairs],
-            unknown=unknowns[0],
-            used=len(encoded[0]),
+            return self._without_heads(self.recommend(items, k, exclude_seen, strict))
+        known, unknown = self._encode_known(items, strict)
+        return self._explain_encoded([known], [unknown], [k], [exclude_seen])[0]
+
+    def _without_heads(self, recommendation: Recommendation) -> ExplainedRecommendation:
+        note = f"{self.model_name} has no facet heads to explain; only FAME does"
+        return ExplainedRecommendation(recommendation, [], note=note)
+
+    def _explain_encoded(
+        self, encoded: list[list[int]], unknowns: list[list], ks: list[int], exclude: list[bool]
+    ) -> list[ExplainedRecommendation]:
+        """FAME only: one model call for all rows, each with its own k and exclusion."""
+        explanation = self.model.explain(
+            self._pad(encoded), max(ks), exclude=self._exclusion(encoded, exclude)
         )
-        return ExplainedRecommendation(recommendation, heads)
+        head_items, head_scores = explanation.head_items.tolist(), explanation.head_scores.tolist()
+        items, scores = explanation.items.tolist(), explanation.scores.tolist()
+        gates, routers = explanation.gate.tolist(), explanation.router.tolist()
+        results = []
+        for row, k in enumerate(ks):
+            heads = []
+            for head, (gate, experts) in enumerate(zip(gates[row], routers[row])):
+                listed = self._listed(head_items[row][head], head_scores[row][head], k)
+                heads.append(HeadList(head + 1, gate, experts, *listed))
+            listed = self._listed(items[row], scores[row], k)
+            recommendation = Recommendation(*listed, unknowns[row], len(encoded[row]))
+            results.append(ExplainedRecommendation(recommendation, heads))
+        return results
+
+    @torch.inference_mode()
+    def answer_each(
+        self, queries: Sequence[Query]
+    ) -> list[Recommendation | ExplainedRecommendation | FamerecError]:
+        """Each query's own answer, or its own error (a bad k, unknown ids with `strict`, no
+        known item), with one model call for all the plain queries and one for the explained
+        ones: what `recommend` (or `explain`) answers for each query alone, up to float
+        rounding (a batch's shape changes the order of float additions, not the ranking
+        beyond exact ties). One query's error does not touch the others."""
+        answers: list = [None] * len(queries)
+        groups: dict[bool, list] = {False: [], True: []}  # plain, explained (FAME's heads)
+        for position, query in enumerate(queries):
+            try:
+                k = self._check_k(query.k)
+                known, unknown = self._encode_known(query.items, query.strict)
+            except FamerecError as error:
+                answers[position] = error
+                continue
+            explained = query.explain and isinstance(self.model, FAME)
+            groups[explained].append((position, known, unknown, k, query.exclude_seen))
+        for explained, members in groups.items():
+            if members:
+                positions, encoded, unknowns, ks, exclude = (list(c) for c in zip(*members))
+                score = self._explain_encoded if explained else self._recommend_encoded
+                for position, answer in zip(positions, score(encoded, unknowns, ks, exclude)):
+                    explain_anyway = queries[position].explain and not explained
+                    answers[position] = self._without_heads(answer) if explain_anyway else answer
+        return answers
 
     # -- vectors -----------------------------------------------------------------------------
 
@@ -283,8 +338,8 @@ class Recommender:
         """(B, d) float32: one vector per sequence; its dot product with `item_vectors()` rows
         is the model's score (for FAME, sum_h g_h W_f^(h) F^(h), Eq. 11 collapsed)."""
         self._check_vectors()
-        batch, _, _ = self._prepare(sequences, strict)
-        return self.model.last_query_vectors(batch).float().cpu().numpy()
+        encoded, _ = self._encode_all(sequences, strict)
+        return self.model.last_query_vectors(self._pad(encoded)).float().cpu().numpy()
 
     @torch.inference_mode()
     def item_vectors(self) -> np.ndarray:
