@@ -1,6 +1,7 @@
 """The HTTP service, started for real on a free local port and spoken to over HTTP."""
 
 import json
+import random
 import re
 import select
 import socket
@@ -16,9 +17,12 @@ import httpx
 import pytest
 
 from famerec import serving
-from famerec.recommender import Recommender
+from famerec.errors import FamerecError
+from famerec.recommender import ExplainedRecommendation, HeadList, Recommendation, Recommender
 from famerec.serving import Server, address_of, create_app, listen, validation_details
+from tests.test_batcher import wait_for_pending
 from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_recommender import assert_same_answer
 
 
 @dataclass
@@ -189,6 +193,11 @@ def test_answers_are_not_held_back(server):
         (["--port", "-1"], ["--port must be between 0 and 65535", "-1"]),
         (["--device", "tpu"], ["--device must be cpu, cuda or auto", "'tpu'"]),
         (["--max-body-bytes", "0"], ["--max-body-bytes must be a positive integer"]),
+        (["--batch-wait-ms", "-1"], ["--batch-wait-ms must be between 0 and 1,000", "-1.0"]),
+        (["--batch-wait-ms", "1001"], ["--batch-wait-ms must be between 0 and 1,000", "1001"]),
+        (["--batch-wait-ms", "nan"], ["--batch-wait-ms must be between 0 and 1,000", "nan"]),
+        (["--max-batch", "0"], ["--max-batch must be between 1 and 1,000", "got 0"]),
+        (["--max-batch", "1001"], ["--max-batch must be between 1 and 1,000", "1001"]),
     ],
 )
 def test_serve_bad_options_are_one_line(trained_runs, capsys, options, words):
@@ -427,3 +436,166 @@ def test_scoring_does_not_block_other_clients(trained_runs):
             release.set()
         assert pending.result().status_code == 200
         assert len(pending.result().json()["results"]) == 2
+
+
+# -- concurrent requests scored together, each answered with its own result ------------------
+
+
+def answer_from_json(body: dict) -> Recommendation | ExplainedRecommendation:
+    def listed(entries: list[dict]) -> tuple[list, list]:
+        return [e["item"] for e in entries], [e["score"] for e in entries]
+
+    recommendation = Recommendation(*listed(body["items"]), body["unknown"], body["used"])
+    if "heads" not in body:
+        return recommendation
+    heads = [
+        HeadList(h["head"], h["gate"], h["experts"], *listed(h["items"])) for h in body["heads"]
+    ]
+    return ExplainedRecommendation(recommendation, heads, body.get("note", ""))
+
+
+def assert_same_response(ours: httpx.Response, expected: httpx.Response) -> None:
+    """The same status and answer, scores up to float rounding (see assert_same_answer)."""
+    assert ours.status_code == expected.status_code, ours.text
+    body, theirs = ours.json(), expected.json()
+    if ours.status_code != 200:
+        assert body == theirs
+    elif "results" in body:
+        assert len(body["results"]) == len(theirs["results"])
+        for one, other in zip(body["results"], theirs["results"]):
+            assert_same_answer(answer_from_json(one), answer_from_json(other))
+    else:
+        assert_same_answer(answer_from_json(body), answer_from_json(theirs))
+
+
+MIXED_REQUESTS = [  # path, body, rows it takes in a batch (an explained one: one per head)
+    ("/recommend", {"items": ["i1", "i2", "i3"], "k": 5}, 1),
+    ("/recommend", {"items": ["i4", "nope"], "k": 3, "exclude_seen": False}, 1),
+    ("/recommend", {"items": ["i5", "nope"], "strict": True}, 1),  # 422: unknown ids
+    ("/recommend", {"items": ["never", "nope"]}, 1),  # 422: no known item
+    ("/recommend", {"items": ["i8", "i9"], "k": 4, "explain": True}, 2),
+    ("/recommend", {"items": ["i6"] * 20 + ["i7"], "k": 30}, 1),
+    ("/recommend/batch", {"sequences": [["i1"], ["i2", "i3"], ["i4", "x"]], "k": 2}, 3),
+    ("/recommend/batch", {"sequences": [["i1"], ["never"]]}, 2),  # 422: sequence 1
+    ("/recommend/batch", {"sequences": [["i2"], ["i3", "x"]], "strict": True}, 2),  # 422
+    ("/recommend", {"items": ["i2", "i10", "i11"], "k": 2, "explain": True}, 2),
+    ("/recommend", {"items": ["i12"], "k": 1}, 1),
+]
+
+
+def test_concurrent_requests_are_scored_together_each_with_its_own_answer(trained_runs):
+    recommender = Recommender(trained_runs["fame"])  # its own: answer_each gets a gate
+    with serving_in_thread(create_app(recommender, batch_wait_ms=0)) as unbatched:
+        expected = [unbatched.post(path, json=body) for path, body, _ in MIXED_REQUESTS]
+    calls, scoring, release = [], threading.Event(), threading.Event()
+    answer_each = recommender.answer_each
+
+    def gated(queries):
+        calls.append(len(queries))
+        scoring.set()
+        assert release.wait(30)
+        return answer_each(queries)
+
+    recommender.answer_each = gated
+    app = create_app(recommender)
+    with serving_in_thread(app) as client, ThreadPoolExecutor(len(MIXED_REQUESTS) + 1) as pool:
+        url = str(client.base_url)
+        first = pool.submit(httpx.post, url + "/recommend", json={"items": ["i1"]}, timeout=30)
+        try:
+            assert scoring.wait(10)  # the first request holds the model: the others queue
+            pending = [
+                pool.submit(httpx.post, url + path, json=body, timeout=30)
+                for path, body, _ in MIXED_REQUESTS
+            ]
+            wait_for_pending(app.state.batcher, sum(rows for _, _, rows in MIXED_REQUESTS))
+        finally:
+            release.set()
+        answers = [future.result() for future in pending]
+    assert first.result().status_code == 200
+    assert calls == [1, 15]  # all the others (15 sequences) in one call
+    for ours, theirs in zip(answers, expected):
+        assert_same_response(ours, theirs)
+    statuses = [200, 200, 422, 422, 200, 200, 200, 422, 422, 200, 200]
+    assert [answer.status_code for answer in answers] == statuses  # errors stay their own
+    assert answers[7].json() == {"detail": "sequence 1 has no item the model knows"}
+
+
+def test_many_concurrent_clients_each_get_the_answer_for_their_own_sequence(
+    recommender, monkeypatch
+):
+    clients, each = 16, 6
+    rng = random.Random(0)
+    requests = [
+        {"items": [f"i{rng.randint(1, 30)}" for _ in range(rng.randint(1, 15))], "k": 1 + n % 10}
+        for n in range(clients * each)
+    ]
+    scored = []
+    answer_each = recommender.answer_each
+    monkeypatch.setattr(
+        recommender,
+        "answer_each",
+        lambda queries: scored.append(len(queries)) or answer_each(queries),
+    )
+
+    def one_client(start: int) -> list[tuple[dict, dict]]:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            mine = requests[start::clients]
+            return [(body, http.post("/recommend", json=body).json()) for body in mine]
+
+    with serving_in_thread(create_app(recommender, batch_wait_ms=2)) as client:
+        url = str(client.base_url)
+        with ThreadPoolExecutor(clients) as pool:
+            answered = [pair for part in pool.map(one_client, range(clients)) for pair in part]
+    assert len(answered) == len(requests) and sum(scored) == len(requests)  # each scored once
+    for request, body in answered:
+        expected = recommender.recommend(request["items"], request["k"])
+        assert_same_answer(answer_from_json(body), expected)
+
+
+def test_batching_off_scores_one_request_at_a_time(recommender, monkeypatch):
+    app = create_app(recommender, batch_wait_ms=0)
+    assert app.state.batcher is None
+    monkeypatch.setattr(recommender, "answer_each", None)  # never used
+    body = {"items": ["i1", "i2"], "k": 3}
+    with serving_in_thread(app) as client, ThreadPoolExecutor(4) as pool:
+        url = str(client.base_url) + "/recommend"
+        answers = list(pool.map(lambda _: httpx.post(url, json=body, timeout=30), range(4)))
+    expected = recommender.recommend(body["items"], body["k"])
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer_from_json(answer.json()).items == expected.items
+
+
+def test_batch_requests_over_max_batch_are_scored_in_chunks_as_before(recommender, monkeypatch):
+    scored = []
+    answer_each, recommend_batch = recommender.answer_each, recommender.recommend_batch
+    monkeypatch.setattr(
+        recommender, "answer_each", lambda q: scored.append("together") or answer_each(q)
+    )
+    monkeypatch.setattr(
+        recommender, "recommend_batch", lambda *a: scored.append("chunks") or recommend_batch(*a)
+    )
+    app = create_app(recommender, max_batch=2)
+    with serving_in_thread(app) as client:
+        for size in (1, 2, 3):
+            response = client.post("/recommend/batch", json={"sequences": [["i1"]] * size})
+            assert len(response.json()["results"]) == size
+    assert scored == ["together", "together", "chunks"]
+    with pytest.raises(RuntimeError, match="closed"):  # stopped with the service
+        app.state.batcher.submit(None)
+
+
+def test_serve_passes_the_batching_options(trained_runs, capsys, monkeypatch):
+    given = {}
+
+    def create(recommender, max_body_bytes, batch_wait_ms, max_batch):
+        given.update(wait=batch_wait_ms, most=max_batch, body=max_body_bytes)
+        raise FamerecError("stop before listening")
+
+    monkeypatch.setattr(serving, "create_app", create)
+    args = ["serve", "--run", str(trained_runs["fame"]), "--batch-wait-ms", "3.5"]
+    code, _, err = run_cli([*args, "--max-batch", "8"], capsys)
+    assert_one_line_error(code, err, "stop before listening")
+    assert given == {"wait": 3.5, "most": 8, "body": 1 << 20}
+    run_cli(args[:3], capsys)
+    assert given == {"wait": 0.5, "most": 64, "body": 1 << 20}  # the defaults

@@ -265,6 +265,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         max_body_bytes=args.max_body_bytes,
         on_ready=announce,
+        batch_wait_ms=args.batch_wait_ms,
+        max_batch=args.max_batch,
     )
     return 0
 
@@ -382,6 +384,13 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
         type=int,
         help="larger request bodies get 413 Payload Too Large (default: 1 MiB)",
     )
+    serve.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        help="score the requests that arrive within this many milliseconds of each other "
+        "together (default: 0.5; 0: one request at a time)",
+    )
+    serve.add_argument("--max-batch", type=int, help="most sequences scored together (default: 64)")
     serve.set_defaults(handler=cmd_serve)
 
     data = commands.add_parser("data", help="bundled datasets")

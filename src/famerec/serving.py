@@ -4,15 +4,23 @@ The model is loaded once at start, from safetensors only. Bad requests get a 4xx
 a short message that never echoes the input back, never a 500, and the service keeps serving.
 Every request's work is bounded (body size, items, sequences x k), and scoring runs in worker
 threads, so one large request never stalls /healthz or the other clients.
+
+Concurrent requests are scored together: a micro-batcher gathers the /recommend requests (and
+/recommend/batch requests of up to `max_batch` sequences) that arrive within `batch_wait_ms` of
+the oldest waiting one, up to `max_batch` sequences, scores them with one model call and
+answers each with its own result (or its own error).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import uvicorn
@@ -23,8 +31,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from famerec import __version__
+from famerec.batcher import MicroBatcher
 from famerec.errors import FamerecError
-from famerec.recommender import Recommender, UnknownItemsError
+from famerec.models import FAME
+from famerec.recommender import NoKnownItemsError, Query, Recommender, UnknownItemsError
 
 MAX_ITEMS = 1000  # items per sequence in a request
 MAX_BATCH = 1000  # sequences per batch request
@@ -34,6 +44,9 @@ MAX_BATCH_RESULTS = 100_000  # sequences x k of a batch request: the size of the
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 # Scores computed at once (rows x catalog size): bounds a batch's memory whatever the catalog.
 SCORES_PER_CHUNK = 1 << 21
+DEFAULT_BATCH_WAIT_MS = 0.5  # how long a request may wait for others to be scored with
+MAX_BATCH_WAIT_MS = 1000.0
+DEFAULT_MAX_BATCH = 64  # sequences scored together at most (and at most a chunk's rows)
 MAX_REPORTED_ERRORS = 10  # validation errors listed in one answer
 MAX_MESSAGE_CHARS = 300  # longest message (and 1/8 of it for a location part) in an answer
 
@@ -158,6 +171,29 @@ def json_bytes(content: Any) -> bytes:
     ).encode("utf-8")
 
 
+def results_json(results: Iterable[bytes]) -> bytes:
+    """A batch answer from its results, each already encoded."""
+    return b'{"results":[' + b",".join(results) + b"]}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request for the micro-batcher: one /recommend, or a whole small /recommend/batch."""
+
+    queries: tuple[Query, ...]
+    batch: bool  # a /recommend/batch request: all its results, or its first error
+
+    def answer(self, answers: list) -> bytes | FamerecError:
+        """The request's JSON answer from its queries' answers, or the error it gets."""
+        for position, answer in enumerate(answers):
+            if isinstance(answer, NoKnownItemsError) and len(answers) > 1:
+                return NoKnownItemsError(f"sequence {position} has no item the model knows")
+            if isinstance(answer, FamerecError):
+                return answer
+        encoded = [json_bytes(answer.to_dict()) for answer in answers]
+        return results_json(encoded) if self.batch else encoded[0]
+
+
 def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -235,9 +271,54 @@ class BodySizeLimit:
         await answer(scope, receive, send)
 
 
-def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    recommender: Recommender,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> FastAPI:
+    """The service's app. `batch_wait_ms` > 0 scores concurrent requests together (0: one
+    request at a time); `max_batch` bounds the sequences scored at once."""
     check_body_limit(max_body_bytes)
+    check_batching(batch_wait_ms, max_batch)
+    # Scoring is matrix work on all cores: serialize it instead of letting many threads fight
+    # over the same cores. It runs in the batcher's thread and in worker threads (batches too
+    # large to join others, and every request when batching is off), so the event loop keeps
+    # answering.
+    lock = threading.Lock()
+    chunk_rows = max(1, SCORES_PER_CHUNK // (recommender.num_items + 1))
+
+    def answer_jobs(jobs: list[Job]) -> list[bytes | FamerecError]:
+        queries = [query for job in jobs for query in job.queries]
+        with lock:
+            answers = recommender.answer_each(queries)
+        results, start = [], 0
+        for job in jobs:
+            results.append(job.answer(answers[start : start + len(job.queries)]))
+            start += len(job.queries)
+        return results
+
+    # an explained request scores every head: it takes as many rows of the chunk as heads
+    fame = isinstance(recommender.model, FAME)
+    explained_rows = recommender.config.model.num_heads if fame else 1
+    batcher = None
+    if batch_wait_ms > 0:
+        capacity = min(max_batch, chunk_rows)
+        batcher = MicroBatcher(answer_jobs, capacity, batch_wait_ms / 1000, "famerec-batcher")
+
+    async def scored_together(job: Job) -> Response:
+        size = sum(explained_rows if query.explain else 1 for query in job.queries)
+        # the batcher raises the request's own error (a FamerecError: 422) here
+        return Response(await asyncio.wrap_future(batcher.submit(job, size)), media_type=JSON)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if batcher is not None:
+            await run_in_threadpool(batcher.close)  # answers what is pending, then stops
+
     app = FastAPI(
+        lifespan=lifespan,
         title="famerec",
         version=__version__,
         description=f"Top-k recommendations from the {recommender.model_name} run "
@@ -245,10 +326,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
         + BATCH_LIMITS,
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    # Scoring is matrix work on all cores: serialize it instead of letting many threads fight
-    # over the same cores. It runs in worker threads, so the event loop keeps answering.
-    lock = threading.Lock()
-    chunk_rows = max(1, SCORES_PER_CHUNK // (recommender.num_items + 1))
+    app.state.batcher = batcher  # None when off
     errors = {
         413: {"model": ErrorAnswer, "description": "request body over the size limit"},
         422: {"model": ValidationAnswer, "description": "invalid request"},
@@ -312,7 +390,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
                         _name_unusable_sequence(recommender, chunk, start)
                     raise
             results.extend(json_bytes(recommendation.to_dict()) for recommendation in part)
-        return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
+        return Response(results_json(results), media_type=JSON)
 
     # The handlers are async and hand scoring and JSON encoding (the slow parts) to worker
     # threads; returning the finished response skips FastAPI's encoding on the event loop.
@@ -323,6 +401,11 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
         responses=errors,
     )
     async def recommend(request: RecommendRequest) -> JSONResponse:
+        if batcher is not None:
+            query = Query(
+                request.items, request.k, request.exclude_seen, request.strict, request.explain
+            )
+            return await scored_together(Job((query,), batch=False))
         return await run_in_threadpool(recommend_one, request)
 
     @app.post(
@@ -333,7 +416,13 @@ def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_
         description=BATCH_LIMITS,
     )
     async def recommend_batch(request: BatchRequest) -> JSONResponse:
-        return await run_in_threadpool(recommend_many, request)
+        if batcher is not None and len(request.sequences) <= batcher.capacity:
+            queries = tuple(
+                Query(items, request.k, request.exclude_seen, request.strict)
+                for items in request.sequences
+            )
+            return await scored_together(Job(queries, batch=True))
+        return await run_in_threadpool(recommend_many, request)  # in chunks, one at a time
 
     return app
 
@@ -353,13 +442,30 @@ def check_body_limit(max_body_bytes: int) -> None:
         raise FamerecError(f"--max-body-bytes must be a positive integer, got {max_body_bytes}")
 
 
-def check_serve_options(port: int, device: str, max_body_bytes: int) -> None:
+def check_batching(batch_wait_ms: float, max_batch: int) -> None:
+    if not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms <= MAX_BATCH_WAIT_MS:
+        raise FamerecError(
+            f"--batch-wait-ms must be between 0 and {MAX_BATCH_WAIT_MS:,.0f} "
+            f"(0: no batching), got {batch_wait_ms}"
+        )
+    if not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_BATCH:
+        raise FamerecError(f"--max-batch must be between 1 and {MAX_BATCH:,}, got {max_batch}")
+
+
+def check_serve_options(
+    port: int,
+    device: str,
+    max_body_bytes: int,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> None:
     """Reject bad options before the (slow) model load, each with one line."""
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise FamerecError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
     if device not in DEVICES:
         raise FamerecError(f"--device must be cpu, cuda or auto, got {device!r}")
     check_body_limit(max_body_bytes)
+    check_batching(batch_wait_ms, max_batch)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -410,14 +516,22 @@ def serve(
     device: str = "cpu",
     max_body_bytes: int | None = None,
     on_ready: Callable[[str], None] | None = None,
+    batch_wait_ms: float | None = None,
+    max_batch: int | None = None,
 ) -> None:
     """Load the run, bind, then serve until interrupted; `on_ready(url)` runs once the server
-    accepts requests (port 0 binds any free port, which the url names). `max_body_bytes`
-    defaults to DEFAULT_MAX_BODY_BYTES."""
+    accepts requests (port 0 binds any free port, which the url names). Options left None take
+    the DEFAULT_ values (MAX_BODY_BYTES, BATCH_WAIT_MS, MAX_BATCH); batching as in
+    `create_app`."""
     if max_body_bytes is None:
         max_body_bytes = DEFAULT_MAX_BODY_BYTES
-    check_serve_options(port, device, max_body_bytes)
-    app = create_app(Recommender(run_dir, device=device), max_body_bytes)
+    if batch_wait_ms is None:
+        batch_wait_ms = DEFAULT_BATCH_WAIT_MS
+    if max_batch is None:
+        max_batch = DEFAULT_MAX_BATCH
+    check_serve_options(port, device, max_body_bytes, batch_wait_ms, max_batch)
+    recommender = Recommender(run_dir, device=device)
+    app = create_app(recommender, max_body_bytes, batch_wait_ms, max_batch)
     with listen(host, port) as sock:
         url = address_of(sock)
         server = Server(app, on_ready=None if on_ready is None else lambda: on_ready(url))
