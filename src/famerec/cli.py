@@ -387,8 +387,8 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     serve.add_argument(
         "--batch-wait-ms",
         type=float,
-        help="score the requests that arrive within this many milliseconds of each other "
-        "together (default: 0.5; 0: one request at a time)",
+        help="score requests together: each waits up to this many milliseconds for others "
+        "(default: 0.5; 0: one request at a time)",
     )
     serve.add_argument("--max-batch", type=int, help="most sequences scored together (default: 64)")
     serve.set_defaults(handler=cmd_serve)
