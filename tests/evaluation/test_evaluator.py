@@ -56,3 +56,13 @@ def test_averages_over_batches_and_users():
     # ranks: 0, 0, 9 (ten items, target is the worst: 9 above it), 1
     assert metrics["HR@5"] == pytest.approx(3 / 4)
     assert metrics["HR@10"] == pytest.approx(1.0)
+
+
+def test_ranks_come_back_in_user_order():
+    # batches are sorted by history length; ranks are returned in the users' own order
+    histories = [[1, 2, 3], [4], [5, 6]]
+    targets = [10, 7, 9]
+    batches = EvalBatches(prefixes(histories, targets), 4, batch_size=2)
+    metrics, ranks = evaluate(FixedScores(10), batches, exclude_seen=False, return_ranks=True)
+    assert ranks.tolist() == [0, 3, 1]
+    assert metrics == evaluate(FixedScores(10), batches, exclude_seen=False)

@@ -156,6 +156,7 @@ class EvalBatches:
         self.inputs = torch.from_numpy(left_padded(prefixes.items, starts, ends, max_len))
         self.targets = torch.from_numpy(prefixes.targets[order].astype(np.int64))
         self.widths = np.minimum(lengths[order], max_len)
+        self.users = order  # (users,) the PrefixSet row (user index) of each batch row
         history_lengths = ends - starts
         self.seen_offsets = np.concatenate([[0], np.cumsum(history_lengths)])
         within = np.arange(self.seen_offsets[-1]) - np.repeat(
@@ -178,15 +179,23 @@ class EvalBatches:
     def num_users(self) -> int:
         return len(self.targets)
 
-    def __iter__(self) -> Iterator[EvalBatch]:
+    def rows(self, index: int) -> slice:
+        """The rows (users, in length order) of batch `index`."""
+        first = index * self.batch_size
+        return slice(first, min(first + self.batch_size, self.num_users))
+
+    def batch(self, index: int) -> EvalBatch:
+        rows = self.rows(index)
         max_len = self.inputs.shape[1]
-        for first in range(0, self.num_users, self.batch_size):
-            last = min(first + self.batch_size, self.num_users)
-            width = max(1, int(self.widths[first:last].max()))
-            lo, hi = int(self.seen_offsets[first]), int(self.seen_offsets[last])
-            yield EvalBatch(
-                inputs=self.inputs[first:last, max_len - width :],
-                targets=self.targets[first:last],
-                seen_rows=self.seen_users[lo:hi] - first,
-                seen_items=self.seen_items[lo:hi],
-            )
+        width = max(1, int(self.widths[rows].max()))
+        lo, hi = int(self.seen_offsets[rows.start]), int(self.seen_offsets[rows.stop])
+        return EvalBatch(
+            inputs=self.inputs[rows, max_len - width :],
+            targets=self.targets[rows],
+            seen_rows=self.seen_users[lo:hi] - rows.start,
+            seen_items=self.seen_items[lo:hi],
+        )
+
+    def __iter__(self) -> Iterator[EvalBatch]:
+        for index in range(len(self)):
+            yield self.batch(index)
