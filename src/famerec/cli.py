@@ -88,6 +88,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from famerec.report import metrics_table
     from famerec.training import resolve_config, train_run
+    from famerec.training.distributed import environment_rank
 
     config = resolve_config(args.out, _overrides(args), preset=args.preset, resume=args.resume)
     metrics = train_run(
@@ -97,8 +98,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    print(metrics_table(metrics))
-    print(f"run directory: {args.out}")
+    if environment_rank() == 0:  # under torchrun, process 0 speaks for the job
+        print(metrics_table(metrics))
+        print(f"run directory: {args.out}")
     return 0
 
 
@@ -384,12 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # usage errors (code 2) and --help (code 0)
         return int(stop.code or 0)
-    _setup_logging(args.quiet)
+    from famerec.training.distributed import environment_rank
+
+    rank = environment_rank()  # under torchrun, only process 0 logs progress
+    _setup_logging(args.quiet or rank > 0)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
     except FamerecError as error:
-        print(f"famerec: error: {error}", file=sys.stderr)
+        where = f" (torchrun process {rank})" if rank else ""
+        print(f"famerec: error{where}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("famerec: interrupted", file=sys.stderr)

@@ -55,6 +55,10 @@ class TrainBatch:
 
     parts: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     positions: int  # real positions (targets != 0) in all parts together
+    # The factor of this batch's mean loss in the training step: 1 for a whole batch. In
+    # data-parallel training, the process count times this process's share of the global
+    # batch's real positions (0 for a stand-in row, where a process got none of the batch).
+    loss_weight: float = 1.0
 
     @property
     def num_sequences(self) -> int:

@@ -17,6 +17,7 @@ from famerec.errors import ConfigError
 from famerec.models import build_model, model_spec
 from famerec.rundir import CONFIG, DATASET, METRICS, PRETRAIN, RunDir, write_json
 from famerec.runs import TrainedRun, load_run, resolve_device
+from famerec.training import distributed
 from famerec.training.trainer import Trainer
 
 __all__ = ["TrainedRun", "load_run", "resolve_config", "train_run"]
@@ -71,11 +72,13 @@ def resolve_config(
     return base.with_overrides(overrides).validate()
 
 
-def set_threads(threads: int) -> None:
-    """Use `threads`, or every core this process may run on."""
+def set_threads(threads: int, processes_per_node: int = 1) -> None:
+    """Use `threads`, or every core this process may run on (shared by the processes that
+    torchrun started on this node)."""
     if not threads:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+        threads = (threads or os.cpu_count() or 1) // processes_per_node
+    torch.set_num_threads(max(threads, 1))
 
 
 def pretrain_config(config: RunConfig) -> RunConfig:
@@ -97,16 +100,20 @@ def train_run(
 ) -> dict[str, Any] | None:
     """Run `config` into directory `out`; returns metrics.json's content.
 
-    Returns None when `stop_after` ended training early (the run stays resumable).
+    Returns None when `stop_after` ended training early (the run stays resumable). Under
+    torchrun every process calls it (`training.distributed`); process 0 writes the run
+    directory, and all return once it is written.
     """
     config.validate()
     run_dir = RunDir(out)
-    run_dir.prepare(resume=resume, overwrite=overwrite)
+    processes = distributed.join(config.train.device)  # one process, or a torchrun job's
+    processes.on_main(lambda: run_dir.prepare(resume=resume, overwrite=overwrite))
     if run_dir.is_finished:
         log.info("%s is already finished", run_dir)
         return run_dir.metrics()
-    device = resolve_device(config.train.device)
-    set_threads(config.train.threads)
+    device = processes.own_device(resolve_device(config.train.device))
+    set_threads(config.train.threads, processes.local_world_size)
+    progress = progress and processes.is_main
     data = load_dataset(config.data)
     summary = dataset_summary(data)
 
@@ -126,12 +133,13 @@ def train_run(
     if source is not None:
         model.prepare(source.model, seed=config.train.seed)
 
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    if not run_dir.is_started:
-        data.save(run_dir / DATASET)
-        write_json(run_dir / CONFIG, config.to_dict())
-    elif resume:  # the device or threads may have changed; everything else is identical
-        write_json(run_dir / CONFIG, config.to_dict())
+    if processes.is_main:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        if not run_dir.is_started:
+            data.save(run_dir / DATASET)
+            write_json(run_dir / CONFIG, config.to_dict())
+        elif resume:  # the device or threads may have changed; everything else is identical
+            write_json(run_dir / CONFIG, config.to_dict())
 
     started = time.perf_counter()
     trainer = Trainer(
@@ -141,10 +149,12 @@ def train_run(
         run_dir,
         device,
         progress=progress,
+        processes=processes,
     )
     state = trainer.fit(resume=resume, stop_after=stop_after)
     finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
     if not finished:
+        processes.barrier()  # process 0 has written the checkpoint
         return None
     valid, test = trainer.test_best()
     metrics: dict[str, Any] = {
@@ -161,13 +171,15 @@ def train_run(
         "torch": torch.__version__,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
+    if processes.world_size > 1:
+        metrics["processes"] = processes.world_size
     if source is not None:
         metrics["init_from"] = {
             "run": str(source.path),
             "best_epoch": source.metrics["best_epoch"],
             "test": source.metrics["test"],
         }
-    write_json(run_dir / METRICS, metrics)
+    processes.on_main(lambda: write_json(run_dir / METRICS, metrics))
     return metrics
 
 

@@ -20,6 +20,7 @@ from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.losses import NegativeSampler
 from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
 from famerec.runs import load_weights, resolve_device, save_weights
+from famerec.training.distributed import ONE_PROCESS, OneProcess
 
 __all__ = ["Trainer", "TrainState", "load_weights", "resolve_device", "save_weights"]
 
@@ -55,8 +56,12 @@ class Trainer:
         run_dir: RunDir,
         device: torch.device,
         progress: bool = True,
+        processes: OneProcess = ONE_PROCESS,
     ):
+        """`processes`: this process's part of a torchrun job (`training.distributed`); it
+        trains on its share of each batch, and only process 0 writes `run_dir`."""
         self.config = config
+        self.processes = processes
         self.train_config = config.train
         self.run_dir = run_dir
         self.device = device
@@ -65,8 +70,9 @@ class Trainer:
         self.model = model.to(device)
         self.model.loss_chunk = config.train.loss_chunk
         # torch.compile of a module compiles forward() only; the training step calls loss().
-        self.loss_fn = (
-            torch.compile(self.model.loss, dynamic=True) if config.train.compile else model.loss
+        self.loss_fn = processes.wrap_loss(
+            self.model,
+            torch.compile(self.model.loss, dynamic=True) if config.train.compile else model.loss,
         )
         self.optimizer = torch.optim.Adam(
             model.parameters(),
@@ -84,7 +90,7 @@ class Trainer:
                 counts[1:], config.train.negatives, config.train.negative_sampling
             ).to(device)
         self.num_positions = tensors.num_positions
-        self.train_batches = TrainBatches(
+        self.train_batches: TrainBatches = processes.train_batches(
             tensors,
             config.train.batch_size,
             self.shuffle_rng,
@@ -121,7 +127,8 @@ class Trainer:
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
         if "cuda_rng" in payload and self.device.type == "cuda":
             torch.cuda.set_rng_state(payload["cuda_rng"].cpu(), self.device)
-        self.run_dir.truncate_log(self.state.epoch)
+        if self.processes.is_main:
+            self.run_dir.truncate_log(self.state.epoch)
         log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
         return True
 
@@ -143,7 +150,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, batch in enumerate(bar, start=1):
-            batch_positions = batch.positions
+            weight = batch.loss_weight  # 1, but for a process's share of a batch
+            batch_positions = batch.positions if weight else 0  # a stand-in row counts for none
             batch = self.model.transform_batch(batch)
             with torch.autocast(
                 self.device.type,
@@ -155,7 +163,7 @@ class Trainer:
                 losses = {"loss": losses}
             loss = sum(losses.values())
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()
             self.optimizer.step()
             if len(losses) > 1:
                 losses = {"loss": loss, **losses}
@@ -172,6 +180,7 @@ class Trainer:
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        loss_sums, positions = self.processes.sum_losses(loss_sums, positions)
         means = {name: float(value) / max(positions, 1) for name, value in loss_sums.items()}
         return means, time.perf_counter() - started
 
@@ -181,6 +190,7 @@ class Trainer:
             batches,
             exclude_seen=not self.train_config.keep_seen,
             autocast_dtype=self.amp_dtype,
+            shard=self.processes,
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainState:
@@ -195,7 +205,8 @@ class Trainer:
                 epoch, self.train_tensors, self.device, config.batch_size, self.progress
             )
             hook_started = time.perf_counter()
-            epoch_fields = self.model.on_epoch_start(context)
+            with self.processes.same_random_numbers():
+                epoch_fields = self.model.on_epoch_start(context)
             hook_seconds = time.perf_counter() - hook_started
             losses, seconds = self.train_epoch(epoch)
             seconds += hook_seconds  # an epoch's cost includes its hook (e.g. clustering)
@@ -208,7 +219,8 @@ class Trainer:
             if improved:
                 self.state.best_metric, self.state.best_epoch = metric, epoch
                 self.state.bad_epochs = 0
-                save_weights(self.model, self.run_dir / WEIGHTS)
+                if self.processes.is_main:
+                    save_weights(self.model, self.run_dir / WEIGHTS)
             else:
                 self.state.bad_epochs += 1
             self.state.epoch = epoch
@@ -228,8 +240,9 @@ class Trainer:
                 "best": improved,
                 **epoch_fields,
             }
-            self.run_dir.append_log(record)
-            self.save_checkpoint()
+            if self.processes.is_main:
+                self.run_dir.append_log(record)
+                self.save_checkpoint()
             log.info(
                 "epoch %3d  loss %.4f  valid HR@10 %.4f NDCG@10 %.4f  (%.1fs train, %.1fs eval)%s",
                 epoch,
@@ -246,5 +259,6 @@ class Trainer:
 
     def test_best(self) -> tuple[dict[str, float], dict[str, float]]:
         """Validation and test metrics of the best-validation weights (the only test pass)."""
+        self.processes.barrier()  # process 0 has written them
         load_weights(self.model, self.run_dir / WEIGHTS)
         return self.evaluate(self.valid_batches), self.evaluate(self.test_batches)
