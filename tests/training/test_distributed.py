@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +115,7 @@ def initial_weights(config: RunConfig) -> dict[str, torch.Tensor]:
     return build_model(config.model, data.num_items, config.options).state_dict()
 
 
-def _two_process_checks(rank, config, out):
+def _two_process_checks(rank, config, out, run_config):
     processes = distributed.join("cpu")
     model, batches = evaluation_setup(config)
     metrics, ranks = evaluate(model, batches, return_ranks=True, shard=processes)
@@ -124,17 +126,26 @@ def _two_process_checks(rank, config, out):
     result = {"metrics": metrics, "ranks": ranks, "hook_draw": hook_draw, "step_draw": step_draw}
     result.update(losses=losses, weights=weights)
     torch.save(result, out / f"process-{rank}.pt")
+    assert train_run(run_config, out / "cut", progress=False, stop_after=1) is None
+
+
+@dataclass
+class TwoProcesses:
+    config: RunConfig
+    results: list[dict]  # what each process computed: evaluation, random draws, one epoch
+    run_config: RunConfig
+    cut_run: Path  # a run of `run_config` that two processes stopped after epoch 1
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
-    """(config, what each of two processes computed): sharded evaluation, random numbers,
-    one training epoch; spawned once for the tests below."""
+def two_processes(tmp_path_factory) -> TwoProcesses:
+    """Two processes spawned once for the tests below (spawning is most of their time)."""
     root = tmp_path_factory.mktemp("two-processes")
     config = tiny_config(write_sequences(root / "tiny.txt"))
-    run_processes(_two_process_checks, config, root)
+    run_config = config.with_overrides({"train.epochs": 3}).validate()
+    run_processes(_two_process_checks, config, root, run_config)
     results = [torch.load(root / f"process-{r}.pt", weights_only=False) for r in range(PROCESSES)]
-    return config, results
+    return TwoProcesses(config, results, run_config, root / "cut")
 
 
 @pytest.fixture
@@ -147,18 +158,17 @@ def one_thread():
 
 
 def test_sharded_evaluation_equals_single_process_exactly(two_processes, one_thread):
-    config, results = two_processes
-    model, batches = evaluation_setup(config)
+    model, batches = evaluation_setup(two_processes.config)
     assert len(batches) == 10
     metrics, ranks = evaluate(model, batches, return_ranks=True)
     assert len(np.unique(ranks)) > 10  # a model that ranks users differently
-    for result in results:
+    for result in two_processes.results:
         assert result["metrics"] == metrics  # exactly, on every process
         assert np.array_equal(result["ranks"], ranks)
 
 
 def test_one_epoch_on_two_processes_matches_one_process(two_processes, one_thread, tmp_path):
-    config, results = two_processes
+    config, results = two_processes.config, two_processes.results
     losses, weights = one_epoch(config, tmp_path)
     # The attention's key bias shifts every score of a query alike, so softmax gives it a zero
     # gradient in exact arithmetic; Adam scales its rounding noise up to steps of size lr.
@@ -176,7 +186,7 @@ def test_one_epoch_on_two_processes_matches_one_process(two_processes, one_threa
 
 
 def test_epoch_hooks_draw_alike_on_every_process_and_training_steps_do_not(two_processes):
-    _, (first, second) = two_processes
+    first, second = two_processes.results
     assert torch.equal(first["hook_draw"], second["hook_draw"])
     assert not torch.equal(first["step_draw"], second["step_draw"])
 
@@ -203,14 +213,9 @@ def test_shares_cover_each_batch_once_with_weights_that_add_up_to_the_process_co
 # -- whole runs ------------------------------------------------------------------------------
 
 
-def _train_first_epoch(rank, config, out):
-    assert train_run(config, out, progress=False, stop_after=1) is None
-
-
-def test_run_of_two_processes_resumes_with_one(tmp_path):
-    config = tiny_config(write_sequences(tmp_path / "tiny.txt"), **{"train.epochs": 3})
-    out = tmp_path / "run"
-    run_processes(_train_first_epoch, config, out)
+def test_run_of_two_processes_resumes_with_one(two_processes, tmp_path):
+    config, out = two_processes.run_config, tmp_path / "run"
+    shutil.copytree(two_processes.cut_run, out)
     assert (out / "checkpoint.pt").is_file() and not (out / "metrics.json").exists()
     first = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in first] == [1]  # written once, by process 0
