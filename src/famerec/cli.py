@@ -27,8 +27,21 @@ class _Formatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each message, not as it was when the command started
+    (tests and tools swap it; an old stream may be closed by then)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter())
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
