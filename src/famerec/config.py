@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,16 @@ def check_choices(section: Any) -> None:
         if choices and value not in choices:
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             raise ConfigError(f"unknown {flag} value '{value}' (choose from {', '.join(choices)})")
+
+
+def check_finite(section: Any) -> None:
+    """Every float field is a finite number: argparse's float() accepts 'nan' and 'inf', and a
+    NaN slips through every range check (all comparisons with it are false)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
 
 
 @dataclass
@@ -150,6 +161,8 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.patience <= 0:
             raise ConfigError(f"--patience must be a positive integer, got {self.patience}")
         if self.lr <= 0:
@@ -177,6 +190,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         for section in (self.data, self.model, self.train):
             check_choices(section)
+            check_finite(section)
         self.data.validate()
         self.model.validate()
         self.train.validate()

@@ -76,10 +76,16 @@ def resolve_config(
 
 
 def set_threads(threads: int) -> None:
-    """Use `threads`, or every core this process may run on."""
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    """Use `threads`, or every core this process may run on; more than that is refused (a huge
+    count crashed the process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if threads > cores:
+        raise ConfigError(
+            f"--threads {threads} is more than the {cores} cores this process may use "
+            "(0 uses them all)"
+        )
+    torch.set_num_threads(threads or cores)
 
 
 def pretrain_config(config: RunConfig) -> RunConfig:

@@ -27,10 +27,16 @@ EARLY_STOPPING_METRIC = "NDCG@10"
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto, cpu, cuda or cuda:N, checked here so that a wrong name is one clear line."""
+    kind, _, index = name.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and not (kind == "cuda" and index.isdigit())):
+        raise ConfigError(f"unknown device '{name}' (choose from auto, cpu, cuda or cuda:N)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA device is available")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for, but no CUDA device is available")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
     return torch.device(name)
 
 
