@@ -15,7 +15,7 @@ import torch
 
 from famerec.config import PRESETS, RunConfig
 from famerec.data import SequenceData, leave_one_out, load_dataset
-from famerec.errors import ConfigError
+from famerec.errors import ConfigError, FamerecError
 from famerec.models import (
     FAME,
     SASRec,
@@ -24,6 +24,7 @@ from famerec.models import (
     init_fame_from_sasrec,
     warm_start_new_parts,
 )
+from famerec.training.rundata import save_dataset
 from famerec.training.rundir import CONFIG, DATASET, METRICS, PRETRAIN, WEIGHTS, RunDir, write_json
 from famerec.training.trainer import Trainer, load_weights, resolve_device
 
@@ -105,7 +106,8 @@ def train_run(
 ) -> dict[str, Any] | None:
     """Run `config` into directory `out`; returns metrics.json's content.
 
-    Returns None when `stop_after` ended training early (the run stays resumable).
+    Returns None when `stop_after` ended training early (the run stays resumable). A run that
+    fails leaves nothing behind, unless it has a completed epoch to resume from.
     """
     config.validate()
     run_dir = RunDir(out)
@@ -115,6 +117,24 @@ def train_run(
         return run_dir.metrics()
     device = resolve_device(config.train.device)
     set_threads(config.train.threads)
+    run_dir.claim()
+    try:
+        return _train_claimed(config, run_dir, device, resume, progress, stop_after)
+    except Exception as error:
+        if run_dir.release() and not resume and isinstance(error, FamerecError):
+            error.args = (f"{error}; {run_dir} keeps its completed epochs (--resume continues)",)
+        raise
+
+
+def _train_claimed(
+    config: RunConfig,
+    run_dir: RunDir,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+) -> dict[str, Any] | None:
+    """train_run's work once the run directory is known to be writable."""
     data = load_dataset(config.data)
     summary = dataset_summary(data)
 
@@ -139,9 +159,8 @@ def train_run(
             generator = torch.Generator().manual_seed(config.train.seed)
             warm_start_new_parts(model, source.model, generator=generator)
 
-    run_dir.path.mkdir(parents=True, exist_ok=True)
     if not run_dir.is_started:
-        data.save(run_dir / DATASET)
+        save_dataset(data, run_dir / DATASET)
         write_json(run_dir / CONFIG, config.to_dict())
     elif resume:  # the device or threads may have changed; everything else is identical
         write_json(run_dir / CONFIG, config.to_dict())

@@ -5,18 +5,22 @@ The test split is evaluated once, after training, with the best-validation weigh
 
 from __future__ import annotations
 
+import io
 import logging
+import math
+import pickle
 import time
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
 from famerec.config import RunConfig
 from famerec.data.batching import EvalBatches, TrainBatches, train_tensors
 from famerec.data.split import LeaveOneOut
-from famerec.errors import ConfigError
+from famerec.errors import ConfigError, FamerecError
 from famerec.evaluation import evaluate
 from famerec.models.base import SequentialRecommender
 from famerec.training.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
@@ -24,6 +28,16 @@ from famerec.training.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
 log = logging.getLogger("famerec")
 
 EARLY_STOPPING_METRIC = "NDCG@10"
+# What torch.load and applying its result raise for a truncated or foreign checkpoint file.
+UNREADABLE = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+    pickle.UnpicklingError,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,7 +63,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def save_weights(model: SequentialRecommender, path) -> None:
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(path, safetensors_bytes(state))
 
 
 def load_weights(model: SequentialRecommender, path) -> None:
@@ -126,13 +140,28 @@ class Trainer:
         }
         if self.device.type == "cuda":
             payload["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write(self.run_dir / CHECKPOINT, buffer.getvalue())
 
     def load_checkpoint(self) -> bool:
+        """Restore the last completed epoch; without a checkpoint, start from epoch 0. Either
+        way the log keeps only the epochs that the restored state has seen."""
         path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            return False
-        payload = torch.load(path, map_location=self.device, weights_only=True)
+        found = path.exists()
+        if found:
+            try:
+                self.restore(torch.load(path, map_location=self.device, weights_only=True))
+            except UNREADABLE as error:
+                raise FamerecError(
+                    f"cannot resume from {path}: the file is damaged ({type(error).__name__}, "
+                    "e.g. cut short by a full disk); start the run over with --overwrite"
+                ) from None
+            log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
+        self.run_dir.truncate_log(self.state.epoch)
+        return found
+
+    def restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["state"])
@@ -140,9 +169,6 @@ class Trainer:
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
         if "cuda_rng" in payload and self.device.type == "cuda":
             torch.cuda.set_rng_state(payload["cuda_rng"].cpu(), self.device)
-        self.run_dir.truncate_log(self.state.epoch)
-        log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
-        return True
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -203,6 +229,7 @@ class Trainer:
         while self.state.epoch < config.epochs and self.state.bad_epochs < config.patience:
             epoch = self.state.epoch + 1
             loss, seconds = self.train_epoch(epoch)
+            self.check_finite(epoch, loss)
             eval_started = time.perf_counter()
             valid = self.evaluate(self.valid_batches)
             eval_seconds = time.perf_counter() - eval_started
@@ -241,6 +268,17 @@ class Trainer:
             if stop_after is not None and epoch >= stop_after:
                 break
         return self.state
+
+    def check_finite(self, epoch: int, loss: float) -> None:
+        """A NaN or infinite loss or weight means training diverged: stop before the epoch is
+        recorded, so that the checkpoint, the log and the best weights stay finite."""
+        if not math.isfinite(loss):
+            problem = f"the train loss is {loss}"
+        elif not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            problem = "the weights are no longer finite"
+        else:
+            return
+        raise FamerecError(f"training diverged in epoch {epoch}: {problem} (try a lower --lr)")
 
     def test_best(self) -> tuple[dict[str, float], dict[str, float]]:
         """Validation and test metrics of the best-validation weights (the only test pass)."""
