@@ -147,6 +147,38 @@ def test_truncated_checkpoint_on_resume(tmp_path, capsys, data):
     assert log_epochs(out) == [1]
 
 
+def test_resume_refuses_data_that_changed(tmp_path, capsys, data):
+    out = interrupted_run(tmp_path, data)
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(lines[:-1]) + "\n")  # one user fewer
+    code, _, err = run_cli(["train", "--resume", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, "is not the data this run started with", "dataset.npz")
+    assert log_epochs(out) == [1] and not (out / "metrics.json").exists()
+
+
+def test_resume_refuses_changed_ids_with_the_same_sequences(tmp_path, capsys, data):
+    out = interrupted_run(tmp_path, data)
+    lines = [line.split(" ", 1) for line in data.read_text().splitlines()]
+    data.write_text("".join(f"{int(user) + 1000} {rest}\n" for user, rest in lines))
+    code, _, err = run_cli(["train", "--resume", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, "is not the data this run started with")
+
+
+def test_resume_works_from_another_directory(tmp_path, capsys, monkeypatch):
+    write_sequences(tmp_path / "d.txt")
+    monkeypatch.chdir(tmp_path)
+    config = RunConfig().with_overrides(tiny_overrides("d.txt", **{"train.epochs": 2}))
+    train_run(config, "run", progress=False, stop_after=1)
+    saved = json.loads((tmp_path / "run/config.json").read_text())
+    assert saved["data"]["path"] == str(tmp_path / "d.txt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli(["train", "--resume", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert log_epochs(tmp_path / "run") == [1, 2]
+
+
 def test_resume_without_checkpoint_drops_the_stale_log(tmp_path, capsys, data):
     out = interrupted_run(tmp_path, data, epochs=3, stop_after=2)
     (out / "checkpoint.pt").unlink()  # e.g. deleted after it was damaged

@@ -24,7 +24,7 @@ from famerec.models import (
     init_fame_from_sasrec,
     warm_start_new_parts,
 )
-from famerec.training.rundata import save_dataset
+from famerec.training.rundata import check_same_data, save_dataset
 from famerec.training.rundir import CONFIG, DATASET, METRICS, PRETRAIN, WEIGHTS, RunDir, write_json
 from famerec.training.trainer import Trainer, load_weights, resolve_device
 
@@ -60,6 +60,8 @@ def resolve_config(
     overrides = dict(overrides)
     if "data.path" in overrides and "data.dataset" not in overrides:
         overrides["data.dataset"] = None
+    if overrides.get("data.path"):
+        overrides["data.path"] = absolute(overrides["data.path"])
     saved_path = Path(out) / CONFIG
     if resume and saved_path.is_file():
         saved = RunConfig.load(saved_path)
@@ -74,6 +76,11 @@ def resolve_config(
         return saved.with_overrides(overrides).validate()
     base = RunConfig().with_overrides(PRESETS.get(preset, {}))
     return base.with_overrides(overrides).validate()
+
+
+def absolute(path: str) -> str:
+    """config.json keeps the data path absolute, so that --resume works from any directory."""
+    return str(Path(path).expanduser().absolute())
 
 
 def set_threads(threads: int) -> None:
@@ -110,6 +117,8 @@ def train_run(
     fails leaves nothing behind, unless it has a completed epoch to resume from.
     """
     config.validate()
+    if config.data.path:
+        config = config.with_overrides({"data.path": absolute(config.data.path)})
     run_dir = RunDir(out)
     run_dir.prepare(resume=resume, overwrite=overwrite)
     if run_dir.is_finished:
@@ -136,6 +145,8 @@ def _train_claimed(
 ) -> dict[str, Any] | None:
     """train_run's work once the run directory is known to be writable."""
     data = load_dataset(config.data)
+    if run_dir.is_started:
+        check_same_data(data, run_dir / DATASET, config.data.path)
     summary = dataset_summary(data)
 
     source = None
