@@ -41,6 +41,18 @@ def data(tmp_path):
     return write_sequences(tmp_path / "d.txt")
 
 
+def test_run_files_are_standard_json_and_log_the_stopping_rule(tmp_path, capsys, data):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", str(data), "--out", str(out), *TINY], capsys)
+    assert code == 0, err
+    strict_json((out / "metrics.json").read_text())
+    stopping = strict_json((out / "log.jsonl").read_text())["stopping"]
+    assert stopping["best_epoch"] == 1 and stopping["patience"] == 10
+    assert stopping["steps"] == 4 and stopping["stop"] is False  # 120 users, batch 32
+    # the best epoch is the last of --epochs 1: it may still be improving
+    assert "famerec: warning: the best epoch (1) is within the last 10 epochs" in err
+
+
 def test_divergence_in_the_first_epoch_leaves_nothing(tmp_path, capsys, data):
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), *TINY, "--lr", "1e30"]

@@ -121,6 +121,12 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(200, "most training epochs")
     patience: int = option(10, "stop after this many epochs without a better validation NDCG@10")
+    patience_growth: float = option(
+        0.25, "patience grows to this share of the best epoch (slow, noisy late improvement)"
+    )
+    min_steps: int = option(
+        1000, "never stop early before this many optimizer steps (small data: few per epoch)"
+    )
     lr: float = option(1e-3, "Adam learning rate")
     weight_decay: float = option(0.0, "Adam weight decay")
     batch_size: int = option(256, "training sequences per batch")
@@ -165,6 +171,8 @@ class TrainConfig:
             raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.patience <= 0:
             raise ConfigError(f"--patience must be a positive integer, got {self.patience}")
+        if self.patience_growth < 0 or self.min_steps < 0:
+            raise ConfigError("--patience-growth and --min-steps must be 0 or more")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0:

@@ -187,8 +187,7 @@ def _train_claimed(
         pretrained=pretrained,
     )
     state = trainer.fit(resume=resume, stop_after=stop_after)
-    finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
-    if not finished:
+    if state.epoch < config.train.epochs and not state.stopped:
         return None
     valid, test = trainer.test_best()
     metrics: dict[str, Any] = {

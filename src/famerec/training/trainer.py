@@ -24,6 +24,7 @@ from famerec.errors import ConfigError, FamerecError
 from famerec.evaluation import evaluate
 from famerec.models.base import SequentialRecommender
 from famerec.training.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
+from famerec.training.stopping import StoppingRule
 
 log = logging.getLogger("famerec")
 
@@ -79,6 +80,8 @@ class TrainState:
     best_metric: float = float("-inf")
     bad_epochs: int = 0
     train_seconds: float = 0.0
+    steps: int = 0  # optimizer steps so far
+    stopped: bool = False  # the stopping rule ended the run
 
 
 class Trainer:
@@ -127,6 +130,7 @@ class Trainer:
         self.valid_batches = EvalBatches(split.valid, max_len, config.train.eval_batch_size, device)
         self.test_batches = EvalBatches(split.test, max_len, config.train.eval_batch_size, device)
         self.state = TrainState()
+        self.rule = StoppingRule.from_config(config.train)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -164,7 +168,9 @@ class Trainer:
     def restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = TrainState(**payload["state"])
+        state = dict(payload["state"])
+        state.setdefault("steps", state["epoch"] * len(self.train_batches))  # older checkpoints
+        self.state = TrainState(**state)
         torch.set_rng_state(payload["torch_rng"].cpu())
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
         if "cuda_rng" in payload and self.device.type == "cuda":
@@ -226,10 +232,11 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         config = self.train_config
-        while self.state.epoch < config.epochs and self.state.bad_epochs < config.patience:
+        while self.state.epoch < config.epochs and not self.state.stopped:
             epoch = self.state.epoch + 1
             loss, seconds = self.train_epoch(epoch)
             self.check_finite(epoch, loss)
+            self.state.steps += len(self.train_batches)
             eval_started = time.perf_counter()
             valid = self.evaluate(self.valid_batches)
             eval_seconds = time.perf_counter() - eval_started
@@ -243,6 +250,8 @@ class Trainer:
                 self.state.bad_epochs += 1
             self.state.epoch = epoch
             self.state.train_seconds += seconds
+            stopping = self.rule.state(epoch, self.state.best_epoch, self.state.steps)
+            self.state.stopped = stopping["stop"]
             record = {
                 "epoch": epoch,
                 "train_loss": round(loss, 6),
@@ -252,6 +261,7 @@ class Trainer:
                 "valid": {k: round(v, 6) for k, v in valid.items()},
                 "best": improved,
                 "pretrained_frozen": bool(self.pretrained) and epoch <= config.freeze_epochs,
+                "stopping": stopping,
             }
             self.run_dir.append_log(record)
             self.save_checkpoint()
@@ -267,6 +277,16 @@ class Trainer:
             )
             if stop_after is not None and epoch >= stop_after:
                 break
+        wait = self.rule.wait(self.state.best_epoch)
+        at_cap = self.state.epoch >= config.epochs and not self.state.stopped
+        if at_cap and config.epochs - self.state.best_epoch < wait:
+            log.warning(
+                "the best epoch (%d) is within the last %d epochs of --epochs %d: validation "
+                "NDCG@10 may still be improving, and more --epochs may find a better model",
+                self.state.best_epoch,
+                wait,
+                config.epochs,
+            )
         return self.state
 
     def check_finite(self, epoch: int, loss: float) -> None:
