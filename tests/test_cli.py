@@ -42,8 +42,9 @@ def assert_one_line_error(code, err, *words):
 def test_train_prints_the_table_and_writes_metrics(tmp_path, capsys):
     data = write_sequences(tmp_path / "d.txt")
     out = tmp_path / "run"
-    code, stdout, _ = run_cli(["train", "--data", str(data), "--out", str(out), *TINY], capsys)
+    code, stdout, err = run_cli(["train", "--data", str(data), "--out", str(out), *TINY], capsys)
     assert code == 0
+    assert "%|" not in err and "user/s" not in err  # no progress bars: stderr is no terminal
     assert "| valid |" in stdout and "| test  |" in stdout and "NDCG@10" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["model"]["hidden_size"] == 16

@@ -218,12 +218,14 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return float(loss_sum) / max(positions, 1), time.perf_counter() - started
 
-    def evaluate(self, batches: EvalBatches) -> dict[str, float]:
+    def evaluate(self, batches: EvalBatches, desc: str = "validation") -> dict[str, float]:
         return evaluate(
             self.model,
             batches,
             exclude_seen=not self.train_config.keep_seen,
             autocast_dtype=self.amp_dtype,
+            progress=self.progress,
+            desc=desc,
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainState:
@@ -303,4 +305,4 @@ class Trainer:
     def test_best(self) -> tuple[dict[str, float], dict[str, float]]:
         """Validation and test metrics of the best-validation weights (the only test pass)."""
         load_weights(self.model, self.run_dir / WEIGHTS)
-        return self.evaluate(self.valid_batches), self.evaluate(self.test_batches)
+        return self.evaluate(self.valid_batches), self.evaluate(self.test_batches, desc="test")
