@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 DEMO ?= runs/demo
-QUICK := --dataset beauty --preset quick --overwrite
+QUICK ?= --dataset beauty --preset quick --overwrite
 
 # SASRec, then FAME fine-tuned from it, both with the quick preset, then one user's explanation.
 demo: $(VENV)/.installed
