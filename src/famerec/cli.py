@@ -29,7 +29,8 @@ class _Formatter(logging.Formatter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (it may be replaced, e.g. by tests)."""
+    """Writes to sys.stderr as it is at each message, not as it was when the command started
+    (tests and tools swap it; an old stream may be closed by then)."""
 
     @property
     def stream(self):

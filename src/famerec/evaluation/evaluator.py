@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from famerec.data.batching import EvalBatches
 from famerec.evaluation.metrics import CUTOFFS, metric_sums, target_ranks
@@ -16,15 +17,28 @@ def evaluate(
     exclude_seen: bool = True,
     cutoffs: tuple[int, ...] = CUTOFFS,
     autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "evaluating",
 ) -> dict[str, float]:
     """HR@k and NDCG@k averaged over all users of `batches`.
 
     With `exclude_seen`, items of the user's whole input history get score -inf before ranking.
+    `progress` shows a bar with users per second and the time left (callers ask for it only
+    when stderr is a terminal: a full ranking of a large dataset takes a while).
     """
     was_training = model.training
     model.eval()
     totals = dict.fromkeys([f"{m}@{k}" for m in ("HR", "NDCG") for k in cutoffs], 0.0)
     device_type = batches.device.type
+    bar = tqdm(
+        total=batches.num_users,
+        desc=desc,
+        unit="user",
+        unit_scale=True,
+        leave=False,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for batch in batches:
             with torch.autocast(
@@ -38,6 +52,8 @@ def evaluate(
             ranks = target_ranks(scores, batch.targets)
             for name, value in metric_sums(ranks, cutoffs).items():
                 totals[name] += value
+            bar.update(len(batch.targets))
     finally:
+        bar.close()
         model.train(was_training)
     return {name: value / max(batches.num_users, 1) for name, value in totals.items()}

@@ -13,10 +13,11 @@ import torch
 
 from famerec.config import PRESETS, RunConfig
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
-from famerec.errors import ConfigError
+from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
 from famerec.rundir import CONFIG, DATASET, METRICS, PRETRAIN, RunDir, write_json
 from famerec.runs import TrainedRun, load_run, resolve_device
+from famerec.training.rundata import check_same_data
 from famerec.training.trainer import Trainer
 
 __all__ = ["TrainedRun", "load_run", "resolve_config", "train_run"]
@@ -52,6 +53,8 @@ def resolve_config(
     overrides = dict(overrides)
     if "data.path" in overrides and "data.dataset" not in overrides:
         overrides["data.dataset"] = None
+    if overrides.get("data.path"):
+        overrides["data.path"] = absolute(overrides["data.path"])
     saved_path = Path(out) / CONFIG
     if resume and saved_path.is_file():
         saved = RunConfig.load(saved_path)
@@ -71,11 +74,22 @@ def resolve_config(
     return base.with_overrides(overrides).validate()
 
 
+def absolute(path: str) -> str:
+    """config.json keeps the data path absolute, so that --resume works from any directory."""
+    return str(Path(path).expanduser().absolute())
+
+
 def set_threads(threads: int) -> None:
-    """Use `threads`, or every core this process may run on."""
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    """Use `threads`, or every core this process may run on; more than that is refused (a huge
+    count crashed the process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if threads > cores:
+        raise ConfigError(
+            f"--threads {threads} is more than the {cores} cores this process may use "
+            "(0 uses them all)"
+        )
+    torch.set_num_threads(threads or cores)
 
 
 def pretrain_config(config: RunConfig) -> RunConfig:
@@ -97,9 +111,12 @@ def train_run(
 ) -> dict[str, Any] | None:
     """Run `config` into directory `out`; returns metrics.json's content.
 
-    Returns None when `stop_after` ended training early (the run stays resumable).
+    Returns None when `stop_after` ended training early (the run stays resumable). A run that
+    fails leaves nothing behind, unless it has a completed epoch to resume from.
     """
     config.validate()
+    if config.data.path:
+        config = config.with_overrides({"data.path": absolute(config.data.path)})
     run_dir = RunDir(out)
     run_dir.prepare(resume=resume, overwrite=overwrite)
     if run_dir.is_finished:
@@ -107,7 +124,27 @@ def train_run(
         return run_dir.metrics()
     device = resolve_device(config.train.device)
     set_threads(config.train.threads)
+    run_dir.claim()
+    try:
+        return _train_claimed(config, run_dir, device, resume, progress, stop_after)
+    except Exception as error:
+        if run_dir.release() and not resume and isinstance(error, FamerecError):
+            error.args = (f"{error}; {run_dir} keeps its completed epochs (--resume continues)",)
+        raise
+
+
+def _train_claimed(
+    config: RunConfig,
+    run_dir: RunDir,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+) -> dict[str, Any] | None:
+    """train_run's work once the run directory is known to be writable."""
     data = load_dataset(config.data)
+    if run_dir.is_started:
+        check_same_data(data, run_dir / DATASET, config.data.path)
     summary = dataset_summary(data)
 
     source = None
@@ -126,7 +163,6 @@ def train_run(
     if source is not None:
         model.prepare(source.model, seed=config.train.seed)
 
-    run_dir.path.mkdir(parents=True, exist_ok=True)
     if not run_dir.is_started:
         data.save(run_dir / DATASET)
         write_json(run_dir / CONFIG, config.to_dict())
@@ -143,8 +179,7 @@ def train_run(
         progress=progress,
     )
     state = trainer.fit(resume=resume, stop_after=stop_after)
-    finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
-    if not finished:
+    if state.epoch < config.train.epochs and not state.stopped:
         return None
     valid, test = trainer.test_best()
     metrics: dict[str, Any] = {
