@@ -2,13 +2,17 @@
 
     famerec train --model fame --pretrain --dataset beauty --out runs/fame-beauty
     python benchmarks/serving.py --run runs/fame-beauty [--seconds 30] [--clients 8]
+    python benchmarks/serving.py --run runs/fame-beauty --worst-case   # only the largest request
 
 Requests use real Beauty histories (every user's sequence without its last item), top-10.
+`--worst-case` sends the largest batch the service accepts and reports its time, the server's
+peak memory (Linux: VmHWM of the server process) and how /healthz answered meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import subprocess
 import sys
@@ -19,6 +23,7 @@ import httpx
 import numpy as np
 
 import famerec
+from famerec.serving import MAX_BATCH, MAX_BATCH_ITEMS, MAX_BATCH_RESULTS, MAX_ITEMS, MAX_K
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -43,10 +48,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run: str) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, *options: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "famerec", "serve", "--run", run, "--port", str(port)],
+        [sys.executable, "-m", "famerec", "serve", "--run", run, "--port", str(port), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -105,15 +110,95 @@ def load_test(base: str, sequences: list[list], clients: int, seconds: float) ->
     }
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (Linux only)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/PID/status")
+
+
+def worst_case(run: str, rec, sequences: int, items: int, k: int, body_bytes: int | None) -> None:
+    """Time one largest-allowed batch request over HTTP while a second client polls /healthz."""
+    catalog = rec.item_ids  # distinct known items: every one is looked up and excluded
+    batch = [
+        [catalog[(row * items + i) % len(catalog)] for i in range(items)]
+        for row in range(sequences)
+    ]
+    body = json.dumps({"sequences": batch, "k": k}).encode()
+    options = ("--max-body-bytes", str(body_bytes)) if body_bytes else ()
+    process, base = start_server(run, *options)
+    probes: list[float] = []
+    failed_probes = 0
+    try:
+        with httpx.Client(base_url=base, timeout=120) as http:
+            http.post("/recommend/batch", json={"sequences": batch[:10], "k": 10})  # warm-up
+            before = peak_rss_mib(process.pid)
+            done = threading.Event()
+
+            def probe() -> None:
+                nonlocal failed_probes
+                with httpx.Client(base_url=base, timeout=120) as prober:
+                    while not done.is_set():
+                        try:
+                            probes.append(timed(prober.get, "/healthz"))
+                        except httpx.TransportError:
+                            failed_probes += 1
+                        time.sleep(0.05)
+
+            prober = threading.Thread(target=probe)
+            started = time.perf_counter()
+            prober.start()
+            response = http.post(
+                "/recommend/batch", content=body, headers={"content-type": "application/json"}
+            )
+            seconds = time.perf_counter() - started
+            done.set()
+            prober.join()
+            after = peak_rss_mib(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    print(
+        f"Run: {run} ({rec.model_name}, {rec.num_items:,} items). One POST /recommend/batch of "
+        f"{sequences:,} sequences x {items:,} distinct known items, k = {k:,}: "
+        f"{len(body) / 2**20:.1f} MiB request, {len(response.content) / 2**20:.1f} MiB answer "
+        f"(status {response.status_code})."
+    )
+    print()
+    print(
+        "| request (s) | server peak RSS before / after (MiB) | /healthz probes (failed) "
+        "| slowest (ms) |"
+    )
+    print("| ---: | ---: | ---: | ---: |")
+    slowest = max(probes) * 1000 if probes else float("nan")
+    print(
+        f"| {seconds:.2f} | {before:,.0f} / {after:,.0f} | {len(probes)} ({failed_probes}) "
+        f"| {slowest:,.0f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a finished run directory")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=1000, help="single requests to time")
+    parser.add_argument("--worst-case", action="store_true", help="only the largest request")
+    parser.add_argument("--worst-sequences", type=int, help="default: the most allowed")
+    parser.add_argument("--worst-items", type=int, help="per sequence; default: the most allowed")
+    parser.add_argument("--worst-k", type=int, help="default: the largest allowed")
+    parser.add_argument("--worst-body-bytes", type=int, help="serve --max-body-bytes")
     args = parser.parse_args()
 
     rec = famerec.load(args.run)
+    if args.worst_case:
+        sequences = args.worst_sequences or MAX_BATCH
+        items = args.worst_items or min(MAX_ITEMS, MAX_BATCH_ITEMS // sequences)
+        k = args.worst_k or min(MAX_K, MAX_BATCH_RESULTS // sequences)
+        worst_case(args.run, rec, sequences, items, k, args.worst_body_bytes)
+        return
     sequences = histories(rec, args.requests)
     for sequence in sequences[:20]:  # warm-up
         rec.recommend(sequence, k=10)

@@ -29,7 +29,8 @@ class _Formatter(logging.Formatter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (it may be replaced, e.g. by tests)."""
+    """Writes to sys.stderr as it is at each message, not as it was when the command started
+    (tests and tools swap it; an old stream may be closed by then)."""
 
     @property
     def stream(self):
@@ -257,8 +258,17 @@ def _explain_facets(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from famerec.serving import serve
 
-    log.info("serving %s on http://%s:%d (API docs at /docs)", args.run, args.host, args.port)
-    serve(args.run, host=args.host, port=args.port, device=args.device)
+    def announce(url: str) -> None:  # only once the model is loaded and the port accepts
+        log.info("serving %s on %s (API docs at %s/docs)", args.run, url, url)
+
+    serve(
+        args.run,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        max_body_bytes=args.max_body_bytes,
+        on_ready=announce,
+    )
     return 0
 
 
@@ -366,8 +376,15 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     )
     serve.add_argument("--run", required=True, help="finished run directory")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)"
+    )
     serve.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="larger request bodies get 413 Payload Too Large (default: 1 MiB)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     data = commands.add_parser("data", help="bundled datasets")

@@ -1,47 +1,119 @@
 """HTTP service: top-k recommendations (with FAME's explanations) from one loaded run.
 
 The model is loaded once at start, from safetensors only. Bad requests get a 4xx answer with
-a message, never a 500, and the service keeps serving.
+a short message that never echoes the input back, never a 500, and the service keeps serving.
+Every request's work is bounded (body size, items, sequences x k), and scoring runs in worker
+threads, so one large request never stalls /healthz or the other clients.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from famerec import __version__
 from famerec.errors import FamerecError
-from famerec.recommender import Recommender
+from famerec.recommender import Recommender, UnknownItemsError
 
 MAX_ITEMS = 1000  # items per sequence in a request
 MAX_BATCH = 1000  # sequences per batch request
 MAX_K = 1000
+MAX_BATCH_ITEMS = 50_000  # items over all sequences of a batch request
+MAX_BATCH_RESULTS = 100_000  # sequences x k of a batch request: the size of the answer
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+# Scores computed at once (rows x catalog size): bounds a batch's memory whatever the catalog.
+SCORES_PER_CHUNK = 1 << 21
+MAX_REPORTED_ERRORS = 10  # validation errors listed in one answer
+MAX_MESSAGE_CHARS = 300  # longest message (and 1/8 of it for a location part) in an answer
 
 ItemIdField = StrictInt | StrictStr
-Sequence = Annotated[list[ItemIdField], Field(min_length=1, max_length=MAX_ITEMS)]
+Sequence = Annotated[
+    list[ItemIdField],
+    Field(
+        min_length=1,
+        max_length=MAX_ITEMS,
+        fail_fast=True,  # one error for a list of bad ids, not one each
+        description=f"item ids, oldest first: 1 to {MAX_ITEMS:,}; only the most recent max_len "
+        "known items feed the model, all of them are excluded from the answer",
+    ),
+]
+K = Annotated[int, Field(ge=1, le=MAX_K, strict=True, description=f"list length, 1 to {MAX_K:,}")]
 
 
-class RecommendRequest(BaseModel):
+class RequestModel(BaseModel):
+    """A request body with a bounded number of validation errors: unknown fields make one
+    error (not one per field, which a large body could multiply into seconds of work)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    items: Sequence = Field(description="item ids of the input data, oldest first")
-    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+    @model_validator(mode="before")
+    @classmethod
+    def no_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [name for name in data if name not in cls.model_fields]
+            if unknown:
+                shown = ", ".join(repr(_clip(str(name), 40)) for name in unknown[:3])
+                more = f" and {len(unknown) - 3:,} more" if len(unknown) > 3 else ""
+                raise ValueError(f"unknown fields {shown}{more}")
+        return data
+
+
+class RecommendRequest(RequestModel):
+    items: Sequence
+    k: K = 10
     explain: bool = Field(False, description="add FAME's per-head lists, gate and router weights")
     exclude_seen: bool = True
     strict: bool = Field(False, description="unknown item ids are an error instead of skipped")
 
 
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+BATCH_LIMITS = (
+    f"A batch request holds at most {MAX_BATCH:,} sequences of up to {MAX_ITEMS:,} items, "
+    f"{MAX_BATCH_ITEMS:,} items in all, and asks for at most {MAX_BATCH_RESULTS:,} results "
+    "(sequences x k): send more as several requests."
+)
 
-    sequences: list[Sequence] = Field(min_length=1, max_length=MAX_BATCH)
-    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+
+class BatchRequest(RequestModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"description": BATCH_LIMITS})
+
+    sequences: list[Sequence] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        fail_fast=True,
+        description=f"1 to {MAX_BATCH:,} sequences, at most {MAX_BATCH_ITEMS:,} items in all",
+    )
+    k: K = Field(
+        10, description=f"list length, 1 to {MAX_K:,}; sequences x k at most {MAX_BATCH_RESULTS:,}"
+    )
     exclude_seen: bool = True
     strict: bool = False
+
+    @model_validator(mode="after")
+    def bounded_work(self) -> BatchRequest:
+        items = sum(len(sequence) for sequence in self.sequences)
+        if items > MAX_BATCH_ITEMS:
+            raise ValueError(
+                f"the batch holds {items:,} items, more than {MAX_BATCH_ITEMS:,} in all: "
+                "split it into several requests"
+            )
+        results = len(self.sequences) * self.k
+        if results > MAX_BATCH_RESULTS:
+            raise ValueError(
+                f"sequences x k is {results:,}, more than {MAX_BATCH_RESULTS:,}: "
+                "ask for a smaller k or split the batch"
+            )
+        return self
 
 
 class ScoredItem(BaseModel):
@@ -61,23 +133,137 @@ class BatchResponse(BaseModel):
     results: list[RecommendResponse]
 
 
-def create_app(recommender: Recommender) -> FastAPI:
+class ValidationDetail(BaseModel):
+    loc: list[str | int] = Field(description="where in the request, e.g. body, items, 3")
+    msg: str
+
+
+class ValidationAnswer(BaseModel):
+    detail: list[ValidationDetail]
+
+
+class ErrorAnswer(BaseModel):
+    detail: str
+
+
+JSON = "application/json"
+
+
+def json_bytes(content: Any) -> bytes:
+    """JSON as Starlette's JSONResponse writes it. A batch answer is encoded one result at a
+    time: json.dumps holds the GIL for a whole call, and one call over megabytes would stall
+    the event loop's thread meanwhile."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Location and message of the first errors, never the offending input: the answer stays
+    small (and valid JSON: NaN is not) whatever the request held."""
+    details = []
+    for error in errors[:MAX_REPORTED_ERRORS]:
+        message = error.get("msg", "invalid")
+        reason = error.get("ctx", {}).get("error")
+        if error.get("type") == "json_invalid" and isinstance(reason, str):
+            message = f"{message}: {reason}"  # json's reason names a position, not the input
+        where = [
+            part if isinstance(part, int) else _clip(str(part), MAX_MESSAGE_CHARS // 8)
+            for part in error.get("loc", ())
+        ]
+        details.append({"loc": where, "msg": _clip(message)})
+    if len(errors) > MAX_REPORTED_ERRORS:
+        more = len(errors) - MAX_REPORTED_ERRORS
+        details.append({"loc": ["body"], "msg": f"and {more:,} more errors"})
+    return details
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413 without being read further.
+
+    A declared Content-Length is checked before anything is read; a chunked or undeclared body
+    is counted as it arrives. An accepted body is handed to the app in one message.
+    """
+
+    def __init__(self, app: Callable, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client is gone: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # only http.disconnect is left to come
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: dict, receive: Callable, send: Callable) -> None:
+        answer = JSONResponse(
+            status_code=413,
+            content={"detail": f"request body over the limit of {self.max_bytes:,} bytes"},
+            headers={"connection": "close"},  # do not read (or wait for) the rest of it
+        )
+        await answer(scope, receive, send)
+
+
+def create_app(recommender: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    check_body_limit(max_body_bytes)
     app = FastAPI(
         title="famerec",
         version=__version__,
         description=f"Top-k recommendations from the {recommender.model_name} run "
-        f"{recommender.run_dir}.",
+        f"{recommender.run_dir}. Request bodies over {max_body_bytes:,} bytes get 413. "
+        + BATCH_LIMITS,
     )
-    # Scoring is a few milliseconds of matrix work: serialize it instead of letting many
-    # threads fight over the same cores.
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    # Scoring is matrix work on all cores: serialize it instead of letting many threads fight
+    # over the same cores. It runs in worker threads, so the event loop keeps answering.
     lock = threading.Lock()
+    chunk_rows = max(1, SCORES_PER_CHUNK // (recommender.num_items + 1))
+    errors = {
+        413: {"model": ErrorAnswer, "description": "request body over the size limit"},
+        422: {"model": ValidationAnswer, "description": "invalid request"},
+    }
 
     @app.exception_handler(FamerecError)
     async def bad_request(request: Request, error: FamerecError):
-        return JSONResponse(status_code=422, content={"detail": str(error)})
+        return JSONResponse(status_code=422, content={"detail": _clip(str(error))})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": validation_details(error.errors())})
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/model")
@@ -98,31 +284,141 @@ def create_app(recommender: Recommender) -> FastAPI:
             "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
         }
 
-    @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
-    def recommend(request: RecommendRequest) -> dict[str, Any]:
+    def recommend_one(request: RecommendRequest) -> JSONResponse:
         with lock:
             if request.explain:
-                return recommender.explain(
+                answer = recommender.explain(
                     request.items, request.k, request.exclude_seen, request.strict
-                ).to_dict()
-            return recommender.recommend(
-                request.items, request.k, request.exclude_seen, request.strict
-            ).to_dict()
+                )
+            else:
+                answer = recommender.recommend(
+                    request.items, request.k, request.exclude_seen, request.strict
+                )
+        return JSONResponse(answer.to_dict())
 
-    @app.post("/recommend/batch", response_model=BatchResponse, response_model_exclude_none=True)
-    def recommend_batch(request: BatchRequest) -> dict[str, Any]:
-        with lock:
-            results = recommender.recommend_batch(
-                request.sequences, request.k, request.exclude_seen, request.strict
-            )
-        return {"results": [r.to_dict() for r in results]}
+    def recommend_many(request: BatchRequest) -> JSONResponse:
+        results = []
+        for start in range(0, len(request.sequences), chunk_rows):
+            chunk = request.sequences[start : start + chunk_rows]
+            with lock:  # per chunk: single requests get their turn in between
+                try:
+                    part = recommender.recommend_batch(
+                        chunk, request.k, request.exclude_seen, request.strict
+                    )
+                except UnknownItemsError:
+                    raise
+                except FamerecError:
+                    if len(request.sequences) > 1:
+                        _name_unusable_sequence(recommender, chunk, start)
+                    raise
+            results.extend(json_bytes(recommendation.to_dict()) for recommendation in part)
+        return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
+
+    # The handlers are async and hand scoring and JSON encoding (the slow parts) to worker
+    # threads; returning the finished response skips FastAPI's encoding on the event loop.
+    @app.post(
+        "/recommend",
+        response_model=RecommendResponse,
+        response_model_exclude_none=True,
+        responses=errors,
+    )
+    async def recommend(request: RecommendRequest) -> JSONResponse:
+        return await run_in_threadpool(recommend_one, request)
+
+    @app.post(
+        "/recommend/batch",
+        response_model=BatchResponse,
+        response_model_exclude_none=True,
+        responses=errors,
+        description=BATCH_LIMITS,
+    )
+    async def recommend_batch(request: BatchRequest) -> JSONResponse:
+        return await run_in_threadpool(recommend_many, request)
 
     return app
 
 
-def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
-    import uvicorn
+def _name_unusable_sequence(recommender: Recommender, chunk: list, start: int) -> None:
+    """recommend_batch numbers sequences within the chunk; name the one of the whole request."""
+    for offset, items in enumerate(chunk):
+        if not recommender.encode(items)[0]:
+            raise FamerecError(f"sequence {start + offset} has no item the model knows")
 
-    recommender = Recommender(run_dir, device=device)
-    app = create_app(recommender)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+DEVICES = ("cpu", "cuda", "auto")  # what resolve_device checks; "cuda:1" would fail late
+
+
+def check_body_limit(max_body_bytes: int) -> None:
+    if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise FamerecError(f"--max-body-bytes must be a positive integer, got {max_body_bytes}")
+
+
+def check_serve_options(port: int, device: str, max_body_bytes: int) -> None:
+    """Reject bad options before the (slow) model load, each with one line."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise FamerecError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
+    if device not in DEVICES:
+        raise FamerecError(f"--device must be cpu, cuda or auto, got {device!r}")
+    check_body_limit(max_body_bytes)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket, or a FamerecError that says why not (port in use, ...).
+
+    Made from getaddrinfo's answer so that its protocol is TCP: asyncio turns Nagle's algorithm
+    off only on such sockets, and with it on, every answer waited ~40 ms for a delayed ACK.
+    """
+    sock = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        if os.name == "posix":  # rebind right after a restart; a listening port stays taken
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen()
+    except OSError as error:
+        if sock is not None:
+            sock.close()
+        raise FamerecError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return sock
+
+
+def address_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, quiet, that calls `on_ready()` once it accepts requests, not before."""
+
+    def __init__(self, app: FastAPI, on_ready: Callable[[], None] | None = None):
+        super().__init__(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
+
+
+def serve(
+    run_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "cpu",
+    max_body_bytes: int | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Load the run, bind, then serve until interrupted; `on_ready(url)` runs once the server
+    accepts requests (port 0 binds any free port, which the url names). `max_body_bytes`
+    defaults to DEFAULT_MAX_BODY_BYTES."""
+    if max_body_bytes is None:
+        max_body_bytes = DEFAULT_MAX_BODY_BYTES
+    check_serve_options(port, device, max_body_bytes)
+    app = create_app(Recommender(run_dir, device=device), max_body_bytes)
+    with listen(host, port) as sock:
+        url = address_of(sock)
+        server = Server(app, on_ready=None if on_ready is None else lambda: on_ready(url))
+        server.run(sockets=[sock])

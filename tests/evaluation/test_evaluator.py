@@ -66,3 +66,13 @@ def test_ranks_come_back_in_user_order():
     metrics, ranks = evaluate(FixedScores(10), batches, exclude_seen=False, return_ranks=True)
     assert ranks.tolist() == [0, 3, 1]
     assert metrics == evaluate(FixedScores(10), batches, exclude_seen=False)
+
+
+def test_progress_bar_only_when_asked(capsys):
+    batches = EvalBatches(prefixes([[1], [2, 3], [4, 5, 6], [1, 2]], [10, 10, 1, 9]), 4, 3)
+    quiet = evaluate(FixedScores(10), batches)
+    assert capsys.readouterr().err == ""
+    shown = evaluate(FixedScores(10), batches, progress=True, desc="validation")
+    err = capsys.readouterr().err
+    assert shown == quiet
+    assert "validation" in err and "user/s" in err and "<" in err  # rate and time left

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from famerec.data.batching import EvalBatches
 from famerec.evaluation.metrics import CUTOFFS, metric_sums, target_ranks
@@ -29,12 +30,16 @@ def evaluate(
     exclude_seen: bool = True,
     cutoffs: tuple[int, ...] = CUTOFFS,
     autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "evaluating",
     return_ranks: bool = False,
     shard: Shard | None = None,
 ) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """HR@k and NDCG@k averaged over all users of `batches`.
 
     With `exclude_seen`, items of the user's whole input history get score -inf before ranking.
+    `progress` shows a bar with users per second and the time left (callers ask for it only
+    when stderr is a terminal: a full ranking of a large dataset takes a while).
     With `return_ranks`, also the 0-based rank of every user's target (int64, in the order of
     the users of the PrefixSet; a huge value where the target was excluded), for per-user
     statistics such as paired significance tests.
@@ -49,9 +54,19 @@ def evaluate(
     model.eval()
     ranks = torch.zeros(batches.num_users, dtype=torch.int64, device=batches.device)
     first, step = (0, 1) if shard is None else (shard.rank, shard.world_size)
+    mine = range(first, len(batches), step)
     device_type = batches.device.type
+    bar = tqdm(
+        total=sum(batches.rows(index).stop - batches.rows(index).start for index in mine),
+        desc=desc,
+        unit="user",
+        unit_scale=True,
+        leave=False,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
-        for index in range(first, len(batches), step):
+        for index in mine:
             batch = batches.batch(index)
             with torch.autocast(
                 device_type,
@@ -62,7 +77,9 @@ def evaluate(
             if exclude_seen:
                 scores[batch.seen_rows, batch.seen_items] = float("-inf")
             ranks[batches.rows(index)] = target_ranks(scores, batch.targets)
+            bar.update(len(batch.targets))
     finally:
+        bar.close()
         model.train(was_training)
     if shard is not None and shard.world_size > 1:
         shard.sum_(ranks)

@@ -97,8 +97,9 @@ class OneProcess:
     def barrier(self) -> None:
         """Wait until every process got here (after process 0 wrote files the others read)."""
 
-    def on_main(self, action: Callable[[], T]) -> T | None:
-        """Run `action` on process 0 only; the others wait for it and raise its FamerecError."""
+    def on_main(self, action: Callable[[], T]) -> T:
+        """Run `action` on process 0 only; every process gets its result (pickled), or raises
+        its FamerecError."""
         return action()
 
     def sum_(self, tensor: torch.Tensor) -> None:
@@ -183,18 +184,17 @@ class Processes(OneProcess):
     def barrier(self) -> None:
         dist.barrier()
 
-    def on_main(self, action: Callable[[], T]) -> T | None:
-        result: T | None = None
-        failure: list[FamerecError | None] = [None]
+    def on_main(self, action: Callable[[], T]) -> T:
+        outcome: list[Any] = [None, None]  # its FamerecError, its result
         if self.is_main:
             try:
-                result = action()
+                outcome[1] = action()
             except FamerecError as error:
-                failure[0] = error
-        dist.broadcast_object_list(failure, src=0)
-        if failure[0] is not None:
-            raise failure[0]
-        return result
+                outcome[0] = error
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None:
+            raise outcome[0]
+        return outcome[1]
 
     def sum_(self, tensor: torch.Tensor) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)

@@ -5,7 +5,10 @@ The test split is evaluated once, after training, with the best-validation weigh
 
 from __future__ import annotations
 
+import io
 import logging
+import math
+import pickle
 import time
 from dataclasses import dataclass
 
@@ -15,18 +18,30 @@ from tqdm.auto import tqdm
 from famerec.config import RunConfig
 from famerec.data.batching import EvalBatches, TrainBatches, train_tensors
 from famerec.data.split import LeaveOneOut
+from famerec.errors import FamerecError
 from famerec.evaluation import evaluate
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.losses import NegativeSampler
 from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
 from famerec.runs import load_weights, resolve_device, save_weights
 from famerec.training.distributed import ONE_PROCESS, OneProcess
+from famerec.training.stopping import StoppingRule
 
 __all__ = ["Trainer", "TrainState", "load_weights", "resolve_device", "save_weights"]
 
 log = logging.getLogger("famerec")
 
 EARLY_STOPPING_METRIC = "NDCG@10"
+# What torch.load and applying its result raise for a truncated or foreign checkpoint file.
+UNREADABLE = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+    pickle.UnpicklingError,
+)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -45,6 +60,8 @@ class TrainState:
     best_metric: float = float("-inf")
     bad_epochs: int = 0
     train_seconds: float = 0.0
+    steps: int = 0  # optimizer steps so far
+    stopped: bool = False  # the stopping rule ended the run
 
 
 class Trainer:
@@ -100,6 +117,7 @@ class Trainer:
         self.valid_batches = EvalBatches(split.valid, max_len, config.train.eval_batch_size, device)
         self.test_batches = EvalBatches(split.test, max_len, config.train.eval_batch_size, device)
         self.state = TrainState()
+        self.rule = StoppingRule.from_config(config.train)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -113,24 +131,38 @@ class Trainer:
         }
         if self.device.type == "cuda":
             payload["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write(self.run_dir / CHECKPOINT, buffer.getvalue())
 
     def load_checkpoint(self) -> bool:
+        """Restore the last completed epoch; without a checkpoint, start from epoch 0. Either
+        way the log keeps only the epochs that the restored state has seen."""
         path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            return False
-        payload = torch.load(path, map_location=self.device, weights_only=True)
+        found = path.exists()
+        if found:
+            try:
+                self.restore(torch.load(path, map_location=self.device, weights_only=True))
+            except UNREADABLE as error:
+                raise FamerecError(
+                    f"cannot resume from {path}: the file is damaged ({type(error).__name__}, "
+                    "e.g. cut short by a full disk); start the run over with --overwrite"
+                ) from None
+            log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
+        if self.processes.is_main:
+            self.run_dir.truncate_log(self.state.epoch)
+        return found
+
+    def restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = TrainState(**payload["state"])
+        state = dict(payload["state"])
+        state.setdefault("steps", state["epoch"] * len(self.train_batches))  # older checkpoints
+        self.state = TrainState(**state)
         torch.set_rng_state(payload["torch_rng"].cpu())
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
         if "cuda_rng" in payload and self.device.type == "cuda":
             torch.cuda.set_rng_state(payload["cuda_rng"].cpu(), self.device)
-        if self.processes.is_main:
-            self.run_dir.truncate_log(self.state.epoch)
-        log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
-        return True
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -184,12 +216,14 @@ class Trainer:
         means = {name: float(value) / max(positions, 1) for name, value in loss_sums.items()}
         return means, time.perf_counter() - started
 
-    def evaluate(self, batches: EvalBatches) -> dict[str, float]:
+    def evaluate(self, batches: EvalBatches, desc: str = "validation") -> dict[str, float]:
         return evaluate(
             self.model,
             batches,
             exclude_seen=not self.train_config.keep_seen,
             autocast_dtype=self.amp_dtype,
+            progress=self.progress,
+            desc=desc,
             shard=self.processes,
         )
 
@@ -199,7 +233,7 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         config = self.train_config
-        while self.state.epoch < config.epochs and self.state.bad_epochs < config.patience:
+        while self.state.epoch < config.epochs and not self.state.stopped:
             epoch = self.state.epoch + 1
             context = EpochContext(
                 epoch, self.train_tensors, self.device, config.batch_size, self.progress
@@ -211,6 +245,8 @@ class Trainer:
             losses, seconds = self.train_epoch(epoch)
             seconds += hook_seconds  # an epoch's cost includes its hook (e.g. clustering)
             loss = losses["loss"]
+            self.check_finite(epoch, loss)
+            self.state.steps += len(self.train_batches)
             eval_started = time.perf_counter()
             valid = self.evaluate(self.valid_batches)
             eval_seconds = time.perf_counter() - eval_started
@@ -225,6 +261,8 @@ class Trainer:
                 self.state.bad_epochs += 1
             self.state.epoch = epoch
             self.state.train_seconds += seconds
+            stopping = self.rule.state(epoch, self.state.best_epoch, self.state.steps)
+            self.state.stopped = stopping["stop"]
             record = {
                 "epoch": epoch,
                 "train_loss": round(loss, 6),
@@ -239,6 +277,7 @@ class Trainer:
                 "valid": {k: round(v, 6) for k, v in valid.items()},
                 "best": improved,
                 **epoch_fields,
+                "stopping": stopping,
             }
             if self.processes.is_main:
                 self.run_dir.append_log(record)
@@ -255,10 +294,31 @@ class Trainer:
             )
             if stop_after is not None and epoch >= stop_after:
                 break
+        wait = self.rule.wait(self.state.best_epoch)
+        at_cap = self.state.epoch >= config.epochs and not self.state.stopped
+        if at_cap and config.epochs - self.state.best_epoch < wait:
+            log.warning(
+                "the best epoch (%d) is within the last %d epochs of --epochs %d: validation "
+                "NDCG@10 may still be improving, and more --epochs may find a better model",
+                self.state.best_epoch,
+                wait,
+                config.epochs,
+            )
         return self.state
+
+    def check_finite(self, epoch: int, loss: float) -> None:
+        """A NaN or infinite loss or weight means training diverged: stop before the epoch is
+        recorded, so that the checkpoint, the log and the best weights stay finite."""
+        if not math.isfinite(loss):
+            problem = f"the train loss is {loss}"
+        elif not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            problem = "the weights are no longer finite"
+        else:
+            return
+        raise FamerecError(f"training diverged in epoch {epoch}: {problem} (try a lower --lr)")
 
     def test_best(self) -> tuple[dict[str, float], dict[str, float]]:
         """Validation and test metrics of the best-validation weights (the only test pass)."""
         self.processes.barrier()  # process 0 has written them
         load_weights(self.model, self.run_dir / WEIGHTS)
-        return self.evaluate(self.valid_batches), self.evaluate(self.test_batches)
+        return self.evaluate(self.valid_batches), self.evaluate(self.test_batches, desc="test")
