@@ -31,6 +31,8 @@ __all__ = ["Trainer", "TrainState", "load_weights", "resolve_device", "save_weig
 
 log = logging.getLogger("famerec")
 
+SCORE_BUDGET = 2**26  # most scores in one (rows x items) matrix: 256 MB of float32
+
 EARLY_STOPPING_METRIC = "NDCG@10"
 # What torch.load and applying its result raise for a truncated or foreign checkpoint file.
 UNREADABLE = (
@@ -85,7 +87,11 @@ class Trainer:
         self.progress = progress
         self.amp_dtype = autocast_dtype(config.train.precision, device)
         self.model = model.to(device)
-        self.model.loss_chunk = config.train.loss_chunk
+        # Bound the (rows x items) score matrices of the loss and of evaluation, so that memory
+        # stays flat on catalogs of millions of items (chunking does not change the results).
+        rows = max(1, SCORE_BUDGET // (model.num_items + 1))
+        self.model.loss_chunk = min(config.train.loss_chunk, rows) if config.train.loss_chunk else 0
+        eval_batch_size = min(config.train.eval_batch_size, rows)
         # torch.compile of a module compiles forward() only; the training step calls loss().
         self.loss_fn = processes.wrap_loss(
             self.model,
@@ -114,8 +120,8 @@ class Trainer:
             split_by_length=config.train.bucketing,
             device=device,
         )
-        self.valid_batches = EvalBatches(split.valid, max_len, config.train.eval_batch_size, device)
-        self.test_batches = EvalBatches(split.test, max_len, config.train.eval_batch_size, device)
+        self.valid_batches = EvalBatches(split.valid, max_len, eval_batch_size, device)
+        self.test_batches = EvalBatches(split.test, max_len, eval_batch_size, device)
         self.state = TrainState()
         self.rule = StoppingRule.from_config(config.train)
 
