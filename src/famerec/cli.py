@@ -405,8 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(stop.code or 0)
     from famerec.training.distributed import environment_rank
 
-    rank = environment_rank()  # under torchrun, only process 0 logs progress
-    _setup_logging(args.quiet or rank > 0)
+    rank = environment_rank()
+    _setup_logging(args.quiet)
+    if rank > 0:  # under torchrun, process 0 logs for the job; the others only their errors
+        log.setLevel(logging.ERROR)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
