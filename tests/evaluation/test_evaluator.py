@@ -56,3 +56,15 @@ def test_averages_over_batches_and_users():
     # ranks: 0, 0, 9 (ten items, target is the worst: 9 above it), 1
     assert metrics["HR@5"] == pytest.approx(3 / 4)
     assert metrics["HR@10"] == pytest.approx(1.0)
+
+
+def test_return_ranks_gives_each_users_rank_in_user_order():
+    # batches are sorted by history length, the ranks come back in the users' own order
+    histories = [[1, 2, 3], [4], [2, 6]]
+    targets = [10, 8, 2]
+    batches = EvalBatches(prefixes(histories, targets), 4, batch_size=2)
+    metrics, ranks = evaluate(FixedScores(10), batches, exclude_seen=False, return_ranks=True)
+    assert ranks.tolist() == [0, 2, 8]
+    assert metrics == evaluate(FixedScores(10), batches, exclude_seen=False)
+    _, excluded = evaluate(FixedScores(10), batches, return_ranks=True)
+    assert excluded[2] == np.iinfo(np.int64).max  # target 2 is in user 3's history

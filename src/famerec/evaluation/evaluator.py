@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from famerec.data.batching import EvalBatches
@@ -16,15 +17,20 @@ def evaluate(
     exclude_seen: bool = True,
     cutoffs: tuple[int, ...] = CUTOFFS,
     autocast_dtype: torch.dtype | None = None,
-) -> dict[str, float]:
+    return_ranks: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """HR@k and NDCG@k averaged over all users of `batches`.
 
     With `exclude_seen`, items of the user's whole input history get score -inf before ranking.
+    With `return_ranks`, also the 0-based rank of every user's target (int64, in the order of
+    the users of the PrefixSet; a huge value where the target was excluded), for per-user
+    statistics such as paired significance tests.
     """
     was_training = model.training
     model.eval()
     totals = dict.fromkeys([f"{m}@{k}" for m in ("HR", "NDCG") for k in cutoffs], 0.0)
     device_type = batches.device.type
+    batch_ranks = []
     try:
         for batch in batches:
             with torch.autocast(
@@ -36,8 +42,16 @@ def evaluate(
             if exclude_seen:
                 scores[batch.seen_rows, batch.seen_items] = float("-inf")
             ranks = target_ranks(scores, batch.targets)
+            if return_ranks:
+                batch_ranks.append(ranks.cpu())
             for name, value in metric_sums(ranks, cutoffs).items():
                 totals[name] += value
     finally:
         model.train(was_training)
-    return {name: value / max(batches.num_users, 1) for name, value in totals.items()}
+    metrics = {name: value / max(batches.num_users, 1) for name, value in totals.items()}
+    if not return_ranks:
+        return metrics
+    by_user = np.zeros(batches.num_users, dtype=np.int64)
+    if batch_ranks:
+        by_user[batches.users] = torch.cat(batch_ranks).numpy()
+    return metrics, by_user

@@ -154,7 +154,8 @@ def train_run(
     finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
     if not finished:
         return None
-    valid, test = trainer.test_best()
+    (valid, valid_ranks), (test, test_ranks) = trainer.test_best(return_ranks=True)
+    run_dir.write_ranks({"valid": valid_ranks, "test": test_ranks})
     metrics: dict[str, Any] = {
         "valid": valid,
         "test": test,
@@ -166,6 +167,7 @@ def train_run(
         "model": config.model.name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(device),
+        "precision": "bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32",
         "torch": torch.__version__,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }

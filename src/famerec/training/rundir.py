@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from famerec.errors import ConfigError
 
 CONFIG = "config.json"
@@ -20,8 +22,9 @@ METRICS = "metrics.json"
 LOG = "log.jsonl"
 CHECKPOINT = "checkpoint.pt"
 DATASET = "dataset.npz"
+RANKS = "ranks.npz"
 PRETRAIN = "pretrain"
-OWN_FILES = (CONFIG, WEIGHTS, METRICS, LOG, CHECKPOINT, DATASET, PRETRAIN)
+OWN_FILES = (CONFIG, WEIGHTS, METRICS, LOG, CHECKPOINT, DATASET, RANKS, PRETRAIN)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -39,6 +42,30 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_json(path: Path, payload: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def write_ranks(path: Path, ranks: dict[str, np.ndarray]) -> None:
+    """Per-user target ranks of each split (e.g. "valid", "test") as a compressed .npz:
+    `<split>_users` (user index) and `<split>_ranks` (0-based rank), both int32; a target that
+    was excluded from the ranking gets the largest int32."""
+    arrays = {}
+    for split, split_ranks in ranks.items():
+        limit = np.iinfo(np.int32).max
+        arrays[f"{split}_users"] = np.arange(len(split_ranks), dtype=np.int32)
+        arrays[f"{split}_ranks"] = np.minimum(split_ranks, limit).astype(np.int32)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+    atomic_write(path, write)
+
+
+def read_ranks(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (users, ranks)} from a file written by `write_ranks`."""
+    with np.load(path, allow_pickle=False) as arrays:
+        splits = sorted(name[: -len("_ranks")] for name in arrays.files if name.endswith("_ranks"))
+        return {s: (arrays[f"{s}_users"], arrays[f"{s}_ranks"]) for s in splits}
 
 
 class RunDir:
@@ -94,6 +121,9 @@ class RunDir:
             f"{self.path} holds an unfinished run; continue it with --resume, "
             "or start over with --overwrite"
         )
+
+    def write_ranks(self, ranks: dict[str, np.ndarray]) -> None:
+        write_ranks(self.path / RANKS, ranks)
 
     def append_log(self, record: dict) -> None:
         with open(self.path / LOG, "a") as handle:

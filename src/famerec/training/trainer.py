@@ -180,12 +180,13 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return float(loss_sum) / max(positions, 1), time.perf_counter() - started
 
-    def evaluate(self, batches: EvalBatches) -> dict[str, float]:
+    def evaluate(self, batches: EvalBatches, return_ranks: bool = False):
         return evaluate(
             self.model,
             batches,
             exclude_seen=not self.train_config.keep_seen,
             autocast_dtype=self.amp_dtype,
+            return_ranks=return_ranks,
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainState:
@@ -236,7 +237,11 @@ class Trainer:
                 break
         return self.state
 
-    def test_best(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Validation and test metrics of the best-validation weights (the only test pass)."""
+    def test_best(self, return_ranks: bool = False) -> tuple:
+        """Validation and test metrics of the best-validation weights (the only test pass);
+        with `return_ranks`, each as (metrics, per-user target ranks)."""
         load_weights(self.model, self.run_dir / WEIGHTS)
-        return self.evaluate(self.valid_batches), self.evaluate(self.test_batches)
+        return (
+            self.evaluate(self.valid_batches, return_ranks),
+            self.evaluate(self.test_batches, return_ranks),
+        )
