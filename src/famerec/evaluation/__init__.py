@@ -7,6 +7,7 @@ from famerec.evaluation.metrics import (
     metric_sums,
     metrics_from_ranks,
     target_ranks,
+    user_gains,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "metric_sums",
     "metrics_from_ranks",
     "target_ranks",
+    "user_gains",
 ]
