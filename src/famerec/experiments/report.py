@@ -115,9 +115,9 @@ def header(context: Context) -> str:
         "",
         f"Selection on validation {spec.metric} only: every model gets "
         f"{' / '.join(map(str, sorted(trials)))} validation trials per dataset (seed "
-        f"{spec.seeds[0]}); its best trial is its selected setting, which is rerun with seeds "
-        f"{', '.join(map(str, spec.seeds[1:])) or '(none)'}. Test metrics are shown for the "
-        "selected settings only.",
+        f"{spec.seeds[0]}); its best trial is its selected setting"
+        + (f", rerun with seeds {', '.join(map(str, spec.seeds[1:]))}" if spec.seeds[1:] else "")
+        + ". Test metrics are shown for the selected settings only.",
         "",
         provenance(records, len(done), len(plan.runs)),
     ]
