@@ -1,6 +1,9 @@
 """Staged selection on validation, references between models, commands: from fake records."""
 
-from famerec.experiments import Plan, Store
+import pytest
+
+from famerec.config import RunConfig
+from famerec.experiments import Plan, SpecError, Store
 from famerec.experiments.plan import DONE, READY, WAITING
 from famerec.experiments.runner import train_command
 from tests.experiments.helpers import fake_record, fake_weights, write_spec
@@ -140,6 +143,7 @@ def test_finished_runs_count_as_done_without_records(tmp_path):
     folder = spec.runs_dir / run.id
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text('{"valid": {"NDCG@10": 0.1}}')
+    (folder / "config.json").write_text(RunConfig().with_overrides(run.settings).to_json())
     assert plan_of(spec).by_id[run.id].state == DONE
     assert Plan(spec, Store(spec.records_dir)).by_id[run.id].state == READY  # records only
 
@@ -174,3 +178,12 @@ def test_train_command_maps_settings_to_flags(tmp_path):
     kept = train_command(settings, tmp_path / "run", threads=1, device=None, resume=False)
     assert "--device" in kept and kept[kept.index("--device") + 1] == "cpu"
     assert "--resume" not in kept
+
+
+def test_a_spec_is_frozen_once_it_has_runs(tmp_path):
+    spec = write_spec(tmp_path, SASREC)
+    fake_record(spec, plan_of(spec).entries["toys", "sasrec"].trials[0], 0.2)
+    plan_of(spec)  # unchanged: fine
+    changed = write_spec(tmp_path, "[base]\ntrain.lr = 0.01\n" + SASREC)
+    with pytest.raises(SpecError, match="was run with train.lr = 0.001, the spec now says 0.01"):
+        plan_of(changed)

@@ -139,3 +139,11 @@ def test_bad_selection_rules_fail(tmp_path, selection, words):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         load_spec(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("name", ["table2", "smoke", "probe"])
+def test_committed_specs_load_with_equal_budgets(name):
+    spec = load_spec(REPO / f"experiments/{name}.toml")
+    assert spec.name == name
+    budgets = {e.trials for e in spec.entries if e.pending is None and not e.control}
+    assert len(budgets) == 1

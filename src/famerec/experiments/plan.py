@@ -32,6 +32,9 @@ from famerec.experiments.spec import (
 )
 
 DONE, READY, WAITING = "done", "ready", "waiting"
+# Settings a finished run may differ in from its spec: where it ran, and paths (relative to
+# where it was started).
+NOT_FROZEN = ("train.device", "train.threads", "data.path")
 RECORD = "record.json"
 _PLAIN = re.compile(r"^[A-Za-z0-9._+-]+$")
 
@@ -251,11 +254,12 @@ class Plan:
             return self.by_id[run_id]
         run = Run(dataset.name, entry.name, stage, seed, names, id=run_id)
         self.by_id[run_id] = run
-        if self.store.done(run_id):
-            run.state = DONE
-            return run
         settings = {**self.spec.base, **dataset.settings, **entry.settings, **names}
         settings[SEED_KEY] = seed
+        if self.store.done(run_id):
+            self.check_frozen(run_id, settings)
+            run.state = DONE
+            return run
         resolved = {}
         for key, value in settings.items():
             if isinstance(value, Ref):
@@ -270,6 +274,17 @@ class Plan:
             raise SpecError(f"{self.spec.path}: run {run_id}: {error}") from None
         run.settings, run.state = resolved, READY
         return run
+
+    def check_frozen(self, run_id: str, settings: dict[str, Any]) -> None:
+        """A finished run must have been made with the spec's settings as they are now."""
+        recorded = self.store.config(run_id)
+        for key, value in settings.items():
+            if isinstance(value, Ref) or key in NOT_FROZEN or recorded.get(key) == value:
+                continue
+            raise SpecError(
+                f"{self.spec.path}: {run_id} was run with {key} = {recorded.get(key)!r}, the spec "
+                f"now says {value!r}; a spec is frozen once it has runs: write a new one"
+            )
 
     def resolve(
         self, ref: Ref, dataset: Dataset, settings: dict[str, Any], seed: int
