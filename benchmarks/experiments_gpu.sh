@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The experiment runner on a GPU, in one device call (see DEVELOPERS.md):
-#   run(command="bash benchmarks/experiments_gpu.sh", carry=["runs/.whl"], timeout_s=480)
+#   run(command="bash benchmarks/experiments_gpu.sh", carry=[".whl"], timeout_s=480)
 # Runs experiments/probe.toml (8 short runs on Beauty and Sports) with 4 jobs sharing the GPU,
 # then its 4 Beauty runs again one at a time, and prints seconds per epoch and wall times: the
 # numbers behind the cost estimate of experiments/table2.toml. Records come back in $OUT.
@@ -8,9 +8,9 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 test -d src/famerec/experiments || { echo "no famerec experiments here"; exit 3; }
-if [ -d runs/.whl ]; then  # wheels missing on the GPU image (polars)
+if [ -d .whl ]; then  # wheels missing on the GPU image (polars), as for benchmarks/gpu.sh
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site runs/.whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
