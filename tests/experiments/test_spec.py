@@ -100,6 +100,8 @@ STAGE = '[[models.sasrec.stages]]\nname = "a"\ngrid.model.num_heads = [1, 2]\n'
             ["cycle"],
         ),
         ("[models.sasrec]\n" + STAGE.replace("[1, 2]", "[]"), ["non-empty list"]),
+        ("[models.sasrec]\n" + STAGE.replace("[1, 2]", '[1, "2"]'), ["must be an integer"]),
+        ("[models.sasrec]\ntrain.warm_start = 1\n" + STAGE, ["must be true or false, got 1"]),
         ("[models.sasrec]\n" + STAGE.replace("[1, 2]", "[1, 1]"), ["repeats a value"]),
         ("[models.sasrec]\n" + STAGE + "[models.sasrec.x", ["invalid TOML"]),
         (

@@ -159,9 +159,20 @@ def relative(path: str | Path) -> str:
         return str(path)
 
 
+def fits(value: Any, kind: type) -> bool:
+    """Whether a TOML value suits a config field of type `kind` (references always do)."""
+    if isinstance(value, dict):
+        return True
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
 # -- loading ---------------------------------------------------------------------------------
 
-_KNOWN_KEYS = {key for key, *_ in config_options()}
+_KINDS = {key: kind for key, _, _, kind in config_options()}
+_KNOWN_KEYS = set(_KINDS)
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _METRICS = tuple(f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20))
 
 
@@ -295,6 +306,11 @@ class _Loader:
             if dotted == SEED_KEY:
                 raise self.fail(f"{where} sets {SEED_KEY}; seeds come from selection.seeds")
             flat[dotted] = self.value(value, f"{dotted} in {where}")
+            kind = _KINDS[dotted]
+            if not fits(value, kind):
+                raise self.fail(
+                    f"{dotted} in {where} must be {_KIND_NAMES.get(kind, kind)}, got {value!r}"
+                )
         return flat
 
     def value(self, value: Any, where: str) -> Any:
