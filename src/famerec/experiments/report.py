@@ -204,17 +204,23 @@ def results_table(context: Context, dataset: Dataset) -> str:
                 p_boot = fmt_p(paired_bootstrap(gains, base_gains))
         setting = describe_settings(runs[0].names) or "its one setting"
         rows.append([entry.label, setting, str(len(runs)), *cells, p_t, p_boot])
-    rows += reported_rows(context, dataset)
+    reported = reported_rows(context, dataset)
+    rows += reported
     headers = ["model", "selected setting", "seeds", *METRIC_NAMES, "p (t)", "p (bootstrap)"]
     against = f" against {spec.entry(baseline).label}" if baseline else ""
     caption = (
         f"Test metrics of each model's selected setting (Table 2 of the paper): mean ± standard "
         f"deviation over the seeds. p: paired tests of per-user test {TEST_METRIC} (the mean "
         f"over the seeds){against} on the same test users: a t-test and a bootstrap over users "
-        '(2,000 resamples, seed 0). Rows marked "as reported" are the paper\'s numbers'
-        + (f" ({context.paper['source']})" if context.paper.get("source") else "")
-        + ", from a different implementation and set-up."
+        "(2,000 resamples, seed 0)."
     )
+    if reported:
+        source = context.paper.get("source")
+        caption += (
+            ' Rows marked "as reported" are the paper\'s numbers'
+            + (f" ({source})" if source else "")
+            + ", from a different implementation and set-up."
+        )
     align = "llr" + "r" * len(METRIC_NAMES) + "rr"
     return (
         "### Test metrics of the selected settings\n\n"
