@@ -28,7 +28,7 @@ data.path = "{data}"
 data.path = "{tmp_path / "missing.txt"}"
 """
     body = (
-        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "heads"\ngrid.model.num_heads = [1, 2]\n'
+        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "heads"\ngrid.model.dropout = [0.1, 0.2]\n'
     )
     return write_spec(tmp_path, body, header=header)
 
@@ -53,7 +53,9 @@ def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
 
     assert main(["experiment", "run", spec_file]) == 1  # the broken dataset's runs fail
     err = capsys.readouterr().err
-    assert "FAILED broken/sasrec/num_heads=1,seed=1" in err and "file not found" in err
+    assert "FAILED broken/sasrec/dropout=0.1,seed=1" in err and "file not found" in err
+    logs = sorted(p.name for p in (spec.runs_dir / "broken/sasrec").glob("*.log"))
+    assert logs == ["dropout=0.1,seed=1.log", "dropout=0.2,seed=1.log"]
     assert "2 runs finished" in err and "2 failed" in err, err
     for run in (first, second):
         record = spec.records_dir / run.id

@@ -217,7 +217,8 @@ class Runner:
 
     def start(self, run: Run) -> Job:
         args, resumed = self.command(run)
-        log_path = self.store.run_dir(run.id).with_suffix(".log")
+        out = self.store.run_dir(run.id)
+        log_path = out.parent / f"{out.name}.log"  # not with_suffix: names hold dots (lr=0.001)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         source = str(Path(famerec.__file__).resolve().parents[1])
