@@ -28,7 +28,8 @@ data.path = "{data}"
 data.path = "{tmp_path / "missing.txt"}"
 """
     body = (
-        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "heads"\ngrid.model.dropout = [0.1, 0.2]\n'
+        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "dropout"\n'
+        "grid.model.dropout = [0.1, 0.2]\n"
     )
     return write_spec(tmp_path, body, header=header)
 
@@ -62,7 +63,7 @@ def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
         files = sorted(p.name for p in record.iterdir())
         assert files == ["config.json", "log.jsonl", "metrics.json", "ranks.npz", "record.json"]
         info = json.loads((record / "record.json").read_text())
-        assert info["id"] == run.id and info["stage"] == "heads" and info["seed"] == 1
+        assert info["id"] == run.id and info["stage"] == "dropout" and info["seed"] == 1
         assert info["device"] == "cpu" and info["precision"] == "fp32"
         assert info["wall_seconds"] > 0 and info["machine"]["cores"] >= 1
         assert {"torch", "commit", "command", "threads", "jobs"} <= set(info)
@@ -78,8 +79,8 @@ def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
     assert main(["experiment", "status", spec_file]) == 0
     out = capsys.readouterr().out
     assert (
-        "| ok      | sasrec | heads |  2/2 |" in out
-        and "| broken  | sasrec | heads |  0/2 |" in out
+        "| ok      | sasrec | dropout |  2/2 |" in out
+        and "| broken  | sasrec | dropout |  0/2 |" in out
     )
 
 
