@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,ann,experiments]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ann]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -33,7 +33,7 @@ from famerec.data.batching import EvalBatches, TrainBatches, train_tensors  # no
 from famerec.data.sequences import SequenceData  # noqa: E402
 from famerec.evaluation import evaluate  # noqa: E402
 from famerec.experiments.records import cpu_name  # noqa: E402
-from famerec.models import build_model  # noqa: E402
+from famerec.models import FAMEOptions, build_model  # noqa: E402
 
 ML20M_SHAPE = {"users": 96_726, "items": 16_297, "actions": 1_856_746}
 
@@ -89,7 +89,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def useful_flops(config: ModelConfig, positions: int, num_items: int) -> float:
+def useful_flops(config: ModelConfig, experts: int, positions: int, num_items: int) -> float:
     """Matmul FLOPs that any implementation must do for one epoch (forward + backward).
 
     Output layer 2 V d per position, linear layers of each block 10 d^2 (Q, K, V, two FFN),
@@ -99,7 +99,7 @@ def useful_flops(config: ModelConfig, positions: int, num_items: int) -> float:
     d, heads = config.hidden_size, config.num_heads
     per_position = 2 * num_items * d + 2 * 10 * d * d * (config.num_layers - 1)
     if config.name == "fame":
-        per_position += 2 * (config.num_experts * d * d + 2 * d * d + 2 * d * d / heads + d * d)
+        per_position += 2 * (experts * d * d + 2 * d * d + 2 * d * d / heads + d * d)
     else:
         per_position += 2 * 10 * d * d
     return 3.0 * per_position * positions
@@ -118,9 +118,11 @@ def run_case(case: Case) -> dict:
     amp = torch.bfloat16 if device.type == "cuda" else None
     data = dataset(case.dataset)
     split = leave_one_out(data)
-    config = ModelConfig(name=case.model, num_experts=4, num_heads=2, hidden_size=64, max_len=50)
+    config = ModelConfig(name=case.model, num_heads=2, hidden_size=64, max_len=50)
+    experts = 4
+    options = FAMEOptions(num_experts=experts) if case.model == "fame" else None
     torch.manual_seed(0)
-    model = build_model(config, data.num_items).to(device)
+    model = build_model(config, data.num_items, options).to(device)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     model.loss_chunk = 512 if device.type == "cpu" else 4096
     tensors = train_tensors(split.train, config.max_len)
@@ -192,7 +194,7 @@ def run_case(case: Case) -> dict:
         "positions": epoch_positions,
         "epoch_seconds": epoch_seconds,
         "positions_per_second": epoch_positions / epoch_seconds,
-        "useful_gflops": useful_flops(config, epoch_positions, data.num_items) / 1e9,
+        "useful_gflops": useful_flops(config, experts, epoch_positions, data.num_items) / 1e9,
         "eval_seconds": eval_seconds,
         "eval_users": len(split.valid),
         "users_per_second": len(split.valid) / eval_seconds,

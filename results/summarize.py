@@ -18,19 +18,23 @@ METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 
 def describe(metrics: dict) -> str:
     """A short model label with the settings that differ from the defaults."""
-    model, train = metrics["config"]["model"], metrics["config"]["train"]
-    if model["name"] == "sasrec":
-        return f"SASRec (H={model['num_heads']})"
-    name = "FAME w/o MoE" if model["num_experts"] == 1 else "FAME"
-    label = f"{name} (H={model['num_heads']}, N={model['num_experts']})"
+    config = metrics["config"]
+    model, train = config["model"], config["train"]
+    # FAME's own settings: in the "fame" section, or (older runs) in "model"/"train".
+    fame = {**model, **train, **config.get("fame", {})}
+    if model["name"] != "fame":
+        label = f"{model['name']} (H={model['num_heads']}, d={model['hidden_size']})"
+        return label + (" from a run" if "init_from" in metrics else "")
+    name = "FAME w/o MoE" if fame["num_experts"] == 1 else "FAME"
+    label = f"{name} (H={model['num_heads']}, N={fame['num_experts']})"
     label += " from SASRec" if "init_from" in metrics else " from scratch"
-    if train.get("freeze_epochs"):
-        label += f", {train['freeze_epochs']} frozen epochs"
-    if train.get("warm_start"):
+    if fame.get("freeze_epochs"):
+        label += f", {fame['freeze_epochs']} frozen epochs"
+    if fame.get("warm_start"):
         label += ", warm start"
     if train["lr"] != 1e-3:
         label += f", lr {train['lr']:g}"
-    if not model.get("attn_residual", True):
+    if not fame.get("attn_residual", True):
         label += ", no attention residual"
     return label
 

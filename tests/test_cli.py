@@ -1,5 +1,7 @@
 """The command line: the train contract and one clear line (exit 2) for every bad input."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -71,8 +73,32 @@ def bad_seq(tmp_path, text):
         (lambda p: bad_seq(p, "1 2 3 4\n2 5 six 7\n"), ["bad.txt:2:", "'six' is not an integer"]),
         (lambda p: bad_seq(p, "1 2 3 4\n\n2 5 6 7\n"), ["bad.txt:2:", "empty line"]),
         (lambda p: bad_seq(p, "1 2 3\n2 5 6\n"), ["no user with at least 3 items"]),
+        (
+            lambda p: bad_seq(p, "1 2 3 4\n2 5 +4 7\n"),
+            ["bad.txt:2:", "'+4' is not a plain integer id (write 4"],
+        ),
+        (
+            lambda p: bad_seq(p, "1 2 3 4\n2 5 \uff14 7\n"),
+            ["bad.txt:2:", "'\uff14' is not a plain integer id (write 4"],
+        ),
+        (lambda p: bad_seq(p, "1 2 3 4\n2 5 1_000 7\n"), ["bad.txt:2:", "'1_000' is not a plain"]),
+        (
+            lambda p: bad_seq(p, f"1 2 3 4 {10**20}\n"),
+            ["bad.txt:1:", f"integer id {10**20} does not fit in 64 bits"],
+        ),
+        (
+            lambda p: bad_seq(p, "1 1 2 3\n2 2 3 4\n3 3 4 5\n"),
+            ["dataset 'bad' has no user with more than 3 items", "at least 4"],
+        ),
+        (
+            lambda p: [
+                *bad_seq(p, "user,item,timestamp\nu,a,2014-03-05\nu,b,yesterday\nu,c,2014-03-07\n"),
+                *["--format", "table", "--kcore", "0"],
+            ],
+            ["bad.txt:3:", "cannot read timestamp 'yesterday'", "ISO 8601"],
+        ),
         (lambda p: ["--dataset", "netflix"], ["unknown dataset 'netflix'", "beauty"]),
-        (lambda p: ["--model", "gru4rec"], ["unknown --model value 'gru4rec'", "sasrec, fame"]),
+        (lambda p: ["--model", "nosuchmodel"], ["unknown --model 'nosuchmodel'", "(available: "]),
         (lambda p: ["--hidden", "30", "--heads", "4"], ["hidden size 30", "4 heads"]),
         (lambda p: ["--epochs", "0"], ["--epochs must be a positive integer"]),
         (lambda p: ["--epochs", "-2"], ["--epochs must be a positive integer"]),
@@ -82,7 +108,8 @@ def bad_seq(tmp_path, text):
             lambda p: ["--model", "fame", "--hidden", "64", "--experts", "40"],
             ["--experts from 1 to 32"],
         ),
-        (lambda p: ["--init-from", str(p)], ["apply to --model fame only"]),
+        (lambda p: ["--pretrain"], ["--pretrain: sasrec has no pretraining stage"]),
+        (lambda p: ["--experts", "4"], ["unrecognized arguments: --experts 4"]),
         (
             lambda p: ["--model", "fame", "--hidden", "64", "--init-from", str(p / "nowhere")],
             ["does not exist"],
@@ -148,6 +175,52 @@ def test_table_training_end_to_end_with_options(tmp_path, capsys):
     assert code == 0, err
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["dataset"]["users"] == 30 and metrics["dataset"]["items"] == 12
+
+
+@pytest.fixture(scope="module")
+def own_ids_run(tmp_path_factory):
+    """A tiny run on a table whose ids "007" and "7" differ and whose newest rows lack a time."""
+    root = tmp_path_factory.mktemp("own_ids")
+    rows = ["user,item,timestamp"]
+    for user in range(30):
+        for step in range(6):
+            item = (user + step) % 12
+            rows.append(f"u{user},{item:03d},{1000 + step}")  # "007"
+            rows.append(f"u{user},{item},{1000 + step}.5")  # "7", half a second later
+        rows.append(f"u{user},{item},NaN")  # would be the test item if NaN sorted last
+    path = root / "events.csv"
+    path.write_text("\n".join(rows) + "\n")
+    args = ["train", "--out", str(root / "run"), "--data", str(path), "--format", "table"]
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main([*args, "--kcore", "2", *TINY])
+    return code, err.getvalue(), root / "run"
+
+
+def test_table_run_answers_in_the_ids_of_the_data(own_ids_run, capsys):
+    from famerec.recommender import load
+
+    code, err, run = own_ids_run
+    assert code == 0, err
+    assert "famerec: warning: skipped 30 rows without a timestamp (empty, NaN or null)" in err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dataset"]["items"] == 24 and metrics["dataset"]["actions"] == 30 * 12
+    history = load(run).user_history("u7")
+    assert history[:4] == ["007", "7", "008", "8"]
+    assert history[-2:] == ["000", "0"]  # the NaN row is gone, not sorted last
+    code, stdout, _ = run_cli(["recommend", "--run", str(run), "--user", "u7", "--json"], capsys)
+    assert code == 0
+    assert all(isinstance(entry["item"], str) for entry in json.loads(stdout)["items"])
+
+
+def test_damaged_dataset_file_of_a_run_is_one_clear_line(own_ids_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(own_ids_run[2], copy)
+    whole = (copy / "dataset.npz").read_bytes()
+    (copy / "dataset.npz").write_bytes(whole[: len(whole) // 2])
+    code, _, err = run_cli(["recommend", "--run", str(copy), "--items", "007"], capsys)
+    assert_one_line_error(code, err, "dataset.npz: not a usable famerec dataset file")
 
 
 def test_console_entry_point_exit_code_and_no_traceback(tmp_path):

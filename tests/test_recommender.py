@@ -89,7 +89,7 @@ def test_explain_heads_gate_and_integrated_list(fame):
     assert sum(h.gate for h in explained.heads) == pytest.approx(1.0, abs=1e-5)
     for head in explained.heads:
         assert sum(head.experts) == pytest.approx(1.0, abs=1e-5)
-        assert len(head.experts) == fame.config.model.num_experts
+        assert len(head.experts) == fame.config.options.num_experts
         assert len(head.items) == 4
     assert explained.recommendation.items == fame.recommend(["i1", "i2", "i3"], k=4).items
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Recommender", "__version__", "load"]
+__all__ = ["FamerecError", "Recommender", "Run", "__version__", "compare", "load", "train"]
+
+from famerec.api import Run, compare, train  # light: torch loads when training starts
+from famerec.errors import FamerecError
 
 if TYPE_CHECKING:
     from famerec.recommender import Recommender

@@ -26,7 +26,7 @@ from famerec.data.bundled import BUNDLED
 from famerec.data.split import PrefixSet, leave_one_out
 from famerec.errors import ConfigError, DataError
 from famerec.models import FAME
-from famerec.training import TrainedRun
+from famerec.runs import TrainedRun
 
 
 def attribute_matrix_for(run: TrainedRun, attributes_path: str | None = None) -> torch.Tensor:
@@ -168,7 +168,7 @@ def facet_report(
         "users": users,
         "k": k,
         "heads": heads,
-        "experts": run.model.config.num_experts,
+        "experts": run.model.options.num_experts,
         "head_overlap_jaccard": overlap_sum / max(pairs, 1) if heads > 1 else None,
         "lists": rows,
     }

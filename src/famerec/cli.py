@@ -7,8 +7,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from famerec.config import PRESETS, config_options
+from famerec.config import PRESETS, SECTIONS, RunConfig, config_options
 from famerec.errors import FamerecError
 
 log = logging.getLogger("famerec")
@@ -27,21 +28,37 @@ class _Formatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be replaced, e.g. by tests)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter())
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; only flags given on the command line become overrides."""
+def add_config_flags(parser: argparse.ArgumentParser, model: str) -> None:
+    """One flag per shared config field and per field of `model`'s own section; only flags
+    given on the command line become overrides."""
+    from famerec.models import MODELS
+
     groups = {}
-    for key, flag, field, kind in config_options():
+    for key, flag, field, kind in config_options(model):
         section = key.split(".", 1)[0]
         if section not in groups:
-            groups[section] = parser.add_argument_group(f"{section} options")
+            title = f"{section} options" if section in SECTIONS else f"{section} model options"
+            groups[section] = parser.add_argument_group(title)
         help_text = field.metadata.get("help", "")
         default = field.default
         kwargs = {"dest": key, "default": argparse.SUPPRESS}
@@ -51,8 +68,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             kwargs["type"] = kind
             kwargs["metavar"] = field.name.upper()
-            if field.metadata.get("choices"):
-                help_text += f"; one of {', '.join(field.metadata['choices'])}"
+            choices = field.metadata.get("choices") or (
+                sorted(MODELS) if key == "model.name" else ()
+            )
+            if choices:
+                help_text += f"; one of {', '.join(choices)}"
             if default is not None:
                 help_text += f" (default: {default})"
         groups[section].add_argument(flag, help=help_text, **kwargs)
@@ -150,6 +170,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from famerec.recommender import load
 
     rec = load(args.run, device=args.device)
+    _check_explainable(rec.model_name, args.run)
     sequence = rec.user_history(args.user)
     history, target = sequence[:-1], sequence[-1]
     explained = rec.explain(history, k=args.k, exclude_seen=not args.keep_seen)
@@ -182,12 +203,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_explainable(model_name: str, run: str) -> None:
+    if model_name != "fame":
+        raise FamerecError(
+            f"explain explains FAME runs (per-head lists, gate, router); {run} is a "
+            f"{model_name} run: use `famerec recommend` for its top-k"
+        )
+
+
 def _explain_facets(args: argparse.Namespace) -> int:
     from famerec.analysis import attribute_matrix_for, facet_report
     from famerec.report import table
-    from famerec.training import load_run
+    from famerec.runs import load_run
 
     run = load_run(args.run)
+    _check_explainable(run.config.model.name, args.run)
     compare = args.compare
     if compare is None and "init_from" in run.metrics:
         compare = run.metrics["init_from"]["run"]
@@ -328,7 +358,32 @@ def add_experiment_commands(commands) -> None:
     report.add_argument("--no-plots", action="store_true", help="markdown only")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def model_in(argv: Sequence[str]) -> str:
+    """The model a `train` command line is about, so that its own flags can be offered: the
+    --model value, else (with --resume) the model of the run in --out, else the default."""
+    from famerec.models import MODELS
+
+    def value_of(flag: str) -> str | None:
+        for index, arg in enumerate(argv):
+            if arg == flag and index + 1 < len(argv):
+                return argv[index + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+        return None
+
+    name = value_of("--model")
+    if name is None and "--resume" in argv and value_of("--out"):
+        try:
+            name = RunConfig.load(Path(value_of("--out")) / "config.json").model.name
+        except FamerecError:
+            name = None
+    if name is None:
+        name = RunConfig().model.name
+    return name if name in MODELS else RunConfig().model.name
+
+
+def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
+    """The whole command line; `train` offers the shared flags and `model`'s own."""
     parser = ArgumentParser(
         prog="famerec",
         description="Sequential recommendation with FAME and SASRec: train, explain, serve.",
@@ -338,16 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )
 
+    from famerec.models import MODELS
+
     train = commands.add_parser(
         "train",
         help="train and evaluate a model",
-        description="Train a model with early stopping on validation NDCG@10, then test once.",
+        description="Train a model with early stopping on validation NDCG@10, then test once. "
+        f"Models: {', '.join(sorted(MODELS))}; `famerec train --model NAME --help` lists a "
+        f"model's own options. This help shows --model {model}: {MODELS[model].summary}.",
     )
     train.add_argument("--out", required=True, help="run directory to write")
     train.add_argument("--preset", choices=sorted(PRESETS), help="named bundle of settings")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    add_config_flags(train)
+    add_config_flags(train, model)
     train.set_defaults(handler=cmd_train)
 
     recommend = commands.add_parser(
@@ -407,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(model_in(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # usage errors (code 2) and --help (code 0)

@@ -15,10 +15,6 @@ from typing import Any
 
 from famerec.errors import ConfigError
 
-FAME_HEADS = (1, 2, 4, 8, 16)
-FAME_HIDDEN = (64, 128)
-MAX_EXPERTS = 32
-
 
 def option(default: Any, help: str, flag: str | None = None, choices: tuple | None = None):
     """A config field with the metadata the CLI generator needs."""
@@ -71,39 +67,43 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = option("sasrec", "model to train", flag="--model", choices=("sasrec", "fame"))
+    """Settings every model shares; a model's own settings live in its own section."""
+
+    name: str = option("sasrec", "model to train", flag="--model")
     hidden_size: int = option(64, "hidden size d", flag="--hidden")
-    num_layers: int = option(2, "number of Transformer layers", flag="--layers")
+    num_layers: int = option(2, "number of layers", flag="--layers")
     num_heads: int = option(2, "attention heads H", flag="--heads")
-    num_experts: int = option(
-        4, "FAME: query experts N per head (1 = FAME w/o MoE)", flag="--experts"
-    )
     dropout: float = option(0.5, "dropout rate (0.5 is SASRec's Amazon setting)")
     max_len: int = option(50, "most recent items kept per sequence")
-    attn_residual: bool = option(
-        True, "FAME: residual connection around the last layer's attention, per head"
-    )
 
     def validate(self) -> None:
+        from famerec.models.registry import model_spec
+
+        model_spec(self.name)  # a clear error for an unknown model
         if self.hidden_size <= 0 or self.num_layers <= 0 or self.num_heads <= 0:
             raise ConfigError("--hidden, --layers and --heads must be positive")
-        if self.name == "fame":
-            if self.num_heads not in FAME_HEADS:
-                raise ConfigError(f"FAME needs --heads in {FAME_HEADS}, got {self.num_heads}")
-            if self.hidden_size not in FAME_HIDDEN:
-                raise ConfigError(f"FAME needs --hidden in {FAME_HIDDEN}, got {self.hidden_size}")
-            if not 1 <= self.num_experts <= MAX_EXPERTS:
-                raise ConfigError(
-                    f"FAME needs --experts from 1 to {MAX_EXPERTS}, got {self.num_experts}"
-                )
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads"
-            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.max_len <= 0:
             raise ConfigError(f"--max-len must be positive, got {self.max_len}")
+
+    def check_heads_divide_hidden(self) -> None:
+        """For models that split d over H attention heads."""
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads"
+            )
+
+
+@dataclass
+class ModelOptions:
+    """Base of a model's own config section (empty for models without own settings).
+
+    A subclass declares its fields with `option(...)`; `validate` sees the shared sections.
+    """
+
+    def validate(self, model: ModelConfig, train: TrainConfig) -> None:
+        """Raise ConfigError for settings this model cannot use."""
 
 
 @dataclass
@@ -130,19 +130,25 @@ class TrainConfig:
     loss_chunk: int = option(
         512, "positions per chunk of the fused cross-entropy, 0 = plain full logits"
     )
-    init_from: str | None = option(None, "FAME: start from this finished SASRec run directory")
-    pretrain: bool = option(False, "FAME: first train SASRec into OUT/pretrain, then start from it")
-    freeze_epochs: int = option(
-        0,
-        "FAME from SASRec: train only the new parts for this many epochs before fine-tuning "
-        "everything (0 = end to end from the start, as in the paper)",
+    loss: str = option(
+        "full",
+        "next-item loss: full (softmax over all items, the paper's protocol) or sampled "
+        "(softmax over the target and --negatives items shared by the batch, for huge catalogs)",
+        choices=("full", "sampled"),
     )
-
-    warm_start: bool = option(
-        False,
-        "FAME from SASRec: start the new parts close to SASRec (expert queries from SASRec's "
-        "last query, W_f as head slices, uniform gate, zero FFN') instead of random (not in "
-        "the paper)",
+    negatives: int = option(1024, "--loss sampled: negatives per batch")
+    negative_sampling: str = option(
+        "uniform",
+        "--loss sampled: uniform, or popularity (by training frequency, with logQ correction)",
+        choices=("uniform", "popularity"),
+    )
+    init_from: str | None = option(
+        None,
+        "start from this finished run directory (FAME: a SASRec run; SASRec: a SASRec run to "
+        "train on)",
+    )
+    pretrain: bool = option(
+        False, "first train the model's pretraining model (FAME: SASRec) into OUT/pretrain"
     )
 
     def validate(self) -> None:
@@ -156,52 +162,101 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.negatives <= 0:
+            raise ConfigError(f"--negatives must be a positive integer, got {self.negatives}")
         if self.threads < 0 or self.loss_chunk < 0:
             raise ConfigError("--threads and --loss-chunk must be 0 or more")
         if self.init_from is not None and self.pretrain:
             raise ConfigError("use either --init-from RUN_DIR or --pretrain, not both")
-        if self.freeze_epochs < 0:
-            raise ConfigError(f"--freeze-epochs must be 0 or more, got {self.freeze_epochs}")
-        if self.freeze_epochs and self.init_from is None and not self.pretrain:
-            raise ConfigError("--freeze-epochs needs --init-from or --pretrain")
-        if self.warm_start and self.init_from is None and not self.pretrain:
-            raise ConfigError("--warm-start needs --init-from or --pretrain")
+
+    @property
+    def starts_from_run(self) -> bool:
+        return self.init_from is not None or self.pretrain
+
+
+# Keys of settings that moved into a model's own section: old config.json files and old
+# callers keep working.
+MOVED_KEYS = {
+    "model.num_experts": "fame.num_experts",
+    "model.attn_residual": "fame.attn_residual",
+    "train.freeze_epochs": "fame.freeze_epochs",
+    "train.warm_start": "fame.warm_start",
+}
+
+
+def _options_class(name: str) -> type:
+    from famerec.models.registry import model_spec
+
+    return model_spec(name).options
+
+
+def _model_sections() -> dict[str, type]:
+    from famerec.models.registry import MODELS
+
+    return {name: spec.options for name, spec in MODELS.items()}
 
 
 @dataclass
 class RunConfig:
+    """The shared sections, plus `options`: the section of the model named in `model.name`.
+
+    In config.json and in dotted keys the model's section goes by the model's name, e.g.
+    `{"model": {"name": "fame", ...}, "fame": {"num_experts": 4, ...}}` and "fame.num_experts".
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            self.options = _options_class(self.model.name)()
 
     def validate(self) -> RunConfig:
-        for section in (self.data, self.model, self.train):
+        for section in (self.data, self.model, self.train, self.options):
             check_choices(section)
         self.data.validate()
         self.model.validate()
         self.train.validate()
-        if self.model.name != "fame" and (self.train.init_from or self.train.pretrain):
-            raise ConfigError("--init-from and --pretrain apply to --model fame only")
+        if not isinstance(self.options, _options_class(self.model.name)):
+            raise ConfigError(f"the model section does not belong to model '{self.model.name}'")
+        self.options.validate(self.model, self.train)
+        from famerec.models.registry import model_spec
+
+        spec = model_spec(self.model.name)
+        if self.train.pretrain and spec.pretrain is None:
+            raise ConfigError(f"--pretrain: {self.model.name} has no pretraining stage")
+        if self.train.init_from and not spec.starts_from:
+            raise ConfigError(f"--init-from: {self.model.name} cannot start from another run")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        payload = {
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+        payload[self.model.name] = dataclasses.asdict(self.options)
+        return payload
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> RunConfig:
+        payload = _move_old_keys(payload)
         sections = {}
-        for section in dataclasses.fields(cls):
-            section_cls = SECTIONS[section.name]
-            values = dict(payload.get(section.name, {}))
-            known = {f.name for f in dataclasses.fields(section_cls)}
-            unknown = set(values) - known
-            if unknown:
-                raise ConfigError(f"unknown {section.name} options in config: {sorted(unknown)}")
-            sections[section.name] = section_cls(**values)
-        return cls(**sections)
+        for name, section_cls in SECTIONS.items():
+            sections[name] = _build_section(name, section_cls, payload.get(name, {}))
+        model_name = sections["model"].name
+        known_sections = set(SECTIONS) | set(_model_sections())
+        unknown = set(payload) - known_sections
+        if unknown:
+            raise ConfigError(f"unknown config sections: {sorted(unknown)}")
+        options_cls = _options_class(model_name)
+        options = _build_section(model_name, options_cls, payload.get(model_name, {}))
+        return cls(**sections, options=options)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -212,12 +267,52 @@ class RunConfig:
         return cls.from_dict(payload)
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
-        """A copy with dotted overrides applied, e.g. {"model.hidden_size": 128}."""
+        """A copy with dotted overrides applied, e.g. {"model.hidden_size": 128}.
+
+        A key of another model's section than the resulting model's is an error.
+        """
+        overrides = {MOVED_KEYS.get(key, key): value for key, value in overrides.items()}
         payload = self.to_dict()
+        model_name = overrides.get("model.name", self.model.name)
+        if model_name != self.model.name:
+            payload.pop(self.model.name, None)  # the old model's settings do not carry over
         for key, value in overrides.items():
             section, name = key.split(".", 1)
-            payload[section][name] = value
+            if section not in SECTIONS and section != model_name:
+                flag = _flag_of(section, name)
+                raise ConfigError(f"{flag} applies to --model {section}, not {model_name}")
+            payload.setdefault(section, {})[name] = value
         return RunConfig.from_dict(payload)
+
+
+def _move_old_keys(payload: dict[str, Any]) -> dict[str, Any]:
+    """Settings saved by older versions in the shared sections move to the model's section."""
+    payload = {key: dict(value) for key, value in payload.items()}
+    model_name = payload.get("model", {}).get("name", "sasrec")
+    for old, new in MOVED_KEYS.items():
+        old_section, old_name = old.split(".")
+        new_section, new_name = new.split(".")
+        if old_name in payload.get(old_section, {}):
+            value = payload[old_section].pop(old_name)
+            if model_name == new_section:
+                payload.setdefault(new_section, {}).setdefault(new_name, value)
+    return payload
+
+
+def _build_section(name: str, section_cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown {name} options in config: {sorted(unknown)}")
+    return section_cls(**values)
+
+
+def _flag_of(section: str, name: str) -> str:
+    sections = {**SECTIONS, **_model_sections()}
+    for f in dataclasses.fields(sections.get(section, ModelOptions)):
+        if f.name == name:
+            return f.metadata.get("flag") or "--" + name.replace("_", "-")
+    return "--" + name.replace("_", "-")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -231,10 +326,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def config_options() -> list[tuple[str, str, dataclasses.Field, type]]:
-    """(dotted key, flag, field, python type) for every config field, in declaration order."""
+def config_options(model: str | None = None) -> list[tuple[str, str, dataclasses.Field, type]]:
+    """(dotted key, flag, field, python type) for every shared config field and, with `model`,
+    that model's own fields, in declaration order."""
     options = []
-    for section_name, section_cls in SECTIONS.items():
+    sections = dict(SECTIONS)
+    if model is not None:
+        sections[model] = _options_class(model)
+    for section_name, section_cls in sections.items():
         hints = typing.get_type_hints(section_cls)
         for f in dataclasses.fields(section_cls):
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")

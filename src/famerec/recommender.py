@@ -20,7 +20,7 @@ import torch
 
 from famerec.errors import FamerecError
 from famerec.models import FAME
-from famerec.training import load_run, resolve_device
+from famerec.runs import load_run, resolve_device
 
 ItemId = int | str
 
@@ -266,16 +266,30 @@ class Recommender:
 
     # -- vectors -----------------------------------------------------------------------------
 
+    @property
+    def dot_product_scores(self) -> bool:
+        """True when scores are query vector . item vector, so vector indexes apply."""
+        return self.model.dot_product_scores
+
+    def _check_vectors(self) -> None:
+        if not self.dot_product_scores:
+            raise FamerecError(
+                f"{self.model_name} scores are not one dot product of a query and an item "
+                "vector: vector indexes (ANN) do not apply; use recommend(), which scores exactly"
+            )
+
     @torch.inference_mode()
     def query_vectors(self, sequences: Sequence[Sequence[ItemId]], strict: bool = False):
         """(B, d) float32: one vector per sequence; its dot product with `item_vectors()` rows
         is the model's score (for FAME, sum_h g_h W_f^(h) F^(h), Eq. 11 collapsed)."""
+        self._check_vectors()
         batch, _, _ = self._prepare(sequences, strict)
         return self.model.last_query_vectors(batch).float().cpu().numpy()
 
     @torch.inference_mode()
     def item_vectors(self) -> np.ndarray:
         """(num_items, d) float32, row j for item `item_ids[j]`."""
+        self._check_vectors()
         return self.model.item_vectors()[1:].float().cpu().numpy()
 
 

@@ -93,7 +93,7 @@ def create_app(recommender: Recommender) -> FastAPI:
             "hidden_size": config.hidden_size,
             "layers": config.num_layers,
             "heads": config.num_heads,
-            "experts": config.num_experts if config.name == "fame" else None,
+            "experts": getattr(recommender.config.options, "num_experts", None),
             "max_len": config.max_len,
             "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
         }

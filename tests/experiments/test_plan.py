@@ -152,9 +152,9 @@ def test_train_command_maps_settings_to_flags(tmp_path):
     settings = {
         "model.name": "fame",
         "model.num_heads": 4,
-        "model.attn_residual": False,
+        "fame.attn_residual": False,
         "train.lr": 0.0005,
-        "train.warm_start": True,
+        "fame.warm_start": True,
         "train.threads": 8,
         "train.device": "cpu",
     }

@@ -1,16 +1,10 @@
 """Reports from records alone: the committed smoke report is what its records give."""
 
-import math
 import statistics
-
-import numpy as np
-import pytest
-from scipy import stats
 
 from famerec.cli import main
 from famerec.experiments import Plan, Store, load_spec
 from famerec.experiments.report import write_report
-from famerec.experiments.stats import paired_bootstrap, paired_t_test, user_ndcg
 from tests.experiments.helpers import REPO, fake_record, write_spec
 
 SMOKE = REPO / "experiments/smoke.toml"
@@ -61,22 +55,3 @@ def test_unfinished_models_are_reported_as_such_and_test_metrics_of_trials_stay_
     text = write_report(spec, out=tmp_path / "out", plots=False)
     assert "not finished (1 of 3 runs)" in text
     assert "0.1234" in text and "0.9876" not in text  # validation shown, test kept out
-
-
-def test_paired_tests():
-    rng = np.random.default_rng(1)
-    a = rng.normal(0.5, 0.1, 400)
-    b = a - 0.02 + rng.normal(0, 0.05, 400)
-    assert paired_t_test(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    assert paired_t_test(a, b) < 0.001 and paired_bootstrap(a, b) < 0.01
-    noise = rng.normal(0, 0.05, 400)
-    level = a + noise - noise.mean()  # the same mean: no difference to find
-    assert paired_t_test(a, level) == pytest.approx(1.0)
-    assert paired_bootstrap(a, level) > 0.5
-    assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
-    assert math.isnan(paired_t_test(a, a)) and math.isnan(paired_bootstrap(a, a))
-
-
-def test_user_ndcg_from_ranks():
-    ranks = np.array([0, 1, 9, 10, np.iinfo(np.int32).max])
-    assert user_ndcg(ranks, 10) == pytest.approx([1.0, 1 / np.log2(3), 1 / np.log2(11), 0, 0])

@@ -16,9 +16,9 @@ def test_table2_spec_has_the_papers_grids_with_equal_budgets(tmp_path):
     heads, experts = fame.stages
     assert {p["model.num_heads"] for p in heads.points} == {1, 2, 4, 8, 16}
     assert {p["model.hidden_size"] for p in heads.points} == {64, 128}
-    assert heads.settings == {"model.num_experts": 1}
+    assert heads.settings == {"fame.num_experts": 1}
     assert experts.from_best == ("model.num_heads", "model.hidden_size")
-    assert [p["model.num_experts"] for p in experts.points] == [2, 4, 8, 16, 32]
+    assert [p["fame.num_experts"] for p in experts.points] == [2, 4, 8, 16, 32]
     assert fame.settings["train.init_from"] == Ref("sasrec", ("model.hidden_size",))
     assert spec.entry("sasrec").trials == fame.trials == 15
     pending = {e.name for e in spec.entries if e.pending}
@@ -34,9 +34,9 @@ def test_table2_spec_has_the_papers_grids_with_equal_budgets(tmp_path):
         # only SASRec's first stage can start: everything else waits for a selection
         assert [r.state for r in sasrec.trials].count(READY) == 10
         assert all(r.state == WAITING for r in fame_plan.runs)
-    assert len(plan.runs) == 102
+    assert len(plan.runs) == 111  # and the control: 1 setting x 3 seeds per dataset
     ids = [r.id for r in plan.runs if r.id]
-    assert len(ids) == len(set(ids)) == 60  # both first stages have their ids
+    assert len(ids) == len(set(ids)) == 69  # both first stages and the control have ids
     assert "beauty/sasrec/hidden_size=128,num_heads=16,seed=42" in ids
 
 
@@ -79,7 +79,7 @@ STAGE = '[[models.sasrec.stages]]\nname = "a"\ngrid.model.num_heads = [1, 2]\n'
             + STAGE
             + "[models.fame]\n"
             + STAGE.replace("sasrec", "fame")
-            + '[[models.fame.stages]]\nname = "b"\ngrid.model.num_experts = [2]\n',
+            + '[[models.fame.stages]]\nname = "b"\ngrid.fame.num_experts = [2]\n',
             ["unequal numbers of validation trials", "sasrec 2", "fame 3"],
         ),
         (

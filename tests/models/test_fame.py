@@ -1,26 +1,18 @@
 import pytest
 import torch
 
-from famerec.config import ModelConfig
-from famerec.errors import ConfigError
-from famerec.models import FAME, MoEAttention, build_model
-from famerec.models.sasrec import CausalSelfAttention
+from famerec.config import ModelConfig, RunConfig
+from famerec.errors import ConfigError, FamerecError
+from famerec.models import FAME, FAMEOptions, MoEAttention, build_model
+from famerec.models.layers import MultiHeadAttention
 
 NUM_ITEMS = 40
 
 
 def fame(heads=2, experts=4, **kwargs) -> FAME:
     torch.manual_seed(0)
-    config = ModelConfig(
-        name="fame",
-        hidden_size=64,
-        num_heads=heads,
-        num_experts=experts,
-        max_len=10,
-        dropout=0.0,
-        **kwargs,
-    )
-    model = build_model(config, NUM_ITEMS).eval()
+    config = ModelConfig(name="fame", hidden_size=64, num_heads=heads, max_len=10, dropout=0.0)
+    model = build_model(config, NUM_ITEMS, FAMEOptions(num_experts=experts, **kwargs)).eval()
     assert isinstance(model, FAME)
     return model
 
@@ -62,7 +54,7 @@ def test_single_expert_is_plain_attention_with_the_same_query_weights():
     torch.manual_seed(0)
     moe = MoEAttention(hidden_size=64, num_heads=4, num_experts=1, dropout=0.0).eval()
     torch.nn.init.normal_(moe.router)
-    plain = CausalSelfAttention(hidden_size=64, num_heads=4, dropout=0.0).eval()
+    plain = MultiHeadAttention(hidden_size=64, num_heads=4, dropout=0.0).eval()
     plain.query.load_state_dict(moe.expert_queries.state_dict())
     plain.key.load_state_dict(moe.key.state_dict())
     plain.value.load_state_dict(moe.value.state_dict())
@@ -136,15 +128,15 @@ def test_explain_excludes_items():
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        ({"num_heads": 3}, "--heads in"),
-        ({"hidden_size": 96, "num_heads": 2}, "--hidden in"),
-        ({"num_experts": 0}, "--experts from 1 to 32"),
-        ({"num_experts": 33}, "--experts from 1 to 32"),
+        ({"model.num_heads": 3}, "--heads in"),
+        ({"model.hidden_size": 96, "model.num_heads": 2}, "--hidden in"),
+        ({"fame.num_experts": 0}, "--experts from 1 to 32"),
+        ({"fame.num_experts": 33}, "--experts from 1 to 32"),
     ],
 )
 def test_invalid_combinations(overrides, words):
     with pytest.raises(ConfigError, match=words):
-        ModelConfig(name="fame", **overrides).validate()
+        RunConfig().with_overrides({"model.name": "fame", **overrides}).validate()
 
 
 @pytest.mark.parametrize("heads", [1, 2, 4, 8, 16])
@@ -158,3 +150,69 @@ def test_last_position_shortcut_equals_the_full_pass():
     torch.testing.assert_close(
         model.last_query_vectors(SEQ), model.query_vectors(SEQ)[:, -1], rtol=1e-5, atol=1e-6
     )
+
+
+def test_mixture_of_softmaxes_loss_matches_its_definition():
+    from famerec.models.losses import mixture_of_softmaxes_loss
+
+    torch.manual_seed(0)
+    queries = torch.randn(7, 3, 4, requires_grad=True)
+    items = torch.randn(3, 11, 4, requires_grad=True)
+    gate = torch.softmax(torch.randn(7, 3), -1)
+    targets = torch.randint(0, 11, (7,))
+    probs = torch.softmax(torch.einsum("nhe,hve->nhv", queries, items), -1)  # (N, H, V)
+    mixed = (gate[:, :, None] * probs).sum(1)  # (N, V)
+    expected = -torch.log(mixed[torch.arange(7), targets]).mean()
+    plain = mixture_of_softmaxes_loss(queries, items, gate, targets)
+    chunked = mixture_of_softmaxes_loss(queries, items, gate, targets, chunk_size=3)
+    torch.testing.assert_close(plain, expected)
+    torch.testing.assert_close(chunked, expected)
+    grads = torch.autograd.grad(chunked, (queries, items))
+    expected_grads = torch.autograd.grad(expected, (queries, items))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_softmax_fusion_scores_are_log_probabilities_of_the_mixture():
+    model = fame(heads=4, experts=2, fusion="softmax")
+    assert not model.dot_product_scores
+    scores = model.score(SEQ)  # (B, V + 1)
+    assert torch.isneginf(scores[:, 0]).all()
+    torch.testing.assert_close(scores[:, 1:].exp().sum(1), torch.ones(3))
+    head_scores, out = model.head_scores(SEQ)
+    probs = torch.softmax(head_scores, -1)  # (B, H, V + 1)
+    mixed = (out.gate[:, -1, :, None] * probs).sum(1)
+    torch.testing.assert_close(scores[:, 1:], mixed[:, 1:].log())
+    explanation = model.explain(SEQ, k=5)
+    torch.testing.assert_close(explanation.scores, scores.topk(5).values)
+
+
+def test_one_head_ranks_the_same_under_both_fusions():
+    """With H = 1 the gate is 1 and log-softmax keeps the order of the scores."""
+    by_score = fame(heads=1, experts=2)
+    by_softmax = fame(heads=1, experts=2, fusion="softmax")
+    by_softmax.load_state_dict(by_score.state_dict())
+    a, b = by_score.score(SEQ)[:, 1:], by_softmax.score(SEQ)[:, 1:]
+    assert torch.equal(a.argsort(1, descending=True)[:, :10], b.argsort(1, descending=True)[:, :10])
+
+
+def test_softmax_fusion_trains_and_serves(seq_file, tmp_path):
+    import json
+
+    from famerec.recommender import load
+    from famerec.training import train_run
+    from tests.conftest import tiny_overrides
+
+    overrides = tiny_overrides(
+        seq_file,
+        **{"model.name": "fame", "model.hidden_size": 64, "fame.fusion": "softmax"},
+        **{"train.epochs": 3, "train.patience": 3},
+    )
+    metrics = train_run(RunConfig().with_overrides(overrides), tmp_path / "mos", progress=False)
+    log = [json.loads(r) for r in (tmp_path / "mos/log.jsonl").read_text().splitlines()]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert metrics["valid"]["NDCG@10"] > 0
+    rec = load(tmp_path / "mos")
+    assert len(rec.recommend([1, 2, 3], k=5).items) == 5
+    with pytest.raises(FamerecError, match="do not apply"):
+        rec.item_vectors()

@@ -4,12 +4,13 @@ import torch.nn.functional as F
 
 from famerec.config import ModelConfig
 from famerec.errors import ConfigError
-from famerec.models import build_model, init_fame_from_sasrec, warm_start_new_parts
+from famerec.models import FAMEOptions, build_model, init_fame_from_sasrec, warm_start_new_parts
 
 
-def build(name, num_items=25, **kwargs):
+def build(name, num_items=25, num_experts=None, **kwargs):
     config = ModelConfig(name=name, hidden_size=64, max_len=10, **kwargs)
-    return build_model(config, num_items)
+    options = FAMEOptions(num_experts=num_experts) if num_experts else None
+    return build_model(config, num_items, options)
 
 
 def test_transfer_copies_exactly_the_right_tensors():

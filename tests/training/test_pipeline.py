@@ -207,14 +207,24 @@ def test_freeze_epochs_keep_the_copied_weights_fixed_at_first(seq_file, tmp_path
     assert [r["pretrained_frozen"] for r in log] == [True, False, False]
 
 
+FAME_64 = {"model.name": "fame", "model.hidden_size": 64}
+
+
 def test_freeze_epochs_need_a_pretrained_start(tiny_config):
     with pytest.raises(ConfigError, match="--freeze-epochs needs --init-from or --pretrain"):
-        tiny_config.with_overrides({"train.freeze_epochs": 2}).validate()
+        tiny_config.with_overrides(FAME_64 | {"fame.freeze_epochs": 2}).validate()
 
 
 def test_warm_start_needs_a_pretrained_start(tiny_config):
     with pytest.raises(ConfigError, match="--warm-start needs --init-from or --pretrain"):
-        tiny_config.with_overrides({"train.warm_start": True}).validate()
+        tiny_config.with_overrides(FAME_64 | {"fame.warm_start": True}).validate()
+
+
+def test_model_options_belong_to_their_model(tiny_config):
+    with pytest.raises(ConfigError, match="--experts applies to --model fame, not sasrec"):
+        tiny_config.with_overrides({"fame.num_experts": 2})
+    old_style = tiny_config.with_overrides(FAME_64 | {"model.num_experts": 2})  # older key
+    assert old_style.options.num_experts == 2
 
 
 def test_warm_start_keeps_what_sasrec_learned(seq_file, tmp_path):
@@ -227,9 +237,9 @@ def test_warm_start_keeps_what_sasrec_learned(seq_file, tmp_path):
     frozen["train.init_from"] = str(tmp_path / "sasrec")
     hit_rates = {}
     for warm in (False, True):
-        config = RunConfig().with_overrides({**frozen, "train.warm_start": warm})
+        config = RunConfig().with_overrides({**frozen, "fame.warm_start": warm})
         metrics = train_run(config, tmp_path / f"fame-{warm}", progress=False)
-        assert metrics["config"]["train"]["warm_start"] is warm
+        assert metrics["config"]["fame"]["warm_start"] is warm
         hit_rates[warm] = metrics["valid"]["HR@5"]
     assert hit_rates[True] > 0.8 * sasrec["valid"]["HR@5"]
     assert hit_rates[False] < 0.5 * sasrec["valid"]["HR@5"]

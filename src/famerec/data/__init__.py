@@ -5,7 +5,12 @@ from __future__ import annotations
 from famerec.config import DataConfig
 from famerec.data.bundled import BUNDLED, bundled_names, load_attributes, load_bundled
 from famerec.data.readers import kcore_filter, kcore_sequences, read_sequence_file, read_table
-from famerec.data.sequences import SequenceData, drop_short_users
+from famerec.data.sequences import (
+    SequenceData,
+    drop_short_users,
+    fingerprint,
+    require_training_pairs,
+)
 from famerec.data.split import LeaveOneOut, PrefixSet, leave_one_out
 
 __all__ = [
@@ -15,6 +20,7 @@ __all__ = [
     "SequenceData",
     "bundled_names",
     "drop_short_users",
+    "fingerprint",
     "kcore_filter",
     "kcore_sequences",
     "leave_one_out",
@@ -23,11 +29,13 @@ __all__ = [
     "load_dataset",
     "read_sequence_file",
     "read_table",
+    "require_training_pairs",
 ]
 
 
 def load_dataset(config: DataConfig) -> SequenceData:
-    """The dataset a config names, with users too short for leave-one-out dropped."""
+    """The dataset a config names, with users too short for leave-one-out dropped; data with
+    nothing to train on is refused here, before a run directory exists."""
     kcore = config.kcore_or_default
     if config.path is None:
         data = load_bundled(config.dataset)
@@ -47,4 +55,4 @@ def load_dataset(config: DataConfig) -> SequenceData:
             columns=columns,
             kcore=kcore,
         )
-    return drop_short_users(data)
+    return require_training_pairs(drop_short_users(data))

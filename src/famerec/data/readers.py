@@ -18,6 +18,17 @@ log = logging.getLogger("famerec")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TAB_SUFFIXES = (".tsv", ".tab")
 
+# An integer id is written the way Python writes the integer: ASCII digits, no leading zeros,
+# no '+' or '_', '-' only before a nonzero number; and it fits in 64 bits. So "007", "+7",
+# "7" and "７" can never be silently merged into one id.
+PLAIN_INTEGER = r"^(0|-?[1-9][0-9]*)$"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Timestamps that mean "no timestamp"; compared after stripping spaces and lower-casing.
+MISSING_TIMES = ["", "nan", "na", "n/a", "null", "none"]
+TIMES_EXPECTED = (
+    "timestamps must be all numbers or all ISO 8601 dates/times (2014-03-05, 2014-03-05T10:00:00)"
+)
+
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
@@ -35,7 +46,7 @@ def _require_file(path: str | Path) -> Path:
 
 
 def read_sequence_file(path: str | Path, name: str | None = None, kcore: int = 0) -> SequenceData:
-    """Read lines `user item item ...` (integer ids, items oldest first).
+    """Read lines `user item item ...` (plain 64-bit integer ids, items oldest first).
 
     Item ids are renumbered 1..n in increasing order of the original ids, so files whose ids
     already run 1..n (the bundled data) keep them.
@@ -50,11 +61,7 @@ def read_sequence_file(path: str | Path, name: str | None = None, kcore: int = 0
                 tokens = line.split()
                 if not tokens:
                     raise DataError("empty line (expected `user item item ...`)", str(path), number)
-                try:
-                    ids = [int(token) for token in tokens]
-                except ValueError:
-                    bad = next(t for t in tokens if not _is_int(t))
-                    raise DataError(f"{bad!r} is not an integer id", str(path), number) from None
+                ids = _integer_ids(tokens, str(path), number)
                 user = ids[0]
                 if user in first_line_of_user:
                     raise DataError(
@@ -92,6 +99,27 @@ def kcore_sequences(data: SequenceData, k: int, where: str | None = None) -> Seq
     return _sequences_from_frame(data.name, frame, k, where or data.name)
 
 
+def _integer_ids(tokens: list[str], path: str, line: int) -> list[int]:
+    """The tokens as integers; anything but a plain 64-bit integer is refused with file:line."""
+    try:
+        ids = [int(token) for token in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not _is_int(t))
+        raise DataError(f"{bad!r} is not an integer id", path, line) from None
+    if list(map(str, ids)) != tokens:  # int() also takes "007", "+7", "1_000" and "７"
+        bad, value = next((t, v) for t, v in zip(tokens, ids) if str(v) != t)
+        raise DataError(
+            f"{bad!r} is not a plain integer id (write {value}: ASCII digits without '+', '_' "
+            "or leading zeros)",
+            path,
+            line,
+        )
+    if min(ids) < INT64_MIN or max(ids) > INT64_MAX:
+        bad = next(t for t, v in zip(tokens, ids) if not INT64_MIN <= v <= INT64_MAX)
+        raise DataError(f"integer id {bad} does not fit in 64 bits", path, line)
+    return ids
+
+
 def _is_int(token: str) -> bool:
     try:
         int(token)
@@ -113,8 +141,10 @@ def read_table(
 ) -> SequenceData:
     """Read an interaction table (one row per user-item event) into sequences.
 
-    Applies iterative k-core filtering, orders each user's items by time (ties keep file order)
-    and renumbers users and items in increasing order of their original ids.
+    Drops rows without a user, item or timestamp (with a warning), applies iterative k-core
+    filtering, orders each user's items by time (numbers or dates; ties keep file order) and
+    renumbers users and items in increasing order of their original ids (integers when every
+    id is a plain integer, else strings as written).
     """
     path = _require_file(path)
     frame = _scan_table(path, sep, header, columns)
@@ -143,13 +173,96 @@ def read_table(
         raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
     if table.height == 0:
         raise DataError("the table has no rows", str(path))
-    complete = table.drop_nulls(["user", "item", "time"])
-    if complete.height < table.height:
-        log.warning(
-            "skipped %d rows with an empty user, item or timestamp", table.height - complete.height
+    first_line = None if path.suffix.lower() in PARQUET_SUFFIXES else (2 if header else 1)
+    try:
+        complete = _complete_rows(table)
+        if complete.height == 0:
+            raise DataError("no row has a user, an item and a timestamp", str(path))
+        complete = complete.with_columns(
+            _typed_ids(complete["user"]),
+            _typed_ids(complete["item"]),
+            _parsed_times(complete, str(path), first_line),
         )
+    except pl.exceptions.PolarsError as error:
+        raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
     name = name or path.name.split(".")[0]
     return _sequences_from_frame(name, complete, kcore, str(path))
+
+
+def _complete_rows(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows with a user, an item and a timestamp; the others are dropped with a counted warning.
+
+    Ids are text with surrounding spaces removed (empty means missing); a timestamp is missing
+    when empty, null, NaN or one of MISSING_TIMES, so it is never sorted in as a value.
+    """
+    time = pl.col("time")
+    if table.schema["time"] == pl.String:
+        text = time.str.strip_chars()
+        time = pl.when(~text.str.to_lowercase().is_in(MISSING_TIMES)).then(text)
+    elif table.schema["time"].is_float():
+        time = pl.when(~time.is_nan()).then(time)
+    table = table.with_columns(_text_or_null("user"), _text_or_null("item"), time.alias("time"))
+    with_ids = table.filter(pl.col("user").is_not_null() & pl.col("item").is_not_null())
+    if with_ids.height < table.height:
+        log.warning("skipped %d rows with an empty user or item", table.height - with_ids.height)
+    complete = with_ids.filter(pl.col("time").is_not_null())
+    if complete.height < with_ids.height:
+        log.warning(
+            "skipped %d rows without a timestamp (empty, NaN or null)",
+            with_ids.height - complete.height,
+        )
+    return complete
+
+
+def _text_or_null(column: str) -> pl.Expr:
+    text = pl.col(column).cast(pl.String).str.strip_chars()
+    return pl.when(text != "").then(text).alias(column)
+
+
+def _typed_ids(ids: pl.Series) -> pl.Series:
+    """Integers when every id is a plain 64-bit integer (see PLAIN_INTEGER), else the text as
+    written, so "007" and "7" stay two ids and answers use the spelling of the data."""
+    as_int = ids.cast(pl.Int64, strict=False)
+    if (ids.str.contains(PLAIN_INTEGER) & as_int.is_not_null()).all():
+        return as_int
+    return ids
+
+
+def _parsed_times(frame: pl.DataFrame, path: str, first_line: int | None) -> pl.Series:
+    """Timestamps as numbers or datetimes, so that they sort by time and not as text.
+
+    Text is read as numbers when the first timestamp is one, else as ISO 8601 dates/times; the
+    first value that does not fit is refused, naming its line (CSV) or row (Parquet).
+    """
+    time = frame["time"]
+    if time.dtype.is_float():
+        bad = time.is_infinite()
+    elif time.dtype.is_numeric() or time.dtype.is_temporal():
+        return time
+    elif time.dtype != pl.String:
+        raise DataError(f"the timestamp column holds {time.dtype} values; {TIMES_EXPECTED}", path)
+    else:
+        as_int = time.cast(pl.Int64, strict=False)
+        if as_int.null_count() == 0:
+            return as_int
+        as_float = time.cast(pl.Float64, strict=False)
+        if as_float[0] is not None:
+            time, bad = as_float, as_float.is_null() | as_float.is_infinite()
+        else:
+            try:
+                parsed = time.str.to_datetime(strict=False, time_unit="us")
+            except pl.exceptions.PolarsError:  # no date format fits the first value
+                parsed = pl.Series("time", [None] * len(time), dtype=pl.Datetime("us"))
+            bad = parsed.is_null() | ~time.str.contains(r"^\d{4}-\d{1,2}-\d{1,2}")
+            time = parsed
+    if bad.any():
+        index = int(bad.arg_true()[0])
+        row, value = int(frame["row"][index]), frame["time"][index]
+        message = f"cannot read timestamp {value!r}; {TIMES_EXPECTED}"
+        if first_line is None:
+            raise DataError(f"row {row + 1}: {message}", path)
+        raise DataError(message, path, row + first_line)
+    return time.alias("time")
 
 
 def _scan_table(
@@ -165,7 +278,7 @@ def _scan_table(
         separator=sep,
         has_header=header,
         new_columns=columns,
-        infer_schema_length=10_000,
+        infer_schema=False,  # all text: ids keep their spelling, times are parsed on purpose
         raise_if_empty=False,
     )
 

@@ -7,13 +7,18 @@ so that results can be reported in the user's own terms.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from famerec.errors import DataError
+from famerec.rundir import atomic_write
 
 log = logging.getLogger("famerec")
 
@@ -57,26 +62,73 @@ class SequenceData:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write the sequences and id mappings as a pickle-free .npz file."""
-        np.savez_compressed(
-            path,
-            name=np.array(self.name),
-            items=self.items,
-            offsets=self.offsets,
-            user_ids=_plain_array(self.user_ids),
-            item_ids=_plain_array(self.item_ids),
-        )
+        """Write the sequences and id mappings as a pickle-free .npz file, atomically."""
+        arrays = {
+            "name": np.array(self.name),
+            "items": self.items,
+            "offsets": self.offsets,
+            "user_ids": _plain_array(self.user_ids),
+            "item_ids": _plain_array(self.item_ids),
+        }
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:  # a file object: savez would add ".npz" to a name
+                np.savez_compressed(handle, **arrays)
+
+        atomic_write(Path(path), write)
 
     @classmethod
     def load(cls, path: str | Path) -> SequenceData:
-        with np.load(path, allow_pickle=False) as arrays:
-            return cls(
-                name=str(arrays["name"]),
-                items=arrays["items"],
-                offsets=arrays["offsets"],
-                user_ids=arrays["user_ids"],
-                item_ids=arrays["item_ids"],
-            )
+        """Read a file written by `save`; a damaged or foreign file is a one-line DataError."""
+        if not Path(path).is_file():
+            raise DataError("file not found", str(path))
+        if not zipfile.is_zipfile(path):  # numpy would try it as a pickle and say so
+            raise _unusable(path, "no complete .npz archive: truncated, or another kind of file")
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                data = cls(
+                    name=str(arrays["name"]),
+                    items=arrays["items"],
+                    offsets=arrays["offsets"],
+                    user_ids=arrays["user_ids"],
+                    item_ids=arrays["item_ids"],
+                )
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            KeyError,
+            RuntimeError,
+            zipfile.BadZipFile,
+            zlib.error,
+        ) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise _unusable(path, f"{type(error).__name__}: {reason}") from None
+        problem = data._inconsistency()
+        if problem:
+            raise _unusable(path, problem)
+        return data
+
+    def _inconsistency(self) -> str | None:
+        """What makes the arrays unusable as a dataset, or None."""
+        arrays = (self.items, self.offsets, self.user_ids, self.item_ids)
+        if any(a.ndim != 1 for a in arrays) or len(self.offsets) == 0:
+            return "arrays of the wrong shape"
+        if self.items.dtype.kind not in "iu" or self.offsets.dtype.kind not in "iu":
+            return "non-integer items or offsets"
+        if self.offsets[0] != 0 or self.offsets[-1] != len(self.items):
+            return "offsets do not span the items"
+        if (np.diff(self.offsets) < 0).any():
+            return "decreasing offsets"
+        if len(self.user_ids) != self.num_users:
+            return f"{len(self.user_ids)} user ids for {self.num_users} users"
+        if len(self.items) and (self.items.min() < 1 or self.items.max() > self.num_items):
+            return f"item ids outside 1..{self.num_items}"
+        return None
+
+
+def _unusable(path: str | Path, reason: str) -> DataError:
+    return DataError(f"not a usable famerec dataset file ({reason})", str(path))
 
 
 def _plain_array(ids: np.ndarray) -> np.ndarray:
@@ -85,6 +137,27 @@ def _plain_array(ids: np.ndarray) -> np.ndarray:
     if ids.dtype.kind in "iu":
         return ids.astype(np.int64)
     return ids.astype(str)
+
+
+def fingerprint(data: SequenceData) -> str:
+    """sha256 (hex) of the sequences and both id mappings, stable across versions and machines.
+
+    Equal fingerprints mean the same sequences under the same ids: internal ids, their order,
+    the split into users and the original ids (7 and "7" differ) all count. The dataset's name
+    does not, so a renamed or moved file still matches (for `--resume` and `--init-from` checks).
+    """
+    digest = hashlib.sha256(b"famerec dataset v1")
+    for label, array in (("items", data.items), ("offsets", data.offsets)):
+        _update(digest, label, np.ascontiguousarray(array, dtype="<i8").tobytes())
+    for label, ids in (("user_ids", data.user_ids), ("item_ids", data.item_ids)):
+        _update(digest, label, json.dumps(_plain_array(ids).tolist()).encode())
+    return digest.hexdigest()
+
+
+def _update(digest, label: str, payload: bytes) -> None:
+    """Labelled, length-prefixed parts, so that no two different datasets hash the same bytes."""
+    digest.update(f"{label}:{len(payload)}:".encode())
+    digest.update(payload)
 
 
 def from_user_sequences(
@@ -117,6 +190,21 @@ def drop_short_users(data: SequenceData, min_length: int = MIN_SEQUENCE_LENGTH) 
     return compact_items(
         from_user_sequences(data.name, data.user_ids[keep], sequences, data.item_ids)
     )
+
+
+def require_training_pairs(data: SequenceData) -> SequenceData:
+    """Refuse data that leave-one-out leaves nothing to train on.
+
+    Each user's last two items are held out (validation, test), so a user with 3 items keeps one
+    training item and no (item, next item) pair; training needs some user with 4 or more.
+    """
+    if data.num_users and data.lengths.max() <= MIN_SEQUENCE_LENGTH:
+        raise DataError(
+            f"dataset '{data.name}' has no user with more than {MIN_SEQUENCE_LENGTH} items, so "
+            "nothing is left to train on (leave-one-out holds out each user's last 2 items; "
+            f"training needs users with at least {MIN_SEQUENCE_LENGTH + 1})"
+        )
+    return data
 
 
 def compact_items(data: SequenceData) -> SequenceData:

@@ -7,7 +7,6 @@ from famerec.evaluation.metrics import (
     metric_sums,
     metrics_from_ranks,
     target_ranks,
-    user_gains,
 )
 
 __all__ = [
@@ -17,5 +16,4 @@ __all__ = [
     "metric_sums",
     "metrics_from_ranks",
     "target_ranks",
-    "user_gains",
 ]

@@ -24,20 +24,14 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ranks.masked_fill(excluded, torch.iinfo(torch.int64).max)
 
 
-def user_gains(ranks: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each user's HR@k (0 or 1) and NDCG@k (1 / log2(rank + 2) within the top k), float64."""
-    ranks = ranks.to(torch.float64)
-    hit = ranks < k
-    return hit.to(torch.float64), hit / torch.log2(ranks.clamp(max=k) + 2.0)
-
-
 def metric_sums(ranks: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS) -> dict[str, float]:
     """Sums (not means) of HR@k and NDCG@k over a batch, so batches can be added up."""
     sums = {}
+    ranks = ranks.to(torch.float64)
     for k in cutoffs:
-        hit, ndcg = user_gains(ranks, k)
+        hit = ranks < k
         sums[f"HR@{k}"] = float(hit.sum())
-        sums[f"NDCG@{k}"] = float(ndcg.sum())
+        sums[f"NDCG@{k}"] = float((hit / torch.log2(ranks.clamp(max=k) + 2.0)).sum())
     return sums
 
 

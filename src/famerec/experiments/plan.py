@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from famerec.config import RunConfig
+from famerec.config import MOVED_KEYS, RunConfig
 from famerec.errors import ConfigError
 from famerec.experiments.spec import (
     CONTROL_STAGE,
@@ -68,8 +68,10 @@ def run_slug(settings: dict[str, Any], seed: int) -> str:
 
 
 def flat_config(payload: dict[str, Any]) -> dict[str, Any]:
-    """config.json's {"section": {"name": value}} -> {"section.name": value}."""
-    return {f"{s}.{k}": v for s, section in payload.items() for k, v in section.items()}
+    """config.json's {"section": {"name": value}} -> {"section.name": value}, with the keys of
+    older config files under their present names."""
+    flat = {f"{s}.{k}": v for s, section in payload.items() for k, v in section.items()}
+    return {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
 
 
 DEFAULTS = flat_config(RunConfig().to_dict())
@@ -260,10 +262,10 @@ class Plan:
             self.check_frozen(run_id, settings)
             run.state = DONE
             return run
-        resolved = {}
+        resolved: dict[str, Any] = {}
         for key, value in settings.items():
-            if isinstance(value, Ref):
-                value, waiting = self.resolve(value, dataset, settings, seed)
+            if isinstance(value, Ref):  # `match` sees the settings resolved before it
+                value, waiting = self.resolve(value, dataset, {**settings, **resolved}, seed)
                 if waiting:
                     run.reason = waiting
                     return run
@@ -295,7 +297,7 @@ class Plan:
             return None, f"waits for the selection of {ref.selected}"
         names = target.selected.names
         if ref.match:
-            want = {key: settings.get(key, DEFAULTS[key]) for key in ref.match}
+            want = {key: settings.get(key, DEFAULTS.get(key)) for key in ref.match}
             pool = [
                 t
                 for t in target.pool

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from famerec.evaluation import METRIC_NAMES
+from famerec.evaluation.significance import paired_bootstrap, paired_t_test, per_user
 from famerec.experiments.plan import (
     DONE,
     EntryPlan,
@@ -27,9 +28,8 @@ from famerec.experiments.plan import (
     format_value,
 )
 from famerec.experiments.spec import Dataset, Figure, Spec, SpecError, tomllib
-from famerec.experiments.stats import paired_bootstrap, paired_t_test, user_ndcg
 from famerec.report import table
-from famerec.training.rundir import RANKS, read_ranks
+from famerec.rundir import RANKS, read_ranks
 
 TEST_METRIC = "NDCG@10"  # the per-user metric of the significance tests
 
@@ -166,7 +166,7 @@ def selected_ranks(context: Context, runs: list[Run]) -> np.ndarray | None:
         if not path.is_file():
             return None
         _, ranks = read_ranks(path)["test"]
-        gains.append(user_ndcg(ranks, int(TEST_METRIC.split("@")[1])))
+        gains.append(per_user(ranks, TEST_METRIC))
     if len({len(g) for g in gains}) != 1:
         return None
     return np.mean(gains, axis=0)
@@ -197,11 +197,16 @@ def results_table(context: Context, dataset: Dataset) -> str:
         p_t = p_boot = ""
         if baseline is not None and entry.name != baseline:
             gains = selected_ranks(context, runs)
-            if gains is None or base_gains is None or len(gains) != len(base_gains):
+            if (
+                gains is None
+                or base_gains is None
+                or len(gains) != len(base_gains)
+                or len(gains) < 2
+            ):
                 p_t = p_boot = "n/a"
             else:
-                p_t = fmt_p(paired_t_test(gains, base_gains))
-                p_boot = fmt_p(paired_bootstrap(gains, base_gains))
+                p_t = fmt_p(paired_t_test(base_gains, gains))
+                p_boot = fmt_p(paired_bootstrap(base_gains, gains))
         setting = describe_settings(runs[0].names) or "its one setting"
         rows.append([entry.label, setting, str(len(runs)), *cells, p_t, p_boot])
     reported = reported_rows(context, dataset)

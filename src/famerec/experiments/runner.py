@@ -20,7 +20,6 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 import famerec
-from famerec.config import config_options
 from famerec.experiments.plan import (
     DONE,
     READY,
@@ -31,9 +30,8 @@ from famerec.experiments.plan import (
     format_value,
 )
 from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
-from famerec.experiments.spec import Spec, relative
+from famerec.experiments.spec import Spec, known_options, relative
 
-FLAGS = {key: (flag, kind) for key, flag, _, kind in config_options()}
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device")
 
@@ -46,7 +44,7 @@ def train_command(
     for key, value in settings.items():
         if key in RUNNER_KEYS and (key == "train.threads" or device is not None):
             continue
-        flag, kind = FLAGS[key]
+        flag, kind = known_options()[key]
         if kind is bool:
             args.append(flag if value else "--no-" + flag[2:])
         else:

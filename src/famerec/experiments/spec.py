@@ -14,6 +14,7 @@ referring run's; the referred run always has the referring run's seed.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from famerec.config import config_options
+from famerec.config import MOVED_KEYS, config_options
 from famerec.errors import FamerecError
 
 if sys.version_info >= (3, 11):
@@ -159,6 +160,17 @@ def relative(path: str | Path) -> str:
         return str(path)
 
 
+@functools.cache
+def known_options() -> dict[str, tuple[str, type]]:
+    """Every `famerec train` config key -> (flag, type): the shared keys and every registered
+    model's own ("fame.num_experts")."""
+    from famerec.models import MODELS
+
+    return {
+        key: (flag, kind) for name in (None, *MODELS) for key, flag, _, kind in config_options(name)
+    }
+
+
 def fits(value: Any, kind: type) -> bool:
     """Whether a TOML value suits a config field of type `kind` (references always do)."""
     if isinstance(value, dict):
@@ -170,8 +182,6 @@ def fits(value: Any, kind: type) -> bool:
 
 # -- loading ---------------------------------------------------------------------------------
 
-_KINDS = {key: kind for key, _, _, kind in config_options()}
-_KNOWN_KEYS = set(_KINDS)
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _METRICS = tuple(f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20))
 
@@ -283,7 +293,7 @@ class _Loader:
         settings: bool = False,
     ) -> dict[str, Any]:
         """Check the keys of a table: metadata, known sub-tables, and (if allowed) settings."""
-        sections = {key.split(".", 1)[0] for key in _KNOWN_KEYS}
+        sections = {key.split(".", 1)[0] for key in known_options()}
         for key in payload:
             if key in meta or key in tables or (settings and key in sections):
                 continue
@@ -298,7 +308,8 @@ class _Loader:
             if isinstance(value, dict) and "selected" not in value:
                 flat.update(self.settings(value, where, prefix=dotted + "."))
                 continue
-            if dotted not in _KNOWN_KEYS:
+            dotted = MOVED_KEYS.get(dotted, dotted)
+            if dotted not in known_options():
                 raise self.fail(
                     f"unknown setting '{dotted}' in {where} (settings are `famerec train` "
                     "config keys such as model.num_heads or train.lr)"
@@ -306,7 +317,7 @@ class _Loader:
             if dotted == SEED_KEY:
                 raise self.fail(f"{where} sets {SEED_KEY}; seeds come from selection.seeds")
             flat[dotted] = self.value(value, f"{dotted} in {where}")
-            kind = _KINDS[dotted]
+            kind = known_options()[dotted][1]
             if not fits(value, kind):
                 raise self.fail(
                     f"{dotted} in {where} must be {_KIND_NAMES.get(kind, kind)}, got {value!r}"
@@ -322,7 +333,7 @@ class _Loader:
                     f'{where}: a reference is {{ selected = "MODEL", match = [KEYS], get = "KEY" }}'
                 )
             for key in match:
-                if key not in _KNOWN_KEYS:
+                if key not in known_options():
                     raise self.fail(f"{where}: unknown setting '{key}' in match")
             return Ref(value["selected"], tuple(match), value.get("get"))
         if isinstance(value, (list, dict)) or value is None:
@@ -412,7 +423,7 @@ class _Loader:
         if not points or not all(points):
             raise self.fail(f"{where} has no trials (give a grid or points)")
         from_best = payload.get("from_best", [])
-        if not isinstance(from_best, list) or not all(k in _KNOWN_KEYS for k in from_best):
+        if not isinstance(from_best, list) or not all(k in known_options() for k in from_best):
             raise self.fail(f"{where}: from_best must list settings such as model.num_heads")
         for point in points:
             overlap = (set(point) | set(settings)) & set(from_best)
@@ -445,7 +456,7 @@ class _Loader:
         self.split(payload, where, {"name", "title", "x", "series", "reference", "metrics"})
         name = self.string(payload, "name", "a [[figures]] table", required=True)
         x = self.string(payload, "x", where, required=True)
-        if x not in _KNOWN_KEYS:
+        if x not in known_options():
             raise self.fail(f"{where}: unknown setting '{x}' for x")
 
         def series(text: Any) -> tuple[str, str]:

@@ -1,84 +1,68 @@
-"""What every sequential model shares: embeddings, the training loss and full-item scoring.
+"""The model contract: what every sequential model shares and what the trainer may call.
 
-A model only has to say how it turns a left-padded item sequence into one query vector per
-position (`query_vectors`); the score of item v after position t is then the dot product of
-that vector with v's embedding (the output layer is tied to the item embeddings).
+A model turns a left-padded item sequence into scores of every next item (`score`) and says
+how it learns (`loss`, which may return named losses: the trainer sums and logs them). Most
+models only say how a sequence becomes one query vector per position (`query_vectors`); the
+score of item v is then the dot product with v's embedding (output layer tied to the item
+embeddings) and the default `loss` is full-softmax cross-entropy at every position. A model
+whose scores are not such a dot product sets `dot_product_scores = False`; serving then uses
+its `score()` and says that vector indexes do not apply.
+
+Hooks the trainer calls, all optional: `transform_batch` (augmentation, masking) before each
+training step, `on_epoch_start` (clustering, freezing) before each epoch, and `prepare` once,
+when the run starts from another run (`--init-from` / `--pretrain`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from famerec.config import ModelConfig
-from famerec.data.batching import TrainBatch
+from famerec.config import ModelConfig, ModelOptions
+from famerec.data.batching import TrainBatch, TrainTensors
+from famerec.models.layers import LAYER_NORM_EPS, causal_mask
+from famerec.models.losses import (
+    NegativeSampler,
+    sampled_softmax_cross_entropy,
+    softmax_cross_entropy,
+)
 
-LAYER_NORM_EPS = 1e-8  # as in SASRec
+__all__ = ["LAYER_NORM_EPS", "EpochContext", "Losses", "SequentialRecommender"]
 
-
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean full-softmax cross-entropy of `queries @ item_weights.T`, in chunks of positions.
-
-    The gradients are computed chunk by chunk during the forward pass, so the full
-    (positions x items) logit matrix never exists; each chunk's logits stay in cache.
-    """
-
-    @staticmethod
-    def forward(ctx, queries, item_weights, targets, chunk_size):
-        # queries (N, d), item_weights (V, d), targets (N,) in [0, V)
-        count = queries.shape[0]
-        grad_queries = torch.empty_like(queries)
-        grad_items = torch.zeros(item_weights.shape, dtype=torch.float32, device=queries.device)
-        total = torch.zeros((), dtype=torch.float32, device=queries.device)
-        for start in range(0, count, chunk_size):
-            chunk = queries[start : start + chunk_size]  # (c, d)
-            target = targets[start : start + chunk_size]  # (c,)
-            logits = (chunk @ item_weights.T).float()  # (c, V)
-            prob = torch.softmax(logits, dim=1)
-            rows = torch.arange(len(target), device=target.device)
-            target_prob = prob[rows, target]
-            # -log p is exact unless p underflows; then fall back to logsumexp for those rows.
-            loss = -torch.log(target_prob)
-            tiny = target_prob < 1e-30
-            if bool(tiny.any()):
-                exact = torch.logsumexp(logits[tiny], dim=1) - logits[tiny, target[tiny]]
-                loss = loss.masked_scatter(tiny, exact)
-            total += loss.sum()
-            prob[rows, target] -= 1.0  # d(loss)/d(logits)
-            prob = prob.to(chunk.dtype)
-            grad_queries[start : start + chunk_size] = prob @ item_weights.to(chunk.dtype)
-            grad_items += (prob.T @ chunk).float()
-        ctx.save_for_backward(grad_queries / count, (grad_items / count).to(item_weights.dtype))
-        return total / count
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        grad_queries, grad_items = ctx.saved_tensors
-        return grad_output * grad_queries, grad_output * grad_items, None, None
+Losses = torch.Tensor | dict[str, torch.Tensor]
 
 
-def softmax_cross_entropy(
-    queries: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, chunk_size: int = 0
-) -> torch.Tensor:
-    """Cross-entropy over all items; `chunk_size` > 0 uses the fused chunked version."""
-    if chunk_size > 0 and torch.is_grad_enabled() and queries.requires_grad:
-        return ChunkedCrossEntropy.apply(queries, item_weights, targets, chunk_size)
-    return F.cross_entropy((queries @ item_weights.T).float(), targets)
+@dataclass
+class EpochContext:
+    """What a model may look at before an epoch: the training sequences and the device."""
+
+    epoch: int  # 1-based epoch about to start
+    train: TrainTensors  # every training sequence (inputs, targets), on the CPU
+    device: torch.device
+    batch_size: int
+    progress: bool = False
 
 
 class SequentialRecommender(nn.Module):
     """Base class: item and position embeddings, `loss(batch)` and `score(item_seq)`."""
 
-    def __init__(self, num_items: int, config: ModelConfig):
+    name = "base"  # set by @register
+    dot_product_scores = True  # score(seq) == last_query_vectors(seq) @ item_vectors().T
+
+    def __init__(self, num_items: int, config: ModelConfig, options: ModelOptions | None = None):
         super().__init__()
         self.num_items = num_items
         self.config = config
+        self.options = options if options is not None else ModelOptions()
         self.hidden_size = config.hidden_size
         self.max_len = config.max_len
         self.loss_chunk = 0  # set by the trainer; 0 = plain cross-entropy
+        self.negative_sampler: NegativeSampler | None = None  # set by the trainer: --loss sampled
         self.item_embedding = nn.Embedding(num_items + 1, config.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.hidden_size)
         self.embedding_dropout = nn.Dropout(config.dropout)
@@ -103,20 +87,19 @@ class SequentialRecommender(nn.Module):
         length = item_seq.shape[1]
         real = item_seq != 0  # (B, L)
         positions = torch.arange(self.max_len - length, self.max_len, device=item_seq.device)
-        x = self.item_embedding(item_seq) * math.sqrt(self.hidden_size)
+        x = self.item_inputs(item_seq) * math.sqrt(self.hidden_size)
         x = self.embedding_dropout(x + self.position_embedding(positions))  # (B, L, d)
         return x * real.unsqueeze(-1), real
 
+    def item_inputs(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, d) their input embeddings; a model with extra input tokens
+        (e.g. a [mask] token that is never scored) overrides it."""
+        return self.item_embedding(item_seq)
+
     @staticmethod
     def attention_mask(real: torch.Tensor) -> torch.Tensor:
-        """(B, 1, L, L) True where query i may attend to key j: j <= i and j is a real item.
-
-        The diagonal is always allowed so that padding rows stay finite (they are discarded).
-        """
-        length = real.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
-        diagonal = torch.eye(length, dtype=torch.bool, device=real.device)
-        return ((causal & real[:, None, None, :]) | diagonal).contiguous()
+        """(B, 1, L, L) True where query i may attend to key j: j <= i and j is a real item."""
+        return causal_mask(real)
 
     def query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded item ids -> (B, L, d) vectors whose dot product with an item
@@ -127,22 +110,63 @@ class SequentialRecommender(nn.Module):
         """(B, d) the query vector after the last position (models may skip the others)."""
         return self.query_vectors(item_seq)[:, -1]
 
-    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> Losses:
+        """The training loss of a batch: one tensor, or named losses that the trainer sums
+        (the first is the main one). By default the next-item cross-entropy."""
+        return self.next_item_loss(batch)
+
+    def next_item_loss(
+        self,
+        batch: TrainBatch | tuple[torch.Tensor, torch.Tensor],
+        *,
+        item_vectors: torch.Tensor | None = None,
+        part_queries: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item at every real position (Eq. 18), averaged
         over all real positions of the batch.
 
         `batch` is (item_seq, targets), both (B, L) with target 0 at padding (no loss), or a
-        TrainBatch whose parts of similar length are encoded separately.
+        TrainBatch whose parts of similar length are encoded separately. `item_vectors`
+        (num_items + 1, d) are what the queries are scored against; default the item embeddings.
+        `part_queries` are the parts' `query_vectors` when the caller has them already (it uses
+        them for more).
         """
+        queries, targets = self.real_position_queries(batch, part_queries)
+        if item_vectors is None:
+            item_vectors = self.item_embedding.weight
+        return self.item_loss(queries, item_vectors[1:], targets - 1)
+
+    def real_position_queries(
+        self,
+        batch: TrainBatch | tuple[torch.Tensor, torch.Tensor],
+        part_queries: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, d) query vectors and (positions,) target ids at every real position of
+        the batch (padding is never a target)."""
         parts = batch.parts if isinstance(batch, TrainBatch) else (batch,)
+        if part_queries is None:
+            part_queries = [self.query_vectors(item_seq) for item_seq, _ in parts]
         queries, targets = [], []
-        for item_seq, target in parts:
+        for part_query, (_, target) in zip(part_queries, parts):
             real = target != 0
-            queries.append(self.query_vectors(item_seq)[real])  # (positions, d)
-            targets.append(target[real] - 1)  # padding is never a target
-        queries = queries[0] if len(parts) == 1 else torch.cat(queries)
-        targets = targets[0] if len(parts) == 1 else torch.cat(targets)
-        item_weights = self.item_embedding.weight[1:]
+            queries.append(part_query[real])  # (positions, d)
+            targets.append(target[real])
+        if len(parts) == 1:
+            return queries[0], targets[0]
+        return torch.cat(queries), torch.cat(targets)
+
+    def item_loss(
+        self, queries: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy of `targets` (N,) in [0, V) given `queries` (N, d) scored against
+        `item_weights` (V, d): over all items (chunked as the trainer sets), or with
+        `--loss sampled` over the target and the sampled negatives shared by the batch."""
+        sampler = self.negative_sampler
+        if sampler is not None and torch.is_grad_enabled():
+            negatives = sampler.sample()
+            return sampled_softmax_cross_entropy(
+                queries, item_weights, targets, negatives, sampler.log_q
+            )
         return softmax_cross_entropy(queries, item_weights, targets, self.loss_chunk)
 
     def score(self, item_seq: torch.Tensor) -> torch.Tensor:
@@ -153,10 +177,40 @@ class SequentialRecommender(nn.Module):
         last = self.last_query_vectors(item_seq)  # (B, d)
         # Always in float32: rounding scores to bf16 would create ties in the ranking.
         with torch.autocast(last.device.type, enabled=False):
-            scores = last.float() @ self.item_embedding.weight.float().T  # (B, V + 1)
+            scores = last.float() @ self.item_vectors().float().T  # (B, V + 1)
         scores[:, 0] = float("-inf")
         return scores
 
     def item_vectors(self) -> torch.Tensor:
         """(num_items + 1, d) the vectors that `query_vectors` are scored against."""
         return self.item_embedding.weight
+
+    # -- hooks the trainer calls ---------------------------------------------------------------
+
+    def transform_batch(self, batch: TrainBatch) -> Any:
+        """The batch `loss` receives in training (augmentation, masking); unchanged by default.
+
+        Randomness must come from torch's global generator, which checkpoints save.
+        """
+        return batch
+
+    def on_epoch_start(self, context: EpochContext) -> dict[str, Any]:
+        """Called before each training epoch; returns fields to add to the epoch's log line."""
+        return {}
+
+    def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
+        """Start from a finished run's model (`--init-from`, `--pretrain`); returns the names
+        of the parameters that were set from it. Only models whose registration lists the
+        source's model in `starts_from` are asked."""
+        raise NotImplementedError(f"{self.name} cannot start from another run")
+
+    def copy_matching(self, source: SequentialRecommender) -> list[str]:
+        """Copy every tensor of `source` whose name and shape this model shares."""
+        target = self.state_dict()
+        copied = []
+        with torch.no_grad():
+            for name, tensor in source.state_dict().items():
+                if name in target and target[name].shape == tensor.shape:
+                    target[name].copy_(tensor)
+                    copied.append(name)
+        return copied

@@ -17,21 +17,81 @@ Choices where the paper is silent, following the backbone's block per head:
   attention output (`attn_residual`, on by default; switch off with --no-attn-residual);
 * Eq. 7 replaces SASRec's last feed-forward block and its final LayerNorm.
 
-Training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h) equals
-x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
+Not in the paper, off by default: `--fusion softmax` mixes the heads' own softmaxes over the
+items instead of their scores, p(v) = sum_h g_h softmax_h(v), trained with -log p(target).
+Eq. 11's mixture of scores collapses to one dot product per user (below); a mixture of
+softmaxes does not, so it is strictly more expressive, at H softmaxes per position.
+
+With Eq. 11, training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h)
+equals x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from famerec.config import ModelConfig
-from famerec.models.base import LAYER_NORM_EPS, SequentialRecommender
-from famerec.models.sasrec import FeedForward, TransformerBlock
+from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
+from famerec.data.batching import TrainBatch
+from famerec.errors import ConfigError
+from famerec.models.base import EpochContext, SequentialRecommender
+from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
+from famerec.models.losses import mixture_of_softmaxes_loss
+from famerec.models.registry import register
+from famerec.models.transfer import init_fame_from_sasrec, warm_start_new_parts
+
+FAME_HEADS = (1, 2, 4, 8, 16)  # the paper's range of H
+FAME_HIDDEN = (64, 128)  # the paper's range of d
+MAX_EXPERTS = 32  # the paper's largest N
+
+
+@dataclass
+class FAMEOptions(ModelOptions):
+    """FAME's own settings (`--model fame`)."""
+
+    num_experts: int = option(4, "query experts N per head (1 = FAME w/o MoE)", flag="--experts")
+    attn_residual: bool = option(
+        True, "residual connection around the last layer's attention, per head"
+    )
+    freeze_epochs: int = option(
+        0,
+        "from SASRec: train only the new parts for this many epochs before fine-tuning "
+        "everything (0 = end to end from the start, as in the paper)",
+    )
+    warm_start: bool = option(
+        False,
+        "from SASRec: start the new parts close to SASRec (expert queries from SASRec's last "
+        "query, W_f as head slices, uniform gate, zero FFN') instead of random (not in the "
+        "paper)",
+    )
+    fusion: str = option(
+        "score",
+        "how the heads combine: score (Eq. 11, the paper: gate-weighted sum of head scores) or "
+        "softmax (mixture of the heads' own softmaxes, not in the paper)",
+        choices=("score", "softmax"),
+    )
+
+    def validate(self, model: ModelConfig, train: TrainConfig) -> None:
+        if model.num_heads not in FAME_HEADS:
+            raise ConfigError(f"FAME needs --heads in {FAME_HEADS}, got {model.num_heads}")
+        if model.hidden_size not in FAME_HIDDEN:
+            raise ConfigError(f"FAME needs --hidden in {FAME_HIDDEN}, got {model.hidden_size}")
+        if not 1 <= self.num_experts <= MAX_EXPERTS:
+            raise ConfigError(
+                f"FAME needs --experts from 1 to {MAX_EXPERTS}, got {self.num_experts}"
+            )
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be 0 or more, got {self.freeze_epochs}")
+        if self.freeze_epochs and not train.starts_from_run:
+            raise ConfigError("--freeze-epochs needs --init-from or --pretrain")
+        if self.warm_start and not train.starts_from_run:
+            raise ConfigError("--warm-start needs --init-from or --pretrain")
+        if self.fusion == "softmax" and train.loss == "sampled":
+            raise ConfigError("--fusion softmax trains with the full softmax; drop --loss sampled")
 
 
 class MoEAttention(nn.Module):
@@ -94,14 +154,14 @@ class FacetOutput:
 class FacetLayer(nn.Module):
     """FAME's last layer: MoE attention, shared FFN' per head, head sub-embeddings and gate."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, options: FAMEOptions):
         super().__init__()
         hidden, heads = config.hidden_size, config.num_heads
         self.num_heads = heads
         self.head_size = hidden // heads
-        self.attn_residual = config.attn_residual
+        self.attn_residual = options.attn_residual
         self.attn_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
-        self.attention = MoEAttention(hidden, heads, config.num_experts, config.dropout)
+        self.attention = MoEAttention(hidden, heads, options.num_experts, config.dropout)
         self.head_ffn = FeedForward(self.head_size, config.dropout)  # FFN', shared by heads
         self.head_norm = nn.LayerNorm(self.head_size, eps=LAYER_NORM_EPS)
         self.facet_projection = nn.Parameter(torch.empty(heads, hidden, self.head_size))  # W_f^(h)
@@ -151,15 +211,47 @@ class Explanation:
     scores: torch.Tensor  # (B, k) integrated scores (Eq. 11)
 
 
+@register(
+    "fame",
+    summary="FAME (Liu, Zhang & Long, WSDM 2025): SASRec with facet-aware heads and "
+    "mixture-of-experts queries in the last layer",
+    options=FAMEOptions,
+    pretrain="sasrec",
+    starts_from=("sasrec",),
+)
 class FAME(SequentialRecommender):
-    def __init__(self, num_items: int, config: ModelConfig):
-        super().__init__(num_items, config)
+    options: FAMEOptions
+
+    def __init__(self, num_items: int, config: ModelConfig, options: FAMEOptions | None = None):
+        super().__init__(num_items, config, options or FAMEOptions())
         self.blocks = nn.ModuleList(
             TransformerBlock(config.hidden_size, config.num_heads, config.dropout)
             for _ in range(config.num_layers - 1)
         )
-        self.facet_layer = FacetLayer(config)
+        self.facet_layer = FacetLayer(config, self.options)
+        self.pretrained: list[str] = []  # parameters copied from SASRec by `prepare`
+        # Eq. 11 collapses to one dot product per user; a mixture of softmaxes does not.
+        self.dot_product_scores = self.options.fusion == "score"
         self.reset_parameters()
+
+    def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
+        """Start from SASRec as the paper does (Sec. 4.4.2); optionally warm-start the rest."""
+        self.pretrained = init_fame_from_sasrec(self, source)
+        if self.options.warm_start:
+            generator = torch.Generator().manual_seed(seed)
+            warm_start_new_parts(self, source, generator=generator)
+        return self.pretrained
+
+    def on_epoch_start(self, context: EpochContext) -> dict[str, Any]:
+        """With --freeze-epochs K, the copied SASRec parameters stay fixed for K epochs."""
+        if not self.pretrained:
+            return {}
+        frozen = context.epoch <= self.options.freeze_epochs
+        names = set(self.pretrained)
+        for name, parameter in self.named_parameters():
+            if name in names:
+                parameter.requires_grad_(not frozen)
+        return {"pretrained_frozen": frozen}
 
     def reset_parameters(self) -> None:
         """Xavier-normal init of the backbone; the facet layer's per-head and per-expert
@@ -182,6 +274,42 @@ class FAME(SequentialRecommender):
         out = self.facets(item_seq, last_only=True)  # the last layer at the last position only
         return self.facet_layer.query_vectors(out)[:, -1]  # (B, d)
 
+    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Eq. 18 over the integrated scores (Eq. 11), or with --fusion softmax the mixture of
+        the heads' softmaxes: -log sum_h g_h p_h(target)."""
+        if self.options.fusion == "score":
+            return self.next_item_loss(batch)
+        parts = batch.parts if isinstance(batch, TrainBatch) else (batch,)
+        states, gates, targets = [], [], []
+        for item_seq, target in parts:
+            real = target != 0
+            out = self.facets(item_seq)
+            states.append(out.head_states[real])  # (positions, H, d')
+            gates.append(out.gate[real])  # (positions, H)
+            targets.append(target[real] - 1)
+        items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight[1:])  # (H, V, d')
+        return mixture_of_softmaxes_loss(
+            torch.cat(states), items, torch.cat(gates), torch.cat(targets), self.loss_chunk
+        )
+
+    def fuse(self, head_scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """(B, H, V + 1) head scores, (B, H) gate -> (B, V + 1) integrated scores: Eq. 11's
+        gated sum, or with --fusion softmax log sum_h g_h softmax_h (a log-probability)."""
+        if self.options.fusion == "score":
+            scores = torch.einsum("bh,bhv->bv", gate, head_scores.nan_to_num(neginf=0.0))
+        else:
+            log_p = torch.log_softmax(head_scores, dim=-1)  # column 0 (-inf) gets probability 0
+            scores = torch.logsumexp(log_p + torch.log(gate.clamp_min(1e-30))[:, :, None], dim=1)
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def score(self, item_seq: torch.Tensor) -> torch.Tensor:
+        if self.options.fusion == "score":
+            return super().score(item_seq)  # the collapsed query vector: one matmul
+        with torch.autocast(item_seq.device.type, enabled=False):
+            head_scores, out = self.head_scores(item_seq)
+            return self.fuse(head_scores, out.gate[:, -1].float())
+
     def head_scores(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, FacetOutput]:
         """(B, H, V + 1) every head's score of every item after the last position (Eq. 8)."""
         out = self.facets(item_seq, last_only=True)
@@ -200,8 +328,7 @@ class FAME(SequentialRecommender):
         """
         head_scores, out = self.head_scores(item_seq)  # (B, H, V+1)
         gate = out.gate[:, -1].float()  # (B, H)
-        scores = torch.einsum("bh,bhv->bv", gate, head_scores.nan_to_num(neginf=0.0))  # Eq. 11
-        scores[:, 0] = float("-inf")
+        scores = self.fuse(head_scores, gate)  # Eq. 11 (or the mixture of softmaxes)
         if exclude is not None:
             head_scores = head_scores.masked_fill(exclude[:, None, :], float("-inf"))
             scores = scores.masked_fill(exclude, float("-inf"))

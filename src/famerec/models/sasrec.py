@@ -8,77 +8,35 @@ to the normalized result with a residual. A final LayerNorm gives F_t (the paper
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from famerec.config import ModelConfig
-from famerec.models.base import LAYER_NORM_EPS, SequentialRecommender
+from famerec.config import ModelConfig, ModelOptions, TrainConfig
+from famerec.errors import ConfigError
+from famerec.models.base import SequentialRecommender
+from famerec.models.layers import LAYER_NORM_EPS, TransformerBlock
+from famerec.models.registry import register
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head attention with SASRec's Q, K, V projections (Eqs. 2-4); heads concatenated."""
+@dataclass
+class SASRecOptions(ModelOptions):
+    """SASRec has no settings beyond the shared ones."""
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_size = hidden_size // num_heads
-        self.dropout = dropout
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.value = nn.Linear(hidden_size, hidden_size)
-
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_size).transpose(
-            1, 2
-        )  # (B, H, L, d')
-
-    def forward(self, queries_in: torch.Tensor, keys_in: torch.Tensor, mask: torch.Tensor):
-        # queries_in, keys_in: (B, L, d); mask: (B, 1, L, L)
-        q = self.split_heads(self.query(queries_in))  # Eq. 2
-        k = self.split_heads(self.key(keys_in))
-        v = self.split_heads(self.value(keys_in))
-        dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # Eqs. 3-4
-        batch, _, length, _ = out.shape
-        return out.transpose(1, 2).reshape(batch, length, -1)  # (B, L, d)
+    def validate(self, model: ModelConfig, train: TrainConfig) -> None:
+        model.check_heads_divide_hidden()
 
 
-class FeedForward(nn.Module):
-    """Point-wise two-layer ReLU network with dropout after each layer (Eq. 5's FFN)."""
-
-    def __init__(self, size: int, dropout: float):
-        super().__init__()
-        self.inner = nn.Linear(size, size)
-        self.outer = nn.Linear(size, size)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.outer(self.dropout(F.relu(self.inner(x)))))
-
-
-class TransformerBlock(nn.Module):
-    """One SASRec block: attention and feed-forward, each with LayerNorm and residual."""
-
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
-        self.attn = CausalSelfAttention(hidden_size, num_heads, dropout)
-        self.ffn_norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
-        self.ffn = FeedForward(hidden_size, dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        queries = self.attn_norm(x)  # (B, L, d)
-        x = queries + self.attn(queries, x, mask)
-        x = self.ffn_norm(x)
-        x = x + self.ffn(x)
-        return x * real.unsqueeze(-1)  # keep padding at zero
-
-
+@register(
+    "sasrec",
+    summary="SASRec (Kang & McAuley, ICDM 2018): causal self-attention, full-softmax loss",
+    options=SASRecOptions,
+    starts_from=("sasrec",),
+)
 class SASRec(SequentialRecommender):
-    def __init__(self, num_items: int, config: ModelConfig):
-        super().__init__(num_items, config)
+    def __init__(self, num_items: int, config: ModelConfig, options: SASRecOptions | None = None):
+        super().__init__(num_items, config, options or SASRecOptions())
         self.blocks = nn.ModuleList(
             TransformerBlock(config.hidden_size, config.num_heads, config.dropout)
             for _ in range(config.num_layers)
@@ -92,3 +50,10 @@ class SASRec(SequentialRecommender):
         for block in self.blocks:
             x = block(x, mask, real)
         return self.final_norm(x)  # F_t at every position (Eq. 5)
+
+    def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
+        """Continue training a SASRec run (e.g. at another learning rate): copy everything."""
+        mine, theirs = self.state_dict(), source.state_dict()
+        if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+            raise ConfigError("--init-from: that SASRec run has other sizes than this one")
+        return self.copy_matching(source)

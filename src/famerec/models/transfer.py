@@ -10,11 +10,15 @@ SASRec instead, so that fine-tuning does not begin from a random last layer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from famerec.errors import ConfigError
-from famerec.models.fame import FAME
-from famerec.models.sasrec import SASRec
+
+if TYPE_CHECKING:
+    from famerec.models.fame import FAME
+    from famerec.models.sasrec import SASRec
 
 
 def transfer_map(sasrec: SASRec) -> dict[str, str]:
@@ -54,6 +58,8 @@ def check_compatible(fame: FAME, sasrec: SASRec) -> None:
 @torch.no_grad()
 def init_fame_from_sasrec(fame: FAME, sasrec: SASRec) -> list[str]:
     """Copy SASRec's tensors into FAME in place; returns the FAME names that were set."""
+    if sasrec.name != "sasrec":
+        raise ConfigError(f"FAME starts from a SASRec run, not a {sasrec.name} run")
     check_compatible(fame, sasrec)
     source = sasrec.state_dict()
     target = fame.state_dict()

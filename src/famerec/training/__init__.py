@@ -1,8 +1,9 @@
-"""Training: the loop, early stopping, checkpoints and run directories."""
+"""Training: the loop, early stopping, checkpoints and whole runs."""
 
-from famerec.training.pipeline import TrainedRun, load_run, resolve_config, train_run
-from famerec.training.rundir import RunDir
-from famerec.training.trainer import Trainer, resolve_device
+from famerec.rundir import RunDir
+from famerec.runs import TrainedRun, load_run, resolve_device
+from famerec.training.pipeline import resolve_config, train_run
+from famerec.training.trainer import Trainer
 
 __all__ = [
     "RunDir",

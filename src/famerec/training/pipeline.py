@@ -1,31 +1,25 @@
-"""A whole run: check the inputs, load data, build (or transfer) the model, train, test once,
-write the run directory. Also loads finished runs back for explanation and serving."""
+"""A whole run: check the inputs, load data, build the model (started from another run where
+asked), train, test once, write the run directory."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from famerec.config import PRESETS, RunConfig
-from famerec.data import SequenceData, leave_one_out, load_dataset
+from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
 from famerec.errors import ConfigError
-from famerec.models import (
-    FAME,
-    SASRec,
-    SequentialRecommender,
-    build_model,
-    init_fame_from_sasrec,
-    warm_start_new_parts,
-)
-from famerec.training.rundir import CONFIG, DATASET, METRICS, PRETRAIN, WEIGHTS, RunDir, write_json
-from famerec.training.trainer import Trainer, load_weights, resolve_device
+from famerec.models import build_model, model_spec
+from famerec.rundir import CONFIG, DATASET, METRICS, PRETRAIN, RunDir, write_json
+from famerec.runs import TrainedRun, load_run, resolve_device
+from famerec.training.trainer import Trainer
+
+__all__ = ["TrainedRun", "load_run", "resolve_config", "train_run"]
 
 log = logging.getLogger("famerec")
 
@@ -34,13 +28,12 @@ RESUMABLE_CHANGES = {"train.device", "train.threads", "train.compile", "train.ev
 
 
 def dataset_summary(data: SequenceData) -> dict[str, Any]:
-    digest = hashlib.sha256(data.items.tobytes() + data.offsets.tobytes()).hexdigest()[:16]
     return {
         "name": data.name,
         "users": data.num_users,
         "items": data.num_items,
         "actions": data.num_actions,
-        "fingerprint": digest,
+        "fingerprint": fingerprint(data),
     }
 
 
@@ -71,7 +64,10 @@ def resolve_config(
         if changed:
             raise ConfigError("cannot change settings of a run on --resume: " + ", ".join(changed))
         return saved.with_overrides(overrides).validate()
-    base = RunConfig().with_overrides(PRESETS.get(preset, {}))
+    model_name = overrides.get("model.name", RunConfig().model.name)
+    own_defaults = dict(model_spec(model_name).defaults)  # e.g. GRU4Rec's single layer
+    base = RunConfig().with_overrides({"model.name": model_name, **own_defaults})
+    base = base.with_overrides(PRESETS.get(preset, {}))
     return base.with_overrides(overrides).validate()
 
 
@@ -83,9 +79,11 @@ def set_threads(threads: int) -> None:
 
 
 def pretrain_config(config: RunConfig) -> RunConfig:
-    """The SASRec run that a `--pretrain` FAME run starts from: same data and sizes."""
+    """The run that a `--pretrain` run starts from (FAME: SASRec): same data, sizes, training
+    settings and seed, with the pretraining model's default settings of its own."""
+    pretrain_model = model_spec(config.model.name).pretrain
     return config.with_overrides(
-        {"model.name": "sasrec", "train.pretrain": False, "train.init_from": None}
+        {"model.name": pretrain_model, "train.pretrain": False, "train.init_from": None}
     ).validate()
 
 
@@ -121,17 +119,12 @@ def train_run(
     elif config.train.init_from:
         source = load_run(config.train.init_from, device="cpu")
     if source is not None:
-        check_source(source, summary)
+        check_source(source, summary, config.model.name)
 
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model, data.num_items)
-    pretrained: list[str] = []
+    model = build_model(config.model, data.num_items, config.options)
     if source is not None:
-        assert isinstance(model, FAME)
-        pretrained = init_fame_from_sasrec(model, source.model)
-        if config.train.warm_start:
-            generator = torch.Generator().manual_seed(config.train.seed)
-            warm_start_new_parts(model, source.model, generator=generator)
+        model.prepare(source.model, seed=config.train.seed)
 
     run_dir.path.mkdir(parents=True, exist_ok=True)
     if not run_dir.is_started:
@@ -148,7 +141,6 @@ def train_run(
         run_dir,
         device,
         progress=progress,
-        pretrained=pretrained,
     )
     state = trainer.fit(resume=resume, stop_after=stop_after)
     finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
@@ -181,38 +173,14 @@ def train_run(
     return metrics
 
 
-@dataclass
-class TrainedRun:
-    path: Path
-    config: RunConfig
-    model: SequentialRecommender
-    data: SequenceData
-    metrics: dict[str, Any]
-
-
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
-    """A finished run directory's config, data, best weights (eval mode) and metrics."""
-    run_dir = RunDir(path)
-    if not run_dir.path.is_dir():
-        raise ConfigError(f"run directory {path} does not exist")
-    if not run_dir.is_finished:
-        raise ConfigError(f"{path} is not a finished famerec run (it has no {METRICS})")
-    for name in (CONFIG, WEIGHTS, DATASET):
-        if not (run_dir / name).is_file():
-            raise ConfigError(f"{path} is missing {name}")
-    config = RunConfig.load(run_dir / CONFIG)
-    data = SequenceData.load(run_dir / DATASET)
-    model = build_model(config.model, data.num_items)
-    load_weights(model, run_dir / WEIGHTS)
-    model.to(device).eval()
-    return TrainedRun(run_dir.path, config, model, data, run_dir.metrics())
-
-
-def check_source(source: TrainedRun, summary: dict[str, Any]) -> None:
-    """A FAME run may start only from a SASRec run on the same data."""
-    if not isinstance(source.model, SASRec):
+def check_source(source: TrainedRun, summary: dict[str, Any], target_model: str) -> None:
+    """A run may start only from a run of a model it accepts, on the same data."""
+    source_model = source.config.model.name
+    accepted = model_spec(target_model).starts_from
+    if source_model not in accepted:
         raise ConfigError(
-            f"--init-from needs a SASRec run; {source.path} is a {source.config.model.name} run"
+            f"--init-from: a {target_model} run starts from a {' or '.join(accepted)} run; "
+            f"{source.path} is a {source_model} run"
         )
     theirs = source.metrics.get("dataset", {})
     if theirs.get("fingerprint") != summary["fingerprint"]:

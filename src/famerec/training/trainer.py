@@ -10,28 +10,22 @@ import time
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from famerec.config import RunConfig
 from famerec.data.batching import EvalBatches, TrainBatches, train_tensors
 from famerec.data.split import LeaveOneOut
-from famerec.errors import ConfigError
 from famerec.evaluation import evaluate
-from famerec.models.base import SequentialRecommender
-from famerec.training.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
+from famerec.models.base import EpochContext, SequentialRecommender
+from famerec.models.losses import NegativeSampler
+from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
+from famerec.runs import load_weights, resolve_device, save_weights
+
+__all__ = ["Trainer", "TrainState", "load_weights", "resolve_device", "save_weights"]
 
 log = logging.getLogger("famerec")
 
 EARLY_STOPPING_METRIC = "NDCG@10"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA device is available")
-    return torch.device(name)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -39,15 +33,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
-
-
-def save_weights(model: SequentialRecommender, path) -> None:
-    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
-
-
-def load_weights(model: SequentialRecommender, path) -> None:
-    model.load_state_dict(load_file(str(path)))
 
 
 @dataclass
@@ -70,12 +55,8 @@ class Trainer:
         run_dir: RunDir,
         device: torch.device,
         progress: bool = True,
-        pretrained: list[str] | None = None,
     ):
-        """`pretrained`: names of parameters copied from another run; with --freeze-epochs
-        they stay fixed during the first epochs while the new parts learn."""
         self.config = config
-        self.pretrained = [p for n, p in model.named_parameters() if n in set(pretrained or [])]
         self.train_config = config.train
         self.run_dir = run_dir
         self.device = device
@@ -96,6 +77,12 @@ class Trainer:
         self.shuffle_rng = torch.Generator().manual_seed(config.train.seed)
         max_len = config.model.max_len
         tensors = train_tensors(split.train, max_len)
+        self.train_tensors = tensors
+        if config.train.loss == "sampled":
+            counts = torch.bincount(tensors.targets.flatten(), minlength=model.num_items + 1)
+            self.model.negative_sampler = NegativeSampler(
+                counts[1:], config.train.negatives, config.train.negative_sampling
+            ).to(device)
         self.num_positions = tensors.num_positions
         self.train_batches = TrainBatches(
             tensors,
@@ -140,14 +127,12 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
 
-    def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training batches; returns (mean loss per position, seconds)."""
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One pass over the training batches; returns ({loss name: mean per position} with
+        "loss" their sum, seconds)."""
         self.model.train()
-        frozen = epoch <= self.train_config.freeze_epochs
-        for parameter in self.pretrained:
-            parameter.requires_grad_(not frozen)
         started = time.perf_counter()
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sums: dict[str, torch.Tensor] = {}
         positions = 0
         bar = tqdm(
             self.train_batches,
@@ -158,27 +143,37 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, batch in enumerate(bar, start=1):
+            batch_positions = batch.positions
+            batch = self.model.transform_batch(batch)
             with torch.autocast(
                 self.device.type,
                 dtype=self.amp_dtype or torch.bfloat16,
                 enabled=self.amp_dtype is not None,
             ):
-                loss = self.loss_fn(batch)
+                losses = self.loss_fn(batch)
+            if not isinstance(losses, dict):
+                losses = {"loss": losses}
+            loss = sum(losses.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach().float() * batch.positions
-            positions += batch.positions
+            if len(losses) > 1:
+                losses = {"loss": loss, **losses}
+            for name, value in losses.items():
+                total = value.detach().float() * batch_positions
+                loss_sums[name] = loss_sums[name] + total if name in loss_sums else total
+            positions += batch_positions
             if self.progress and (step % 20 == 0 or step == len(self.train_batches)):
                 elapsed = time.perf_counter() - started
                 bar.set_postfix(
-                    loss=f"{float(loss_sum) / positions:.4f}",
+                    loss=f"{float(loss_sums['loss']) / positions:.4f}",
                     pos_per_s=f"{positions / elapsed:,.0f}",
                 )
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return float(loss_sum) / max(positions, 1), time.perf_counter() - started
+        means = {name: float(value) / max(positions, 1) for name, value in loss_sums.items()}
+        return means, time.perf_counter() - started
 
     def evaluate(self, batches: EvalBatches, return_ranks: bool = False):
         return evaluate(
@@ -197,7 +192,15 @@ class Trainer:
         config = self.train_config
         while self.state.epoch < config.epochs and self.state.bad_epochs < config.patience:
             epoch = self.state.epoch + 1
-            loss, seconds = self.train_epoch(epoch)
+            context = EpochContext(
+                epoch, self.train_tensors, self.device, config.batch_size, self.progress
+            )
+            hook_started = time.perf_counter()
+            epoch_fields = self.model.on_epoch_start(context)
+            hook_seconds = time.perf_counter() - hook_started
+            losses, seconds = self.train_epoch(epoch)
+            seconds += hook_seconds  # an epoch's cost includes its hook (e.g. clustering)
+            loss = losses["loss"]
             eval_started = time.perf_counter()
             valid = self.evaluate(self.valid_batches)
             eval_seconds = time.perf_counter() - eval_started
@@ -214,12 +217,17 @@ class Trainer:
             record = {
                 "epoch": epoch,
                 "train_loss": round(loss, 6),
+                **(
+                    {"train_losses": {k: round(v, 6) for k, v in losses.items()}}
+                    if len(losses) > 1
+                    else {}
+                ),
                 "train_seconds": round(seconds, 3),
                 "eval_seconds": round(eval_seconds, 3),
                 "positions_per_second": round(self.num_positions / seconds, 1),
                 "valid": {k: round(v, 6) for k, v in valid.items()},
                 "best": improved,
-                "pretrained_frozen": bool(self.pretrained) and epoch <= config.freeze_epochs,
+                **epoch_fields,
             }
             self.run_dir.append_log(record)
             self.save_checkpoint()

@@ -1,0 +1,61 @@
+"""The model registry: a model is one file plus `@register(...)` on its class.
+
+The registration names the model, its own config section (a `ModelOptions` dataclass whose
+fields become its command-line flags), a one-line summary, the model whose run `--pretrain`
+trains first, and the models whose runs `--init-from` accepts. Everything that lists models
+(`--model` choices, `famerec train --model X --help`, validation, loading a run) reads it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from famerec.config import ModelOptions
+from famerec.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model: type  # a SequentialRecommender subclass
+    options: type[ModelOptions]
+    summary: str
+    pretrain: str | None = None  # model trained into OUT/pretrain by --pretrain
+    starts_from: tuple[str, ...] = ()  # models whose runs --init-from accepts
+    defaults: tuple[tuple[str, object], ...] = ()  # the model's own defaults of shared settings
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    summary: str,
+    options: type[ModelOptions] = ModelOptions,
+    pretrain: str | None = None,
+    starts_from: tuple[str, ...] = (),
+    defaults: dict[str, object] | None = None,
+) -> Callable[[type], type]:
+    """Class decorator adding a model to the registry under `name`.
+
+    `defaults` are dotted keys of shared settings whose default differs for this model (e.g.
+    {"model.num_layers": 1}); presets and explicit options still override them."""
+
+    def add(cls: type) -> type:
+        if name in MODELS and MODELS[name].model is not cls:
+            raise ValueError(f"model name '{name}' is registered twice")
+        own_defaults = tuple(sorted((defaults or {}).items()))
+        MODELS[name] = ModelSpec(name, cls, options, summary, pretrain, starts_from, own_defaults)
+        cls.name = name
+        return cls
+
+    return add
+
+
+def model_spec(name: str) -> ModelSpec:
+    import famerec.models  # noqa: F401  (importing the package registers every model)
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown --model '{name}' (available: {', '.join(sorted(MODELS))})")
+    return MODELS[name]

@@ -1,0 +1,91 @@
+"""Finished runs on disk: weights in and out, and loading a run directory back.
+
+Below both training and inference: the trainer saves weights with it; the recommender, the
+service and the analysis load runs with it, without importing the training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from famerec.config import RunConfig
+from famerec.data import SequenceData
+from famerec.errors import ConfigError, FamerecError
+from famerec.models import SequentialRecommender, build_model
+from famerec.rundir import CONFIG, DATASET, METRICS, WEIGHTS, RunDir, atomic_write
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present; anything but auto, cpu and cuda is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"unknown device '{name}' (choose from auto, cpu, cuda)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def save_weights(model: SequentialRecommender, path: Path) -> None:
+    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def load_weights(model: SequentialRecommender, path: Path) -> None:
+    """Load safetensors weights (never a pickle); damaged or mismatched files are one line."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise FamerecError(f"cannot read weights {path}: {error}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise FamerecError(f"weights {path} do not fit the model of its config: {first}") from None
+
+
+def check_finite_weights(model: SequentialRecommender, path: Path) -> None:
+    """A diverged model (NaN or infinite weights) must not be served or analysed."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FamerecError(f"{path} holds non-finite weights ({name}): the model diverged")
+
+
+@dataclass
+class TrainedRun:
+    path: Path
+    config: RunConfig
+    model: SequentialRecommender
+    data: SequenceData
+    metrics: dict[str, Any]
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
+    """A finished run directory's config, data, best weights (eval mode) and metrics."""
+    run_dir = RunDir(path)
+    if not run_dir.path.is_dir():
+        raise ConfigError(f"run directory {path} does not exist")
+    if not run_dir.is_finished:
+        raise ConfigError(f"{path} is not a finished famerec run (it has no {METRICS})")
+    for name in (CONFIG, WEIGHTS, DATASET):
+        if not (run_dir / name).is_file():
+            raise ConfigError(f"{path} is missing {name}")
+    config = RunConfig.load(run_dir / CONFIG)
+    data = SequenceData.load(run_dir / DATASET)
+    model = build_model(config.model, data.num_items, config.options)
+    load_weights(model, run_dir / WEIGHTS)
+    check_finite_weights(model, run_dir / WEIGHTS)
+    if isinstance(device, str):
+        device = resolve_device(device)
+    model.to(device).eval()
+    try:
+        metrics = run_dir.metrics()
+    except ValueError as error:
+        raise FamerecError(f"cannot read {run_dir / METRICS}: {error}") from None
+    return TrainedRun(run_dir.path, config, model, data, metrics)

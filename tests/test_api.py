@@ -1,0 +1,131 @@
+"""The Python API: the same runs, defaults and errors as the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from safetensors.numpy import load_file
+
+import famerec
+from famerec.cli import main
+from famerec.errors import FamerecError
+from famerec.evaluation.significance import paired_t_test, per_user
+from tests.conftest import write_sequences
+
+OPTIONS = {"hidden": 16, "max_len": 10, "epochs": 2, "batch_size": 32, "threads": 1}
+FLAGS = ["--hidden", "16", "--max-len", "10", "--epochs", "2", "--batch-size", "32"]
+FLAGS += ["--threads", "1"]
+TIMINGS = {"train_seconds", "eval_seconds", "positions_per_second", "wall_seconds"}
+
+
+def without_timings(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in TIMINGS}
+
+
+def test_python_and_cli_write_the_same_run(seq_file, tmp_path, capsys):
+    run = famerec.train(data=seq_file, out=tmp_path / "py", quiet=True, **OPTIONS)
+    assert (
+        main(["-q", "train", "--data", str(seq_file), "--out", str(tmp_path / "cli"), *FLAGS]) == 0
+    )
+    capsys.readouterr()
+    for name in ("config.json",):
+        assert (tmp_path / "py" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    py, cli = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("py", "cli"))
+    assert without_timings(py) == without_timings(cli)
+    logs = [
+        [
+            without_timings(json.loads(r))
+            for r in (tmp_path / d / "log.jsonl").read_text().splitlines()
+        ]
+        for d in ("py", "cli")
+    ]
+    assert logs[0] == logs[1]
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("py", "cli"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert run.metrics["test"] == cli["test"]
+
+
+def test_a_dataframe_or_a_mapping_trains_like_the_same_file(tmp_path):
+    path = write_sequences(tmp_path / "s.txt", num_users=60, num_items=25)
+    rows = {"user": [], "item": [], "timestamp": []}
+    mapping = {}
+    for line in path.read_text().splitlines():
+        user, *items = map(int, line.split())
+        mapping[user] = items
+        rows["user"] += [user] * len(items)
+        rows["item"] += items
+        rows["timestamp"] += list(range(len(items)))
+    table = tmp_path / "s.csv"
+    pl.DataFrame(rows).write_csv(table)
+    from_file = famerec.train(
+        data=str(table), format="table", kcore=0, out=tmp_path / "file", quiet=True, **OPTIONS
+    )
+    from_frame = famerec.train(
+        data=pl.DataFrame(rows), kcore=0, out=tmp_path / "frame", quiet=True, **OPTIONS
+    )
+    from_mapping = famerec.train(data=mapping, out=tmp_path / "mapping", quiet=True, **OPTIONS)
+    for run in (from_frame, from_mapping):
+        assert run.metrics["test"] == from_file.metrics["test"]
+        assert run.metrics["dataset"]["fingerprint"] == from_file.metrics["dataset"]["fingerprint"]
+        assert (run.path / "input.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"lr": -1.0}, "--lr must be positive"),
+        ({"epochs": 0}, "--epochs must be a positive integer"),
+        ({"experts": 4}, "unknown option experts= for --model sasrec"),
+        ({"model": "fame", "heads": 3, "hidden": 64}, "FAME needs --heads in"),
+        ({"model": "nosuchmodel"}, "unknown --model 'nosuchmodel'"),
+        ({"dataset": "netflix"}, "unknown dataset 'netflix'"),
+        ({"data": 42}, "data must be a file path, a Polars or pandas DataFrame"),
+        ({"data": {"u1": "abc"}}, "items must be a list"),
+    ],
+)
+def test_bad_input_raises_the_clis_error(tmp_path, kwargs, words):
+    options = {**OPTIONS, "out": tmp_path / "run", "quiet": True}
+    options.update(kwargs)
+    with pytest.raises(FamerecError, match=words):
+        famerec.train(**options)
+
+
+def test_missing_file_raises_like_the_cli(tmp_path):
+    with pytest.raises(FamerecError, match="file not found"):
+        famerec.train(data=tmp_path / "missing.txt", out=tmp_path / "run", **OPTIONS)
+
+
+def test_run_object_shows_itself_and_compares(seq_file, tmp_path):
+    first = famerec.train(data=seq_file, out=tmp_path / "a", quiet=True, **OPTIONS)
+    second = famerec.train(data=seq_file, out=tmp_path / "b", quiet=True, seed=7, **OPTIONS)
+    text = repr(first)
+    assert "sasrec" in text and "test NDCG@10" in text and "best epoch" in text
+    history = first.history
+    assert history["epoch"].to_list() == [1, 2]
+    assert "valid_NDCG@10" in history.columns
+    assert first.recommender.recommend([1, 2, 3], k=3).items
+    table = famerec.compare([first, second])
+    assert table["model"].to_list() == ["sasrec", "sasrec"]
+    assert table["test NDCG@10"].to_list() == [
+        first.metrics["test"]["NDCG@10"],
+        second.metrics["test"]["NDCG@10"],
+    ]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert first.plot() is not None
+
+
+def test_paired_t_test_on_per_user_metrics():
+    ranks_a = np.array([0, 5, 50, 3, 100, 2, 7, 1000])
+    assert per_user(ranks_a, "HR@10").tolist() == [1, 1, 0, 1, 0, 1, 1, 0]
+    assert per_user(np.array([0]), "NDCG@10")[0] == 1.0
+    same = per_user(ranks_a)
+    assert paired_t_test(same, same) == 1.0
+    rng = np.random.default_rng(0)
+    base = rng.random(2000)
+    assert paired_t_test(base, base + 0.05 + rng.normal(0, 0.1, 2000)) < 1e-6
+    assert paired_t_test(base, base + rng.normal(0, 0.1, 2000)) > 0.01
