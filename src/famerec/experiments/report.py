@@ -250,12 +250,14 @@ def trials_table(context: Context, dataset: Dataset) -> str:
     spec, plan = context.spec, context.plan
     rows = []
     for entry in spec.run_order():
+        if entry.control:  # one setting: nothing to select
+            continue
         entry_plan = plan.entries[dataset.name, entry.name]
         for run in entry_plan.trials + entry_plan.support:
             if run.state != DONE:
                 continue
             metrics = context.store.metrics(run.id)
-            mark = "selected" if run is entry_plan.selected and not entry.control else ""
+            mark = "selected" if run is entry_plan.selected else ""
             rows.append(
                 [
                     entry.name,
