@@ -1,9 +1,14 @@
 """The runner end to end: real `famerec train` subprocesses on a tiny dataset."""
 
 import json
+import shutil
+import subprocess
+
+import pytest
 
 from famerec.cli import main
 from famerec.experiments import Plan, Store
+from famerec.experiments.records import commit
 from famerec.training import resolve_config, train_run
 from tests.conftest import write_sequences
 from tests.experiments.helpers import write_spec
@@ -91,3 +96,24 @@ def test_bad_runner_input_is_one_line(tmp_path, capsys):
     spec = tiny_spec(tmp_path)
     assert main(["experiment", "run", str(spec.path), "--jobs", "0"]) == 2
     assert "--jobs must be 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_commit_is_dirty_for_code_changes_not_for_records(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records/a.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "records/a.json").unlink()  # the runner rewrites records: still clean
+    assert commit(tmp_path, tmp_path / "records") == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert commit(tmp_path, tmp_path / "records") == head + "-dirty"
+    assert commit(tmp_path / "records", None) == head + "-dirty"

@@ -74,28 +74,38 @@ def machine(device: str) -> dict[str, Any]:
     return info
 
 
-@functools.cache
-def commit(folder: Path) -> str:
-    """The checked-out commit (short hash, `-dirty` with uncommitted changes to tracked
-    files), or "unknown" outside a git checkout."""
+def git(folder: Path, *args: str) -> str | None:
+    """A git command's output in `folder`, or None where git or the checkout is missing."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        result = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def commit(folder: Path, records: Path | None = None) -> str:
+    """The checked-out commit (short hash, `-dirty` with uncommitted changes to tracked files
+    other than those under `records`), or "unknown" outside a git checkout."""
+    head, top = (
+        git(folder, "rev-parse", "--short", "HEAD"),
+        git(folder, "rev-parse", "--show-toplevel"),
+    )
+    changes = git(folder, "status", "--porcelain", "--untracked-files=no")
+    if head is None or top is None or changes is None:
         return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    skip = None
+    if records is not None:
+        skip = Path(
+            os.path.relpath(Path(records).resolve(), Path(top.strip()).resolve())
+        ).as_posix()
+    dirty = [
+        line[3:]
+        for line in changes.splitlines()
+        if skip is None or not (line[3:] + "/").startswith(skip + "/")
+    ]
+    return head.strip() + ("-dirty" if dirty else "")
 
 
 def utc_now() -> str:

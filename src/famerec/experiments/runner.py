@@ -169,7 +169,7 @@ class Runner:
             "precision": metrics.get("precision", "unknown"),
             "torch": metrics.get("torch", "unknown"),
             "machine": machine(device),
-            "commit": commit(Path(self.spec.path).resolve().parent),
+            "commit": commit(Path(self.spec.path).resolve().parent, self.spec.records_dir),
             "wall_seconds": round(wall, 1) if wall is not None else metrics.get("wall_seconds"),
             "threads": self.threads,
             "jobs": self.jobs,
