@@ -113,7 +113,7 @@ def test_commit_is_dirty_for_code_changes_not_for_records(tmp_path):
         ["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     (tmp_path / "records/a.json").unlink()  # the runner rewrites records: still clean
-    assert commit(tmp_path, tmp_path / "records") == head
+    assert commit(tmp_path, (tmp_path / "records",)) == head
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert commit(tmp_path, tmp_path / "records") == head + "-dirty"
-    assert commit(tmp_path / "records", None) == head + "-dirty"
+    assert commit(tmp_path, (tmp_path / "records",)) == head + "-dirty"
+    assert commit(tmp_path / "records") == head + "-dirty"

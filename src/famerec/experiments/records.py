@@ -85,9 +85,9 @@ def git(folder: Path, *args: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
-def commit(folder: Path, records: Path | None = None) -> str:
+def commit(folder: Path, outputs: tuple[Path, ...] = ()) -> str:
     """The checked-out commit (short hash, `-dirty` with uncommitted changes to tracked files
-    other than those under `records`), or "unknown" outside a git checkout."""
+    other than the `outputs` the experiment tools rewrite), or "unknown" outside a checkout."""
     head, top = (
         git(folder, "rev-parse", "--short", "HEAD"),
         git(folder, "rev-parse", "--show-toplevel"),
@@ -95,15 +95,12 @@ def commit(folder: Path, records: Path | None = None) -> str:
     changes = git(folder, "status", "--porcelain", "--untracked-files=no")
     if head is None or top is None or changes is None:
         return "unknown"
-    skip = None
-    if records is not None:
-        skip = Path(
-            os.path.relpath(Path(records).resolve(), Path(top.strip()).resolve())
-        ).as_posix()
+    root = Path(top.strip()).resolve()
+    skip = [Path(os.path.relpath(Path(p).resolve(), root)).as_posix() for p in outputs]
     dirty = [
-        line[3:]
+        line
         for line in changes.splitlines()
-        if skip is None or not (line[3:] + "/").startswith(skip + "/")
+        if not any(line[3:] == s or line[3:].startswith(s + "/") for s in skip)
     ]
     return head.strip() + ("-dirty" if dirty else "")
 

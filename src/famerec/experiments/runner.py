@@ -129,6 +129,9 @@ class Runner:
         self.stream = stream or sys.stderr
         self.poll_seconds = poll_seconds
         self.bar: tqdm | None = None
+        # what the experiment commands rewrite: not a reason to call the code "dirty"
+        report = spec.report_dir
+        self.outputs = (spec.records_dir, report / spec.name, report / f"{spec.name}.md")
 
     # -- output -----------------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class Runner:
             "precision": metrics.get("precision", "unknown"),
             "torch": metrics.get("torch", "unknown"),
             "machine": machine(device),
-            "commit": commit(Path(self.spec.path).resolve().parent, self.spec.records_dir),
+            "commit": commit(Path(self.spec.path).resolve().parent, self.outputs),
             "wall_seconds": round(wall, 1) if wall is not None else metrics.get("wall_seconds"),
             "threads": self.threads,
             "jobs": self.jobs,
