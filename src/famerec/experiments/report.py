@@ -121,9 +121,8 @@ def header(context: Context) -> str:
         "",
         provenance(records, len(done), len(plan.runs)),
     ]
-    pending = [e for e in spec.entries if e.pending is not None]
-    if pending:
-        lines += ["", "Not run: " + "; ".join(f"{e.name}: {e.pending}" for e in pending) + "."]
+    if spec.pending():
+        lines += ["", f"Not run: {spec.pending()}."]
     return "\n".join(lines)
 
 

@@ -88,9 +88,8 @@ def grid_summary(spec: Spec, plan: Plan) -> str:
         f"selection on validation {spec.metric}",
         f"  per dataset: {'; '.join(parts)} = {plural(per_dataset, 'run')}",
     ]
-    pending = [e for e in spec.entries if e.pending is not None]
-    if pending:
-        lines.append("  pending (not run): " + "; ".join(f"{e.name}: {e.pending}" for e in pending))
+    if spec.pending():
+        lines.append(f"  pending (not run): {spec.pending()}")
     lines.append(
         f"  grid: {plural(per_dataset * len(spec.datasets), 'run')}"
         + (f" + {plural(support, 'support run')} found so far" if support else "")

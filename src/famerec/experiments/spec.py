@@ -131,6 +131,14 @@ class Spec:
                 return entry
         raise SpecError(f"{self.path}: no model '{name}' in [models]")
 
+    def pending(self) -> str:
+        """The models that are not run, grouped by why: "a, b: reason; c: other reason"."""
+        reasons: dict[str, list[str]] = {}
+        for entry in self.entries:
+            if entry.pending is not None:
+                reasons.setdefault(str(entry.pending), []).append(entry.name)
+        return "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items())
+
     def run_order(self) -> list[Entry]:
         """The entries that are run (not pending), referenced ones before those referring."""
         order: list[Entry] = []
