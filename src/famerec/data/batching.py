@@ -156,6 +156,7 @@ class EvalBatches:
         self.inputs = torch.from_numpy(left_padded(prefixes.items, starts, ends, max_len))
         self.targets = torch.from_numpy(prefixes.targets[order].astype(np.int64))
         self.widths = np.minimum(lengths[order], max_len)
+        self.users = order  # (users,) the PrefixSet row (user index) of each batch row
         history_lengths = ends - starts
         self.seen_offsets = np.concatenate([[0], np.cumsum(history_lengths)])
         within = np.arange(self.seen_offsets[-1]) - np.repeat(
