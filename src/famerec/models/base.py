@@ -119,8 +119,7 @@ class SequentialRecommender(nn.Module):
             targets.append(target[real] - 1)  # padding is never a target
         queries = queries[0] if len(parts) == 1 else torch.cat(queries)
         targets = targets[0] if len(parts) == 1 else torch.cat(targets)
-        item_weights = self.item_embedding.weight[1:]
-        return softmax_cross_entropy(queries, item_weights, targets, self.loss_chunk)
+        return softmax_cross_entropy(queries, self.loss_item_vectors(), targets, self.loss_chunk)
 
     def score(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded item ids -> (B, num_items + 1) scores of every next item.
@@ -130,13 +129,18 @@ class SequentialRecommender(nn.Module):
         last = self.last_query_vectors(item_seq)  # (B, d)
         # Always in float32: rounding scores to bf16 would create ties in the ranking.
         with torch.autocast(last.device.type, enabled=False):
-            scores = last.float() @ self.item_embedding.weight.float().T  # (B, V + 1)
+            scores = last.float() @ self.item_vectors().float().T  # (B, V + 1)
         scores[:, 0] = float("-inf")
         return scores
 
     def item_vectors(self) -> torch.Tensor:
         """(num_items + 1, d) the vectors that `query_vectors` are scored against."""
         return self.item_embedding.weight
+
+    def loss_item_vectors(self) -> torch.Tensor:
+        """(num_items, d) the item vectors `next_item_loss` scores against (no padding row):
+        `item_vectors()` unless a model adds training-time noise such as dropout."""
+        return self.item_vectors()[1:]
 
     # -- hooks the trainer calls ---------------------------------------------------------------
 
