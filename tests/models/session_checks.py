@@ -1,12 +1,17 @@
-"""Checks every session model's tests run (the protocol of issue 10): it learns on a tiny
+"""The checks every session model passes (the protocol of issue 10): it learns on a tiny
 dataset, a saved run reloads to the very same scores, its own flags reach the CLI, and a
-loaded run recommends. `train_tiny` trains once per test module."""
+loaded run recommends. A model's test file runs them with
+
+    class TestProtocol(SessionProtocol):
+        name, flags = "mymodel", ["--my-flag"]
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from famerec.cli import main
@@ -63,3 +68,28 @@ def check_recommends(run: Path) -> None:
     assert len(result.items) == 5 and not {1, 2, 3} & set(result.items)
     assert result.scores == sorted(result.scores, reverse=True)
     assert len(rec.recommend_batch([[4], [5, 6, 7, 8]], k=3)) == 2
+
+
+class SessionProtocol:
+    """The protocol checks as tests; subclasses named Test* set `name` and `flags`."""
+
+    name: str
+    flags: list[str]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def trained(cls, tmp_path_factory):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            return train_tiny(cls.name, tmp_path_factory.mktemp(cls.name), monkeypatch)
+
+    def test_loss_falls(self, trained):
+        check_loss_falls(trained[0])
+
+    def test_reload_gives_the_trained_scores(self, trained):
+        check_reload_gives_the_same_scores(*trained)
+
+    def test_recommends_from_a_loaded_run(self, trained):
+        check_recommends(trained[0])
+
+    def test_help_shows_its_own_flags(self, capsys):
+        check_own_flags_in_help(self.name, self.flags, capsys)

@@ -100,26 +100,6 @@ def test_invalid_options():
             RunConfig().with_overrides({**base, f"attenmixer.{key}": value}).validate()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        root = tmp_path_factory.mktemp("attenmixer")
-        return session_checks.train_tiny("attenmixer", root, monkeypatch)
-
-
-def test_loss_falls(trained):
-    session_checks.check_loss_falls(trained[0])
-
-
-def test_reload_gives_the_trained_scores(trained):
-    session_checks.check_reload_gives_the_same_scores(*trained)
-
-
-def test_recommends_from_a_loaded_run(trained):
-    session_checks.check_recommends(trained[0])
-
-
-def test_help_shows_its_own_flags(capsys):
-    session_checks.check_own_flags_in_help(
-        "attenmixer", ["--levels", "--lp-norm", "--scale"], capsys
-    )
+class TestProtocol(session_checks.SessionProtocol):
+    name = "attenmixer"
+    flags = ["--levels", "--lp-norm", "--scale"]
