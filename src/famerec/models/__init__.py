@@ -4,7 +4,13 @@ makes it available to the CLI, the config and run loading (see `famerec.models.r
 from __future__ import annotations
 
 from famerec.config import ModelConfig, ModelOptions
-from famerec.models import attenmixer, fame, sasrec  # noqa: F401  (registers the models)
+from famerec.models import (  # noqa: F401  (importing a model registers it)
+    attenmixer,
+    fame,
+    miasrec,
+    msgifsr,
+    sasrec,
+)
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.fame import FAME, Explanation, FacetLayer, FAMEOptions, MoEAttention
 from famerec.models.losses import info_nce, softmax_cross_entropy
