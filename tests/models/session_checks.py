@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from famerec.cli import main
 from famerec.config import RunConfig
@@ -68,6 +69,18 @@ def check_recommends(run: Path) -> None:
     assert len(result.items) == 5 and not {1, 2, 3} & set(result.items)
     assert result.scores == sorted(result.scores, reverse=True)
     assert len(rec.recommend_batch([[4], [5, 6, 7, 8]], k=3)) == 2
+
+
+def check_loss_is_the_mean_over_every_prefix(model: SequentialRecommender) -> None:
+    """loss((inputs, targets)) = mean over real positions t of the cross-entropy of score()
+    of the prefix inputs[:t+1] with targets[t]: every prefix is a session of its own."""
+    inputs = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8]])
+    expected = [
+        F.cross_entropy(model.score(inputs[row : row + 1, : t + 1])[0, 1:], targets[row, t] - 1)
+        for row, t in targets.nonzero().tolist()
+    ]
+    torch.testing.assert_close(model.loss((inputs, targets)), torch.stack(expected).mean())
 
 
 class SessionProtocol:

@@ -90,16 +90,7 @@ def test_fusion_mixes_the_granularities_a_session_has():
 
 
 def test_loss_is_the_mean_over_every_prefix():
-    ms = model()
-    inputs = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
-    targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8]])
-    expected = []
-    for row in range(2):
-        for t in range(4):
-            if targets[row, t]:
-                scores = ms.score(inputs[row : row + 1, : t + 1])[0]
-                expected.append(-scores[targets[row, t]])
-    torch.testing.assert_close(ms.loss((inputs, targets)), torch.stack(expected).mean())
+    session_checks.check_loss_is_the_mean_over_every_prefix(model())
 
 
 def test_invalid_options():
