@@ -40,6 +40,8 @@ Where famerec differs, and why:
   fusion (the weights are renormalized over the granularities it has). The official builder
   adds a placeholder unit made of the session's smallest item id repeated k times.
 * The GNN layers stack `--layers` times as the official loop does; the official default is 1.
+  Feature dropout draws one mask per node type and layer, shared by the relations (the
+  official `GATConv` draws one per relation), so each conv projects a node type once.
 * Item embeddings are rescaled to norm <= 1 when looked up (the official `max_norm=1` does it
   in place on the weights) and every weight starts from U(-1/sqrt(d), 1/sqrt(d)), as the
   official code re-draws all of them (GAT, GRU and LayerNorm-free layers alike).
