@@ -211,4 +211,4 @@ def test_written_files_respect_the_umask(tmp_path, capsys, data, umask):
         os.umask(previous)
     assert code == 0, err
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
-    assert modes == dict.fromkeys(modes, 0o666 & ~umask) and len(modes) == 6
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask) and len(modes) == 7

@@ -272,6 +272,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_run(args: argparse.Namespace) -> int:
+    from famerec.experiments import load_spec
+    from famerec.experiments.runner import Runner
+
+    if args.jobs < 1:
+        raise FamerecError(f"--jobs must be 1 or more, got {args.jobs}")
+    spec = load_spec(args.spec)
+    runner = Runner(spec, jobs=args.jobs, device=args.device, only=args.only, runs_dir=args.runs)
+    return runner.run(dry_run=args.dry_run)
+
+
+def cmd_experiment_status(args: argparse.Namespace) -> int:
+    from famerec.experiments import load_spec
+    from famerec.experiments.status import status
+
+    print(status(load_spec(args.spec), runs_dir=args.runs))
+    return 0
+
+
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    from famerec.experiments import load_spec
+    from famerec.experiments.report import write_report
+
+    print(write_report(load_spec(args.spec), out=args.out, plots=not args.no_plots), end="")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -282,6 +309,65 @@ def add_query_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-seen", action="store_true", help="allow items of the input")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+
+def add_experiment_commands(commands) -> None:
+    experiment = commands.add_parser(
+        "experiment",
+        help="run, follow and report a frozen experiment spec",
+        description="Staged hyperparameter grids of `famerec train` runs from a TOML spec "
+        "(see experiments/), selected on validation, with committed records and reports.",
+    )
+    subcommands = experiment.add_subparsers(
+        dest="experiment_command", metavar="SUBCOMMAND", required=True, parser_class=ArgumentParser
+    )
+
+    def spec_command(name: str, handler, help: str, description: str, runs: bool = True):
+        parser = subcommands.add_parser(name, help=help, description=description)
+        parser.add_argument("spec", metavar="FILE", help="experiment spec (TOML)")
+        if runs:
+            parser.add_argument(
+                "--runs",
+                metavar="DIR",
+                help="local run directories (default: runs/<spec name> beside the spec's folder)",
+            )
+        parser.set_defaults(handler=handler)
+        return parser
+
+    run = spec_command(
+        "run",
+        cmd_experiment_run,
+        "run what is not finished yet (resumes interrupted runs)",
+        "Run every run of the spec that is not finished, J at a time, each as "
+        "`python -m famerec train ... --quiet`; copies each finished run's record.",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time; each gets cores / jobs threads (default: 1; on a GPU more runs "
+        "may share it)",
+    )
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="--device of every run")
+    run.add_argument("--only", metavar="PATTERN", help="only run ids matching, e.g. 'beauty/*'")
+    run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    spec_command(
+        "status",
+        cmd_experiment_status,
+        "what is done, ready and waiting, per stage",
+        "Per dataset, model and stage: runs done, ready and waiting, and the best validation "
+        "trial so far. Runs nothing.",
+    )
+    report = spec_command(
+        "report",
+        cmd_experiment_report,
+        "tables and plots from the committed records alone",
+        "Writes <report>/<spec name>.md and <report>/<spec name>/*.png from the records (no "
+        "weights needed) and prints the markdown.",
+        runs=False,
+    )
+    report.add_argument("--out", metavar="DIR", help="write here instead of the spec's report dir")
+    report.add_argument("--no-plots", action="store_true", help="markdown only")
 
 
 def model_in(argv: Sequence[str]) -> str:
@@ -386,6 +472,8 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
         help="larger request bodies get 413 Payload Too Large (default: 1 MiB)",
     )
     serve.set_defaults(handler=cmd_serve)
+
+    add_experiment_commands(commands)
 
     data = commands.add_parser("data", help="bundled datasets")
     data_commands = data.add_subparsers(

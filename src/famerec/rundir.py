@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from famerec.errors import ConfigError, FamerecError
 
 CONFIG = "config.json"
@@ -23,7 +25,8 @@ CHECKPOINT = "checkpoint.pt"
 DATASET = "dataset.npz"
 PRETRAIN = "pretrain"
 INPUT = "input.parquet"  # in-memory data given to famerec.train(), kept with its run
-OWN_FILES = (CONFIG, WEIGHTS, METRICS, LOG, CHECKPOINT, DATASET, PRETRAIN, INPUT)
+RANKS = "ranks.npz"  # per-user ranks of the validation and test items
+OWN_FILES = (CONFIG, WEIGHTS, METRICS, LOG, CHECKPOINT, DATASET, PRETRAIN, INPUT, RANKS)
 PROBE_BYTES = 64 * 1024
 
 
@@ -68,6 +71,30 @@ def to_json(payload: Any, indent: int | None = None) -> str:
 
 def write_json(path: Path, payload: Any) -> None:
     atomic_write(path, to_json(payload, indent=2) + "\n")
+
+
+def write_ranks(path: Path, ranks: dict[str, np.ndarray]) -> None:
+    """Per-user target ranks of each split (e.g. "valid", "test") as a compressed .npz:
+    `<split>_users` (user index) and `<split>_ranks` (0-based rank), both int32; a target that
+    was excluded from the ranking gets the largest int32."""
+    arrays = {}
+    for split, split_ranks in ranks.items():
+        limit = np.iinfo(np.int32).max
+        arrays[f"{split}_users"] = np.arange(len(split_ranks), dtype=np.int32)
+        arrays[f"{split}_ranks"] = np.minimum(split_ranks, limit).astype(np.int32)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+    atomic_write(path, write)
+
+
+def read_ranks(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (users, ranks)} from a file written by `write_ranks`."""
+    with np.load(path, allow_pickle=False) as arrays:
+        splits = sorted(name[: -len("_ranks")] for name in arrays.files if name.endswith("_ranks"))
+        return {s: (arrays[f"{s}_users"], arrays[f"{s}_ranks"]) for s in splits}
 
 
 class RunDir:
@@ -161,6 +188,9 @@ class RunDir:
                 else:
                     entry.unlink(missing_ok=True)
         return False
+
+    def write_ranks(self, ranks: dict[str, np.ndarray]) -> None:
+        write_ranks(self.path / RANKS, ranks)
 
     def append_log(self, record: dict) -> None:
         line = to_json(record) + "\n"

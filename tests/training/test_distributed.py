@@ -243,6 +243,7 @@ def test_fame_pretrain_under_torchrun_writes_both_runs(tmp_path):
     for run in (out / "pretrain", out):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["processes"] == PROCESSES and metrics["epochs_run"] == 2
+        assert (run / "ranks.npz").is_file()  # the per-user ranks, gathered from both
     fame = json.loads((out / "metrics.json").read_text())
     assert fame["model"] == "fame" and fame["init_from"]["run"] == str(out / "pretrain")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -1,12 +1,15 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from famerec.config import RunConfig
 from famerec.errors import ConfigError
+from famerec.evaluation import metrics_from_ranks
 from famerec.training import load_run, resolve_config, train_run
+from famerec.training.rundir import read_ranks
 from tests.conftest import tiny_overrides, write_sequences
 
 METRIC_KEYS = {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
@@ -22,6 +25,7 @@ def test_run_directory_contents_and_metrics_contract(tiny_config, tmp_path):
         "log.jsonl",
         "checkpoint.pt",
         "dataset.npz",
+        "ranks.npz",
     ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
@@ -31,6 +35,7 @@ def test_run_directory_contents_and_metrics_contract(tiny_config, tmp_path):
     assert saved["train_seconds"] > 0
     assert {"name", "users", "items", "actions"} <= set(saved["dataset"])
     assert saved["config"] == tiny_config.to_dict()
+    assert saved["precision"] == "fp32" and saved["device"] == "cpu"
     assert RunConfig.load(out / "config.json") == tiny_config
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
@@ -246,3 +251,14 @@ def test_warm_start_keeps_what_sasrec_learned(seq_file, tmp_path):
         hit_rates[warm] = metrics["valid"]["HR@5"]
     assert hit_rates[True] > 0.8 * sasrec["valid"]["HR@5"]
     assert hit_rates[False] < 0.5 * sasrec["valid"]["HR@5"]
+
+
+def test_ranks_file_reproduces_the_metrics(tiny_config, tmp_path):
+    metrics = train_run(tiny_config, tmp_path / "run", progress=False)
+    ranks = read_ranks(tmp_path / "run/ranks.npz")
+    assert sorted(ranks) == ["test", "valid"]
+    for split, (users, split_ranks) in ranks.items():
+        assert users.dtype == split_ranks.dtype == np.int32
+        assert users.tolist() == list(range(metrics["dataset"]["users"]))
+        recomputed = metrics_from_ranks(torch.from_numpy(split_ranks.astype(np.int64)))
+        assert recomputed == pytest.approx(metrics[split])

@@ -203,3 +203,40 @@ class EvalBatches:
     def __iter__(self) -> Iterator[EvalBatch]:
         for index in range(len(self)):
             yield self.batch(index)
+
+
+def prefix_batch(batch: TrainBatch) -> TrainBatch:
+    """Every prefix of every sequence of `batch` as a sequence of its own (the session
+    protocol): real position t of (inputs, targets) becomes the sequence inputs[:t+1] whose
+    only target, targets[t], sits at its last position (the other targets are 0).
+
+    For models that read a whole session (bidirectional encoders, readouts of the full
+    session), which cannot score every position of a sequence in one causal pass. The
+    prefixes are grouped into parts of similar length, each left-padded only as wide as its
+    longest prefix; one prefix per real position, so `positions` is unchanged.
+    """
+    width = max(inputs.shape[1] for inputs, _ in batch.parts)
+    inputs = torch.cat([pad_left(part, width) for part, _ in batch.parts])  # (B, W)
+    targets = torch.cat([pad_left(part, width) for _, part in batch.parts])  # (B, W)
+    real = targets != 0  # inputs and targets are real at the same positions
+    rows, ends = real.nonzero(as_tuple=True)  # (P,) one prefix per real position
+    starts = width - real.sum(1)  # (B,) first real column of each row (left padding)
+    lengths = ends - starts[rows] + 1  # (P,) real items in each prefix
+    classes = length_classes(lengths)
+    parts = []
+    for group in torch.argsort(classes, stable=True).split(torch.bincount(classes).tolist()):
+        if len(group) == 0:
+            continue
+        prefix_width = int(lengths[group].max())
+        columns = ends[group, None] - prefix_width + 1 + torch.arange(prefix_width).to(ends)
+        inside = columns >= starts[rows[group], None]  # (n, w) False left of the prefix
+        items = inputs[rows[group, None], columns.clamp(min=0)].masked_fill(~inside, 0)
+        target = torch.zeros_like(items)
+        target[:, -1] = targets[rows[group], ends[group]]
+        parts.append((items, target))
+    return TrainBatch(tuple(parts), batch.positions)
+
+
+def pad_left(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(b, w) -> (b, width) with zeros on the left."""
+    return torch.nn.functional.pad(x, (width - x.shape[1], 0))

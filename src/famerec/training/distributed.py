@@ -15,8 +15,8 @@ Under torchrun, every process loads the same data and builds the same model, and
   P * n_r / N (n_r its real positions, N the global batch's), so that the mean of the processes'
   gradients, which DistributedDataParallel computes, is the gradient of the global batch's mean
   loss: the single-process gradient of the same batch. Named losses are weighted alike. This is
-  exact for losses that are means over real positions (the next-item cross-entropy of SASRec,
-  FAME, GRU4Rec, CORE); losses over other units (BERT4Rec's masked positions, the contrastive
+  exact for losses that are means over real positions (the next-item cross-entropy: SASRec,
+  FAME, GRU4Rec, CORE, ...); losses over other units (BERT4Rec's masked positions, the contrastive
   terms of CL4SRec, DuoRec and ICLRec, whose negatives are the other sequences of the batch: here
   of the process's slice) get the usual data-parallel approximation, as do `--loss sampled`
   negatives, drawn per process. The logged training loss is summed over the processes.

@@ -193,7 +193,8 @@ def _train_claimed(
     if state.epoch < config.train.epochs and not state.stopped:
         processes.barrier()  # process 0 has written the checkpoint
         return None
-    valid, test = trainer.test_best()
+    (valid, valid_ranks), (test, test_ranks) = trainer.test_best(return_ranks=True)
+    processes.on_main(lambda: run_dir.write_ranks({"valid": valid_ranks, "test": test_ranks}))
     metrics: dict[str, Any] = {
         "valid": valid,
         "test": test,
@@ -205,6 +206,7 @@ def _train_claimed(
         "model": config.model.name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(device),
+        "precision": "bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32",
         "torch": torch.__version__,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }

@@ -222,7 +222,7 @@ class Trainer:
         means = {name: float(value) / max(positions, 1) for name, value in loss_sums.items()}
         return means, time.perf_counter() - started
 
-    def evaluate(self, batches: EvalBatches, desc: str = "validation") -> dict[str, float]:
+    def evaluate(self, batches: EvalBatches, desc: str = "validation", return_ranks: bool = False):
         return evaluate(
             self.model,
             batches,
@@ -230,6 +230,7 @@ class Trainer:
             autocast_dtype=self.amp_dtype,
             progress=self.progress,
             desc=desc,
+            return_ranks=return_ranks,
             shard=self.processes,
         )
 
@@ -323,8 +324,12 @@ class Trainer:
             return
         raise FamerecError(f"training diverged in epoch {epoch}: {problem} (try a lower --lr)")
 
-    def test_best(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Validation and test metrics of the best-validation weights (the only test pass)."""
+    def test_best(self, return_ranks: bool = False) -> tuple:
+        """Validation and test metrics of the best-validation weights (the only test pass);
+        with `return_ranks`, each as (metrics, per-user target ranks)."""
         self.processes.barrier()  # process 0 has written them
         load_weights(self.model, self.run_dir / WEIGHTS)
-        return self.evaluate(self.valid_batches), self.evaluate(self.test_batches, desc="test")
+        return (
+            self.evaluate(self.valid_batches, return_ranks=return_ranks),
+            self.evaluate(self.test_batches, desc="test", return_ranks=return_ranks),
+        )
