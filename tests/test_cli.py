@@ -321,3 +321,14 @@ def test_explain_facets_needs_attributes_for_user_data(trained_runs, tmp_path, c
     for name in ("head 1", "head 2", "integrated", "sasrec", "random"):
         assert f"| {name}" in stdout
     assert "mean Jaccard overlap between heads' lists" in stdout
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_a_traceback():
+    # stdout is a pipe whose reader is gone (as after `| head`): the first write fails
+    script = (
+        "import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+        "from famerec.cli import main; raise SystemExit(main(['data', 'list']))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

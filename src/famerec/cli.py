@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -499,7 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.setLevel(logging.ERROR)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
     except FamerecError as error:
         where = f" (torchrun process {rank})" if rank else ""
         print(f"famerec: error{where}: {error}", file=sys.stderr)
@@ -507,6 +510,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("famerec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `famerec ... | head` closed our stdout: not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":
