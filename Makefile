@@ -19,8 +19,20 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,ann]"
 	touch $@
 
+DEMO ?= runs/demo
+QUICK ?= --dataset beauty --preset quick --overwrite
+
+# SASRec, then FAME fine-tuned from it, both with the quick preset, then one user's explanation.
 demo: $(VENV)/.installed
-	$(BIN)/famerec train --model sasrec --dataset beauty --preset quick --out runs/demo --overwrite
+	@echo "famerec demo on Amazon Beauty with the QUICK PRESET (15 epochs, patience 3): enough to"
+	@echo "see learning, not to converge; the README's results come from full runs."
+	@echo; echo "== 1/3: SASRec (quick preset) -> $(DEMO)/sasrec"
+	$(BIN)/famerec train --model sasrec $(QUICK) --out $(DEMO)/sasrec
+	@echo; echo "== 2/3: FAME fine-tuned from that SASRec run (quick preset) -> $(DEMO)/fame"
+	$(BIN)/famerec train --model fame $(QUICK) --init-from $(DEMO)/sasrec --out $(DEMO)/fame
+	@echo; echo "== 3/3: what each FAME head recommends to user 230, and why"
+	$(BIN)/famerec explain --run $(DEMO)/fame --user 230 -k 10
+	@echo; echo "quick-preset demo done: runs in $(DEMO); full runs: README.md, Training"
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from famerec.data import leave_one_out, load_bundled  # noqa: E402
 from famerec.data.batching import EvalBatches, TrainBatches, train_tensors  # noqa: E402
 from famerec.data.sequences import SequenceData  # noqa: E402
 from famerec.evaluation import evaluate  # noqa: E402
+from famerec.experiments.records import cpu_name  # noqa: E402
 from famerec.models import FAMEOptions, build_model  # noqa: E402
 
 ML20M_SHAPE = {"users": 96_726, "items": 16_297, "actions": 1_856_746}
@@ -206,16 +206,6 @@ def run_case(case: Case) -> dict:
         "reference_users_per_second": eval_users / reference_eval_seconds,
         "threads": torch.get_num_threads(),
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def markdown(results: list[dict], peak: float, device: str) -> str:

@@ -109,6 +109,8 @@ def test_run_object_shows_itself_and_compares(seq_file, tmp_path):
     assert first.recommender.recommend([1, 2, 3], k=3).items
     table = famerec.compare([first, second])
     assert table["model"].to_list() == ["sasrec", "sasrec"]
+    p_values = table["p vs first (NDCG@10)"].to_list()
+    assert p_values[0] is None and 0.0 <= p_values[1] <= 1.0  # paired on the same test users
     assert table["test NDCG@10"].to_list() == [
         first.metrics["test"]["NDCG@10"],
         second.metrics["test"]["NDCG@10"],

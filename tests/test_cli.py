@@ -44,8 +44,9 @@ def assert_one_line_error(code, err, *words):
 def test_train_prints_the_table_and_writes_metrics(tmp_path, capsys):
     data = write_sequences(tmp_path / "d.txt")
     out = tmp_path / "run"
-    code, stdout, _ = run_cli(["train", "--data", str(data), "--out", str(out), *TINY], capsys)
+    code, stdout, err = run_cli(["train", "--data", str(data), "--out", str(out), *TINY], capsys)
     assert code == 0
+    assert "%|" not in err and "user/s" not in err  # no progress bars: stderr is no terminal
     assert "| valid |" in stdout and "| test  |" in stdout and "NDCG@10" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["model"]["hidden_size"] == 16
@@ -103,6 +104,15 @@ def bad_seq(tmp_path, text):
         (lambda p: ["--epochs", "0"], ["--epochs must be a positive integer"]),
         (lambda p: ["--epochs", "-2"], ["--epochs must be a positive integer"]),
         (lambda p: ["--epochs", "many"], ["--epochs", "invalid int value"]),
+        (lambda p: ["--threads", "100000"], ["--threads 100000 is more than the", "cores"]),
+        (lambda p: ["--lr", "nan"], ["--lr must be a finite number, got nan"]),
+        (lambda p: ["--lr", "inf"], ["--lr must be a finite number, got inf"]),
+        (lambda p: ["--weight-decay", "nan"], ["--weight-decay must be a finite number"]),
+        (lambda p: ["--dropout", "nan"], ["--dropout must be a finite number"]),
+        (lambda p: ["--seed", "1e23"], ["--seed", "invalid int value: '1e23'"]),
+        (lambda p: ["--seed", "-1"], ["--seed must be from 0 to 2**63 - 1, got -1"]),
+        (lambda p: ["--seed", str(2**63)], ["--seed must be from 0 to 2**63 - 1"]),
+        (lambda p: ["--device", "tpu"], ["unknown --device value 'tpu'"]),
         (lambda p: ["--model", "fame", "--hidden", "64", "--heads", "3"], ["--heads in"]),
         (
             lambda p: ["--model", "fame", "--hidden", "64", "--experts", "40"],
@@ -269,6 +279,14 @@ def test_recommend_command_errors(trained_runs, tmp_path, capsys):
     assert_one_line_error(code, err, "not a finished famerec run")
 
 
+@pytest.mark.parametrize("command", ["recommend", "explain"])
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0"])
+def test_query_commands_name_a_bad_device_in_one_line(tmp_path, capsys, command, device):
+    args = [command, "--run", str(tmp_path), "--user", "1", "--device", device]
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, f"unknown device '{device}'", "cpu, cuda")
+
+
 def test_explain_user(trained_runs, capsys):
     from famerec.recommender import load
 
@@ -303,3 +321,14 @@ def test_explain_facets_needs_attributes_for_user_data(trained_runs, tmp_path, c
     for name in ("head 1", "head 2", "integrated", "sasrec", "random"):
         assert f"| {name}" in stdout
     assert "mean Jaccard overlap between heads' lists" in stdout
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_a_traceback():
+    # stdout is a pipe whose reader is gone (as after `| head`): the first write fails
+    script = (
+        "import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+        "from famerec.cli import main; raise SystemExit(main(['data', 'list']))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -177,9 +177,15 @@ def train(
     terminal or a notebook) shows the epoch bars; `quiet` silences the per-epoch log lines.
     """
     from famerec.training import resolve_config, train_run
+    from famerec.training.distributed import environment_world_size
 
     if dataset is not None and data is not None:
         raise ConfigError("give either dataset= or data=, not both")
+    if environment_world_size() > 1 and (out is None or not isinstance(data, str | Path | None)):
+        raise ConfigError(
+            "under torchrun every process must find the same run and data: pass out= and a "
+            "data file (or dataset=)"
+        )
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"famerec-{model}-"))
     keys = option_keys(model)
     overrides: dict[str, Any] = {"model.name": model}

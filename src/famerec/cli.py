@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,7 +30,8 @@ class _Formatter(logging.Formatter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (it may be replaced, e.g. by tests)."""
+    """Writes to sys.stderr as it is at each message, not as it was when the command started
+    (tests and tools swap it; an old stream may be closed by then)."""
 
     @property
     def stream(self):
@@ -88,6 +90,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from famerec.report import metrics_table
     from famerec.training import resolve_config, train_run
+    from famerec.training.distributed import environment_rank
 
     config = resolve_config(args.out, _overrides(args), preset=args.preset, resume=args.resume)
     metrics = train_run(
@@ -97,8 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    print(metrics_table(metrics))
-    print(f"run directory: {args.out}")
+    if environment_rank() == 0:  # under torchrun, process 0 speaks for the job
+        print(metrics_table(metrics))
+        print(f"run directory: {args.out}")
     return 0
 
 
@@ -271,6 +275,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_run(args: argparse.Namespace) -> int:
+    from famerec.experiments import load_spec
+    from famerec.experiments.runner import Runner
+
+    if args.jobs < 1:
+        raise FamerecError(f"--jobs must be 1 or more, got {args.jobs}")
+    spec = load_spec(args.spec)
+    runner = Runner(spec, jobs=args.jobs, device=args.device, only=args.only, runs_dir=args.runs)
+    return runner.run(dry_run=args.dry_run)
+
+
+def cmd_experiment_status(args: argparse.Namespace) -> int:
+    from famerec.experiments import load_spec
+    from famerec.experiments.status import status
+
+    print(status(load_spec(args.spec), runs_dir=args.runs))
+    return 0
+
+
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    from famerec.experiments import load_spec
+    from famerec.experiments.report import write_report
+
+    print(write_report(load_spec(args.spec), out=args.out, plots=not args.no_plots), end="")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -281,6 +312,65 @@ def add_query_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-seen", action="store_true", help="allow items of the input")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+
+def add_experiment_commands(commands) -> None:
+    experiment = commands.add_parser(
+        "experiment",
+        help="run, follow and report a frozen experiment spec",
+        description="Staged hyperparameter grids of `famerec train` runs from a TOML spec "
+        "(see experiments/), selected on validation, with committed records and reports.",
+    )
+    subcommands = experiment.add_subparsers(
+        dest="experiment_command", metavar="SUBCOMMAND", required=True, parser_class=ArgumentParser
+    )
+
+    def spec_command(name: str, handler, help: str, description: str, runs: bool = True):
+        parser = subcommands.add_parser(name, help=help, description=description)
+        parser.add_argument("spec", metavar="FILE", help="experiment spec (TOML)")
+        if runs:
+            parser.add_argument(
+                "--runs",
+                metavar="DIR",
+                help="local run directories (default: runs/<spec name> beside the spec's folder)",
+            )
+        parser.set_defaults(handler=handler)
+        return parser
+
+    run = spec_command(
+        "run",
+        cmd_experiment_run,
+        "run what is not finished yet (resumes interrupted runs)",
+        "Run every run of the spec that is not finished, J at a time, each as "
+        "`python -m famerec train ... --quiet`; copies each finished run's record.",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time; each gets cores / jobs threads (default: 1; on a GPU more runs "
+        "may share it)",
+    )
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="--device of every run")
+    run.add_argument("--only", metavar="PATTERN", help="only run ids matching, e.g. 'beauty/*'")
+    run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    spec_command(
+        "status",
+        cmd_experiment_status,
+        "what is done, ready and waiting, per stage",
+        "Per dataset, model and stage: runs done, ready and waiting, and the best validation "
+        "trial so far. Runs nothing.",
+    )
+    report = spec_command(
+        "report",
+        cmd_experiment_report,
+        "tables and plots from the committed records alone",
+        "Writes <report>/<spec name>.md and <report>/<spec name>/*.png from the records (no "
+        "weights needed) and prints the markdown.",
+        runs=False,
+    )
+    report.add_argument("--out", metavar="DIR", help="write here instead of the spec's report dir")
+    report.add_argument("--no-plots", action="store_true", help="markdown only")
 
 
 def model_in(argv: Sequence[str]) -> str:
@@ -393,6 +483,8 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, help="most sequences scored together (default: 64)")
     serve.set_defaults(handler=cmd_serve)
 
+    add_experiment_commands(commands)
+
     data = commands.add_parser("data", help="bundled datasets")
     data_commands = data.add_subparsers(
         dest="data_command", metavar="SUBCOMMAND", required=True, parser_class=ArgumentParser
@@ -409,16 +501,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # usage errors (code 2) and --help (code 0)
         return int(stop.code or 0)
+    from famerec.training.distributed import environment_rank
+
+    rank = environment_rank()
     _setup_logging(args.quiet)
+    if rank > 0:  # under torchrun, process 0 logs for the job; the others only their errors
+        log.setLevel(logging.ERROR)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
     except FamerecError as error:
-        print(f"famerec: error: {error}", file=sys.stderr)
+        where = f" (torchrun process {rank})" if rank else ""
+        print(f"famerec: error{where}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("famerec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `famerec ... | head` closed our stdout: not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":

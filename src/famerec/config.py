@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,16 @@ def check_choices(section: Any) -> None:
         if choices and value not in choices:
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             raise ConfigError(f"unknown {flag} value '{value}' (choose from {', '.join(choices)})")
+
+
+def check_finite(section: Any) -> None:
+    """Every float field is a finite number: argparse's float() accepts 'nan' and 'inf', and a
+    NaN slips through every range check (all comparisons with it are false)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
 
 
 @dataclass
@@ -110,6 +121,12 @@ class ModelOptions:
 class TrainConfig:
     epochs: int = option(200, "most training epochs")
     patience: int = option(10, "stop after this many epochs without a better validation NDCG@10")
+    patience_growth: float = option(
+        0.25, "patience grows to this share of the best epoch (slow, noisy late improvement)"
+    )
+    min_steps: int = option(
+        1000, "never stop early before this many optimizer steps (small data: few per epoch)"
+    )
     lr: float = option(1e-3, "Adam learning rate")
     weight_decay: float = option(0.0, "Adam weight decay")
     batch_size: int = option(256, "training sequences per batch")
@@ -156,8 +173,12 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.patience <= 0:
             raise ConfigError(f"--patience must be a positive integer, got {self.patience}")
+        if self.patience_growth < 0 or self.min_steps < 0:
+            raise ConfigError("--patience-growth and --min-steps must be 0 or more")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
@@ -216,6 +237,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         for section in (self.data, self.model, self.train, self.options):
             check_choices(section)
+            check_finite(section)
         self.data.validate()
         self.model.validate()
         self.train.validate()

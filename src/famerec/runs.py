@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from famerec.config import RunConfig
 from famerec.data import SequenceData
@@ -22,19 +23,22 @@ from famerec.rundir import CONFIG, DATASET, METRICS, WEIGHTS, RunDir, atomic_wri
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when present; anything but auto, cpu and cuda is an error."""
+    """auto, cpu, cuda or cuda:N, checked here so that a wrong name is one clear line."""
+    kind, _, index = name.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and not (kind == "cuda" and index.isdigit())):
+        raise ConfigError(f"unknown device '{name}' (choose from auto, cpu, cuda or cuda:N)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"unknown device '{name}' (choose from auto, cpu, cuda)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name} was asked for, but no CUDA device is available")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
     return torch.device(name)
 
 
 def save_weights(model: SequentialRecommender, path: Path) -> None:
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(path, safetensors_bytes(state))  # bytes first: a full disk is one clear line
 
 
 def load_weights(model: SequentialRecommender, path: Path) -> None:

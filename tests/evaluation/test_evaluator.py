@@ -56,3 +56,25 @@ def test_averages_over_batches_and_users():
     # ranks: 0, 0, 9 (ten items, target is the worst: 9 above it), 1
     assert metrics["HR@5"] == pytest.approx(3 / 4)
     assert metrics["HR@10"] == pytest.approx(1.0)
+
+
+def test_progress_bar_only_when_asked(capsys):
+    batches = EvalBatches(prefixes([[1], [2, 3], [4, 5, 6], [1, 2]], [10, 10, 1, 9]), 4, 3)
+    quiet = evaluate(FixedScores(10), batches)
+    assert capsys.readouterr().err == ""
+    shown = evaluate(FixedScores(10), batches, progress=True, desc="validation")
+    err = capsys.readouterr().err
+    assert shown == quiet
+    assert "validation" in err and "user/s" in err and "<" in err  # rate and time left
+
+
+def test_return_ranks_gives_each_users_rank_in_user_order():
+    # batches are sorted by history length, the ranks come back in the users' own order
+    histories = [[1, 2, 3], [4], [2, 6]]
+    targets = [10, 8, 2]
+    batches = EvalBatches(prefixes(histories, targets), 4, batch_size=2)
+    metrics, ranks = evaluate(FixedScores(10), batches, exclude_seen=False, return_ranks=True)
+    assert ranks.tolist() == [0, 2, 8]
+    assert metrics == evaluate(FixedScores(10), batches, exclude_seen=False)
+    _, excluded = evaluate(FixedScores(10), batches, return_ranks=True)
+    assert excluded[2] == np.iinfo(np.int64).max  # target 2 is in user 3's history

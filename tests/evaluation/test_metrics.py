@@ -60,3 +60,21 @@ def test_excluded_target_is_never_a_hit():
     scores = torch.tensor([[NEG_INF, NEG_INF, 0.3]])
     ranks = target_ranks(scores, torch.tensor([1]))
     assert metrics_from_ranks(ranks)["HR@20"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "row, target",
+    [
+        ([NEG_INF, 0.1, math.nan, 0.3], 2),  # the target's own score is NaN
+        ([NEG_INF, math.nan, 0.9, 0.3], 2),  # another item is NaN: no order to speak of
+        ([NEG_INF, math.inf, 0.9, 0.3], 2),  # +inf elsewhere: infinitely far above
+        ([NEG_INF, 0.1, math.inf, 0.3], 2),  # +inf target: inf - inf is NaN
+        ([math.nan] * 4, 1),  # a diverged model scores everything NaN
+    ],
+)
+def test_non_finite_scores_are_a_miss(row, target):
+    ranks = target_ranks(torch.tensor([row, [NEG_INF, 0.1, 0.9, 0.3]]), torch.tensor([target, 2]))
+    assert ranks[0] > 1000 and ranks[1] == 0
+    metrics = metrics_from_ranks(ranks)
+    assert metrics["HR@10"] == 0.5 and metrics["NDCG@10"] == 0.5
+    assert all(math.isfinite(value) for value in metrics.values())

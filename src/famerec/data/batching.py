@@ -55,6 +55,10 @@ class TrainBatch:
 
     parts: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     positions: int  # real positions (targets != 0) in all parts together
+    # The factor of this batch's mean loss in the training step: 1 for a whole batch. In
+    # data-parallel training, the process count times this process's share of the global
+    # batch's real positions (0 for a stand-in row, where a process got none of the batch).
+    loss_weight: float = 1.0
 
     @property
     def num_sequences(self) -> int:
@@ -156,6 +160,7 @@ class EvalBatches:
         self.inputs = torch.from_numpy(left_padded(prefixes.items, starts, ends, max_len))
         self.targets = torch.from_numpy(prefixes.targets[order].astype(np.int64))
         self.widths = np.minimum(lengths[order], max_len)
+        self.users = order  # (users,) the PrefixSet row (user index) of each batch row
         history_lengths = ends - starts
         self.seen_offsets = np.concatenate([[0], np.cumsum(history_lengths)])
         within = np.arange(self.seen_offsets[-1]) - np.repeat(
@@ -178,15 +183,60 @@ class EvalBatches:
     def num_users(self) -> int:
         return len(self.targets)
 
-    def __iter__(self) -> Iterator[EvalBatch]:
+    def rows(self, index: int) -> slice:
+        """The rows (users, in length order) of batch `index`."""
+        first = index * self.batch_size
+        return slice(first, min(first + self.batch_size, self.num_users))
+
+    def batch(self, index: int) -> EvalBatch:
+        rows = self.rows(index)
         max_len = self.inputs.shape[1]
-        for first in range(0, self.num_users, self.batch_size):
-            last = min(first + self.batch_size, self.num_users)
-            width = max(1, int(self.widths[first:last].max()))
-            lo, hi = int(self.seen_offsets[first]), int(self.seen_offsets[last])
-            yield EvalBatch(
-                inputs=self.inputs[first:last, max_len - width :],
-                targets=self.targets[first:last],
-                seen_rows=self.seen_users[lo:hi] - first,
-                seen_items=self.seen_items[lo:hi],
-            )
+        width = max(1, int(self.widths[rows].max()))
+        lo, hi = int(self.seen_offsets[rows.start]), int(self.seen_offsets[rows.stop])
+        return EvalBatch(
+            inputs=self.inputs[rows, max_len - width :],
+            targets=self.targets[rows],
+            seen_rows=self.seen_users[lo:hi] - rows.start,
+            seen_items=self.seen_items[lo:hi],
+        )
+
+    def __iter__(self) -> Iterator[EvalBatch]:
+        for index in range(len(self)):
+            yield self.batch(index)
+
+
+def prefix_batch(batch: TrainBatch) -> TrainBatch:
+    """Every prefix of every sequence of `batch` as a sequence of its own (the session
+    protocol): real position t of (inputs, targets) becomes the sequence inputs[:t+1] whose
+    only target, targets[t], sits at its last position (the other targets are 0).
+
+    For models that read a whole session (bidirectional encoders, readouts of the full
+    session), which cannot score every position of a sequence in one causal pass. The
+    prefixes are grouped into parts of similar length, each left-padded only as wide as its
+    longest prefix; one prefix per real position, so `positions` is unchanged.
+    """
+    width = max(inputs.shape[1] for inputs, _ in batch.parts)
+    inputs = torch.cat([pad_left(part, width) for part, _ in batch.parts])  # (B, W)
+    targets = torch.cat([pad_left(part, width) for _, part in batch.parts])  # (B, W)
+    real = targets != 0  # inputs and targets are real at the same positions
+    rows, ends = real.nonzero(as_tuple=True)  # (P,) one prefix per real position
+    starts = width - real.sum(1)  # (B,) first real column of each row (left padding)
+    lengths = ends - starts[rows] + 1  # (P,) real items in each prefix
+    classes = length_classes(lengths)
+    parts = []
+    for group in torch.argsort(classes, stable=True).split(torch.bincount(classes).tolist()):
+        if len(group) == 0:
+            continue
+        prefix_width = int(lengths[group].max())
+        columns = ends[group, None] - prefix_width + 1 + torch.arange(prefix_width).to(ends)
+        inside = columns >= starts[rows[group], None]  # (n, w) False left of the prefix
+        items = inputs[rows[group, None], columns.clamp(min=0)].masked_fill(~inside, 0)
+        target = torch.zeros_like(items)
+        target[:, -1] = targets[rows[group], ends[group]]
+        parts.append((items, target))
+    return TrainBatch(tuple(parts), batch.positions)
+
+
+def pad_left(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(b, w) -> (b, width) with zeros on the left."""
+    return torch.nn.functional.pad(x, (width - x.shape[1], 0))

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from famerec.errors import FamerecError
-
-RANKS_FILE = "ranks.npz"
+from famerec.rundir import RANKS
 
 
 def per_user(ranks: np.ndarray, metric: str = "NDCG@10") -> np.ndarray:
@@ -48,9 +47,9 @@ def paired_t_test(a: np.ndarray, b: np.ndarray) -> float:
 
 def saved_test_ranks(run: str | Path) -> np.ndarray:
     """The per-user test ranks a finished run saved (in user order)."""
-    path = Path(run) / RANKS_FILE
+    path = Path(run) / RANKS
     if not path.is_file():
-        raise FamerecError(f"{run} has no {RANKS_FILE} (runs before per-user ranks were saved)")
+        raise FamerecError(f"{run} has no {RANKS} (runs before per-user ranks were saved)")
     with np.load(path, allow_pickle=False) as arrays:
         order = np.argsort(arrays["test_users"], kind="stable")
         return arrays["test_ranks"][order]
@@ -66,3 +65,25 @@ def paired_test_for_runs(run_a: str | Path, run_b: str | Path, metric: str = "ND
     if len(a) != len(b):
         return None
     return paired_t_test(per_user(a, metric), per_user(b, metric))
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, samples: int = 2000, seed: int = 0, chunk: int = 100
+) -> float:
+    """Two-sided p-value of mean(b - a) = 0 from a paired bootstrap over users: twice the share
+    of resampled mean differences on the far side of 0 (1.0 when a equals b; the same result
+    for the same seed)."""
+    difference = np.asarray(b, np.float64) - np.asarray(a, np.float64)
+    if len(difference) < 2:
+        raise FamerecError("a paired test needs at least two users")
+    if not difference.any():
+        return 1.0
+    rng = np.random.default_rng(seed)
+    below = above = 0
+    for start in range(0, samples, chunk):
+        count = min(chunk, samples - start)
+        means = difference[rng.integers(0, len(difference), size=(count, len(difference)))]
+        means = means.mean(axis=1)
+        below += int((means <= 0).sum())
+        above += int((means >= 0).sum())
+    return min(1.0, 2 * min(below, above) / samples)

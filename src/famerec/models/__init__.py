@@ -4,6 +4,7 @@ makes it available to the CLI, the config and run loading (see `famerec.models.r
 from __future__ import annotations
 
 # One line per model: importing its file registers it.
+import famerec.models.attenmixer  # noqa: F401
 import famerec.models.bert4rec  # noqa: F401
 import famerec.models.cl4srec  # noqa: F401
 import famerec.models.core  # noqa: F401
@@ -11,6 +12,8 @@ import famerec.models.duorec  # noqa: F401
 import famerec.models.fame  # noqa: F401
 import famerec.models.gru4rec  # noqa: F401
 import famerec.models.iclrec  # noqa: F401
+import famerec.models.miasrec  # noqa: F401
+import famerec.models.msgifsr  # noqa: F401
 import famerec.models.sasrec  # noqa: F401
 from famerec.config import ModelConfig, ModelOptions
 from famerec.models.base import EpochContext, SequentialRecommender

@@ -132,9 +132,8 @@ class SequentialRecommender(nn.Module):
         them for more).
         """
         queries, targets = self.real_position_queries(batch, part_queries)
-        if item_vectors is None:
-            item_vectors = self.item_embedding.weight
-        return self.item_loss(queries, item_vectors[1:], targets - 1)
+        weights = self.loss_item_vectors() if item_vectors is None else item_vectors[1:]
+        return self.item_loss(queries, weights, targets - 1)
 
     def real_position_queries(
         self,
@@ -184,6 +183,11 @@ class SequentialRecommender(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         """(num_items + 1, d) the vectors that `query_vectors` are scored against."""
         return self.item_embedding.weight
+
+    def loss_item_vectors(self) -> torch.Tensor:
+        """(num_items, d) the item vectors `next_item_loss` scores against (no padding row):
+        `item_vectors()` unless a model adds training-time noise such as dropout."""
+        return self.item_vectors()[1:]
 
     # -- hooks the trainer calls ---------------------------------------------------------------
 

@@ -13,10 +13,12 @@ import torch
 
 from famerec.config import PRESETS, RunConfig
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
-from famerec.errors import ConfigError
+from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
 from famerec.rundir import CONFIG, DATASET, METRICS, PRETRAIN, RunDir, write_json
 from famerec.runs import TrainedRun, load_run, resolve_device
+from famerec.training import distributed
+from famerec.training.rundata import check_same_data
 from famerec.training.trainer import Trainer
 
 __all__ = ["TrainedRun", "load_run", "resolve_config", "train_run"]
@@ -52,6 +54,8 @@ def resolve_config(
     overrides = dict(overrides)
     if "data.path" in overrides and "data.dataset" not in overrides:
         overrides["data.dataset"] = None
+    if overrides.get("data.path"):
+        overrides["data.path"] = absolute(overrides["data.path"])
     saved_path = Path(out) / CONFIG
     if resume and saved_path.is_file():
         saved = RunConfig.load(saved_path)
@@ -71,11 +75,23 @@ def resolve_config(
     return base.with_overrides(overrides).validate()
 
 
-def set_threads(threads: int) -> None:
-    """Use `threads`, or every core this process may run on."""
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+def absolute(path: str) -> str:
+    """config.json keeps the data path absolute, so that --resume works from any directory."""
+    return str(Path(path).expanduser().absolute())
+
+
+def set_threads(threads: int, processes_per_node: int = 1) -> None:
+    """Use `threads`, or every core this process may run on (shared by the processes that
+    torchrun started on this node); more than that is refused (a huge count crashed the
+    process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if threads > cores:
+        raise ConfigError(
+            f"--threads {threads} is more than the {cores} cores this process may use "
+            "(0 uses them all)"
+        )
+    torch.set_num_threads(threads or max(cores // processes_per_node, 1))
 
 
 def pretrain_config(config: RunConfig) -> RunConfig:
@@ -97,17 +113,47 @@ def train_run(
 ) -> dict[str, Any] | None:
     """Run `config` into directory `out`; returns metrics.json's content.
 
-    Returns None when `stop_after` ended training early (the run stays resumable).
+    Returns None when `stop_after` ended training early (the run stays resumable). A run that
+    fails leaves nothing behind, unless it has a completed epoch to resume from. Under torchrun
+    every process calls it (`training.distributed`); process 0 writes the run directory, and
+    all return once it is written.
     """
     config.validate()
+    if config.data.path:
+        config = config.with_overrides({"data.path": absolute(config.data.path)})
     run_dir = RunDir(out)
-    run_dir.prepare(resume=resume, overwrite=overwrite)
+    processes = distributed.join(config.train.device)  # one process, or a torchrun job's
+    processes.on_main(lambda: run_dir.prepare(resume=resume, overwrite=overwrite))
     if run_dir.is_finished:
         log.info("%s is already finished", run_dir)
         return run_dir.metrics()
-    device = resolve_device(config.train.device)
-    set_threads(config.train.threads)
+    device = processes.own_device(resolve_device(config.train.device))
+    set_threads(config.train.threads, processes.local_world_size)
+    processes.on_main(run_dir.claim)
+    try:
+        return _train_claimed(
+            config, run_dir, device, resume, progress and processes.is_main, stop_after, processes
+        )
+    except Exception as error:
+        kept = processes.is_main and run_dir.release()
+        if kept and not resume and isinstance(error, FamerecError):
+            error.args = (f"{error}; {run_dir} keeps its completed epochs (--resume continues)",)
+        raise
+
+
+def _train_claimed(
+    config: RunConfig,
+    run_dir: RunDir,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    processes: distributed.OneProcess,
+) -> dict[str, Any] | None:
+    """train_run's work once the run directory is known to be writable."""
     data = load_dataset(config.data)
+    if processes.on_main(lambda: run_dir.is_started):  # as process 0 sees it before writing
+        check_same_data(data, run_dir / DATASET, config.data.path)
     summary = dataset_summary(data)
 
     source = None
@@ -126,12 +172,12 @@ def train_run(
     if source is not None:
         model.prepare(source.model, seed=config.train.seed)
 
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    if not run_dir.is_started:
-        data.save(run_dir / DATASET)
-        write_json(run_dir / CONFIG, config.to_dict())
-    elif resume:  # the device or threads may have changed; everything else is identical
-        write_json(run_dir / CONFIG, config.to_dict())
+    if processes.is_main:
+        if not run_dir.is_started:
+            data.save(run_dir / DATASET)
+            write_json(run_dir / CONFIG, config.to_dict())
+        elif resume:  # the device or threads may have changed; everything else is identical
+            write_json(run_dir / CONFIG, config.to_dict())
 
     started = time.perf_counter()
     trainer = Trainer(
@@ -141,12 +187,14 @@ def train_run(
         run_dir,
         device,
         progress=progress,
+        processes=processes,
     )
     state = trainer.fit(resume=resume, stop_after=stop_after)
-    finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
-    if not finished:
+    if state.epoch < config.train.epochs and not state.stopped:
+        processes.barrier()  # process 0 has written the checkpoint
         return None
-    valid, test = trainer.test_best()
+    (valid, valid_ranks), (test, test_ranks) = trainer.test_best(return_ranks=True)
+    processes.on_main(lambda: run_dir.write_ranks({"valid": valid_ranks, "test": test_ranks}))
     metrics: dict[str, Any] = {
         "valid": valid,
         "test": test,
@@ -158,16 +206,19 @@ def train_run(
         "model": config.model.name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(device),
+        "precision": "bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32",
         "torch": torch.__version__,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
+    if processes.world_size > 1:
+        metrics["processes"] = processes.world_size
     if source is not None:
         metrics["init_from"] = {
             "run": str(source.path),
             "best_epoch": source.metrics["best_epoch"],
             "test": source.metrics["test"],
         }
-    write_json(run_dir / METRICS, metrics)
+    processes.on_main(lambda: write_json(run_dir / METRICS, metrics))
     return metrics
 
 

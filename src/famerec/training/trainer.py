@@ -5,7 +5,10 @@ The test split is evaluated once, after training, with the best-validation weigh
 
 from __future__ import annotations
 
+import io
 import logging
+import math
+import pickle
 import time
 from dataclasses import dataclass
 
@@ -15,17 +18,32 @@ from tqdm.auto import tqdm
 from famerec.config import RunConfig
 from famerec.data.batching import EvalBatches, TrainBatches, train_tensors
 from famerec.data.split import LeaveOneOut
+from famerec.errors import FamerecError
 from famerec.evaluation import evaluate
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.losses import NegativeSampler
 from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
 from famerec.runs import load_weights, resolve_device, save_weights
+from famerec.training.distributed import ONE_PROCESS, OneProcess
+from famerec.training.stopping import StoppingRule
 
 __all__ = ["Trainer", "TrainState", "load_weights", "resolve_device", "save_weights"]
 
 log = logging.getLogger("famerec")
 
+SCORE_BUDGET = 2**26  # most scores in one (rows x items) matrix: 256 MB of float32
+
 EARLY_STOPPING_METRIC = "NDCG@10"
+# What torch.load and applying its result raise for a truncated or foreign checkpoint file.
+UNREADABLE = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+    pickle.UnpicklingError,
+)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -44,6 +62,8 @@ class TrainState:
     best_metric: float = float("-inf")
     bad_epochs: int = 0
     train_seconds: float = 0.0
+    steps: int = 0  # optimizer steps so far
+    stopped: bool = False  # the stopping rule ended the run
 
 
 class Trainer:
@@ -55,18 +75,27 @@ class Trainer:
         run_dir: RunDir,
         device: torch.device,
         progress: bool = True,
+        processes: OneProcess = ONE_PROCESS,
     ):
+        """`processes`: this process's part of a torchrun job (`training.distributed`); it
+        trains on its share of each batch, and only process 0 writes `run_dir`."""
         self.config = config
+        self.processes = processes
         self.train_config = config.train
         self.run_dir = run_dir
         self.device = device
         self.progress = progress
         self.amp_dtype = autocast_dtype(config.train.precision, device)
         self.model = model.to(device)
-        self.model.loss_chunk = config.train.loss_chunk
+        # Bound the (rows x items) score matrices of the loss and of evaluation, so that memory
+        # stays flat on catalogs of millions of items (chunking does not change the results).
+        rows = max(1, SCORE_BUDGET // (model.num_items + 1))
+        self.model.loss_chunk = min(config.train.loss_chunk, rows) if config.train.loss_chunk else 0
+        eval_batch_size = min(config.train.eval_batch_size, rows)
         # torch.compile of a module compiles forward() only; the training step calls loss().
-        self.loss_fn = (
-            torch.compile(self.model.loss, dynamic=True) if config.train.compile else model.loss
+        self.loss_fn = processes.wrap_loss(
+            self.model,
+            torch.compile(self.model.loss, dynamic=True) if config.train.compile else model.loss,
         )
         self.optimizer = torch.optim.Adam(
             model.parameters(),
@@ -84,16 +113,17 @@ class Trainer:
                 counts[1:], config.train.negatives, config.train.negative_sampling
             ).to(device)
         self.num_positions = tensors.num_positions
-        self.train_batches = TrainBatches(
+        self.train_batches: TrainBatches = processes.train_batches(
             tensors,
             config.train.batch_size,
             self.shuffle_rng,
             split_by_length=config.train.bucketing,
             device=device,
         )
-        self.valid_batches = EvalBatches(split.valid, max_len, config.train.eval_batch_size, device)
-        self.test_batches = EvalBatches(split.test, max_len, config.train.eval_batch_size, device)
+        self.valid_batches = EvalBatches(split.valid, max_len, eval_batch_size, device)
+        self.test_batches = EvalBatches(split.test, max_len, eval_batch_size, device)
         self.state = TrainState()
+        self.rule = StoppingRule.from_config(config.train)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -107,23 +137,38 @@ class Trainer:
         }
         if self.device.type == "cuda":
             payload["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write(self.run_dir / CHECKPOINT, buffer.getvalue())
 
     def load_checkpoint(self) -> bool:
+        """Restore the last completed epoch; without a checkpoint, start from epoch 0. Either
+        way the log keeps only the epochs that the restored state has seen."""
         path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            return False
-        payload = torch.load(path, map_location=self.device, weights_only=True)
+        found = path.exists()
+        if found:
+            try:
+                self.restore(torch.load(path, map_location=self.device, weights_only=True))
+            except UNREADABLE as error:
+                raise FamerecError(
+                    f"cannot resume from {path}: the file is damaged ({type(error).__name__}, "
+                    "e.g. cut short by a full disk); start the run over with --overwrite"
+                ) from None
+            log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
+        if self.processes.is_main:
+            self.run_dir.truncate_log(self.state.epoch)
+        return found
+
+    def restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = TrainState(**payload["state"])
+        state = dict(payload["state"])
+        state.setdefault("steps", state["epoch"] * len(self.train_batches))  # older checkpoints
+        self.state = TrainState(**state)
         torch.set_rng_state(payload["torch_rng"].cpu())
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
         if "cuda_rng" in payload and self.device.type == "cuda":
             torch.cuda.set_rng_state(payload["cuda_rng"].cpu(), self.device)
-        self.run_dir.truncate_log(self.state.epoch)
-        log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
-        return True
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -143,7 +188,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, batch in enumerate(bar, start=1):
-            batch_positions = batch.positions
+            weight = batch.loss_weight  # 1, but for a process's share of a batch
+            batch_positions = batch.positions if weight else 0  # a stand-in row counts for none
             batch = self.model.transform_batch(batch)
             with torch.autocast(
                 self.device.type,
@@ -155,7 +201,7 @@ class Trainer:
                 losses = {"loss": losses}
             loss = sum(losses.values())
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()
             self.optimizer.step()
             if len(losses) > 1:
                 losses = {"loss": loss, **losses}
@@ -172,15 +218,20 @@ class Trainer:
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        loss_sums, positions = self.processes.sum_losses(loss_sums, positions)
         means = {name: float(value) / max(positions, 1) for name, value in loss_sums.items()}
         return means, time.perf_counter() - started
 
-    def evaluate(self, batches: EvalBatches) -> dict[str, float]:
+    def evaluate(self, batches: EvalBatches, desc: str = "validation", return_ranks: bool = False):
         return evaluate(
             self.model,
             batches,
             exclude_seen=not self.train_config.keep_seen,
             autocast_dtype=self.amp_dtype,
+            progress=self.progress,
+            desc=desc,
+            return_ranks=return_ranks,
+            shard=self.processes,
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainState:
@@ -189,17 +240,20 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         config = self.train_config
-        while self.state.epoch < config.epochs and self.state.bad_epochs < config.patience:
+        while self.state.epoch < config.epochs and not self.state.stopped:
             epoch = self.state.epoch + 1
             context = EpochContext(
                 epoch, self.train_tensors, self.device, config.batch_size, self.progress
             )
             hook_started = time.perf_counter()
-            epoch_fields = self.model.on_epoch_start(context)
+            with self.processes.same_random_numbers():
+                epoch_fields = self.model.on_epoch_start(context)
             hook_seconds = time.perf_counter() - hook_started
             losses, seconds = self.train_epoch(epoch)
             seconds += hook_seconds  # an epoch's cost includes its hook (e.g. clustering)
             loss = losses["loss"]
+            self.check_finite(epoch, loss)
+            self.state.steps += len(self.train_batches)
             eval_started = time.perf_counter()
             valid = self.evaluate(self.valid_batches)
             eval_seconds = time.perf_counter() - eval_started
@@ -208,11 +262,14 @@ class Trainer:
             if improved:
                 self.state.best_metric, self.state.best_epoch = metric, epoch
                 self.state.bad_epochs = 0
-                save_weights(self.model, self.run_dir / WEIGHTS)
+                if self.processes.is_main:
+                    save_weights(self.model, self.run_dir / WEIGHTS)
             else:
                 self.state.bad_epochs += 1
             self.state.epoch = epoch
             self.state.train_seconds += seconds
+            stopping = self.rule.state(epoch, self.state.best_epoch, self.state.steps)
+            self.state.stopped = stopping["stop"]
             record = {
                 "epoch": epoch,
                 "train_loss": round(loss, 6),
@@ -227,9 +284,11 @@ class Trainer:
                 "valid": {k: round(v, 6) for k, v in valid.items()},
                 "best": improved,
                 **epoch_fields,
+                "stopping": stopping,
             }
-            self.run_dir.append_log(record)
-            self.save_checkpoint()
+            if self.processes.is_main:
+                self.run_dir.append_log(record)
+                self.save_checkpoint()
             log.info(
                 "epoch %3d  loss %.4f  valid HR@10 %.4f NDCG@10 %.4f  (%.1fs train, %.1fs eval)%s",
                 epoch,
@@ -242,9 +301,35 @@ class Trainer:
             )
             if stop_after is not None and epoch >= stop_after:
                 break
+        wait = self.rule.wait(self.state.best_epoch)
+        at_cap = self.state.epoch >= config.epochs and not self.state.stopped
+        if at_cap and config.epochs - self.state.best_epoch < wait:
+            log.warning(
+                "the best epoch (%d) is within the last %d epochs of --epochs %d: validation "
+                "NDCG@10 may still be improving, and more --epochs may find a better model",
+                self.state.best_epoch,
+                wait,
+                config.epochs,
+            )
         return self.state
 
-    def test_best(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Validation and test metrics of the best-validation weights (the only test pass)."""
+    def check_finite(self, epoch: int, loss: float) -> None:
+        """A NaN or infinite loss or weight means training diverged: stop before the epoch is
+        recorded, so that the checkpoint, the log and the best weights stay finite."""
+        if not math.isfinite(loss):
+            problem = f"the train loss is {loss}"
+        elif not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            problem = "the weights are no longer finite"
+        else:
+            return
+        raise FamerecError(f"training diverged in epoch {epoch}: {problem} (try a lower --lr)")
+
+    def test_best(self, return_ranks: bool = False) -> tuple:
+        """Validation and test metrics of the best-validation weights (the only test pass);
+        with `return_ranks`, each as (metrics, per-user target ranks)."""
+        self.processes.barrier()  # process 0 has written them
         load_weights(self.model, self.run_dir / WEIGHTS)
-        return self.evaluate(self.valid_batches), self.evaluate(self.test_batches)
+        return (
+            self.evaluate(self.valid_batches, return_ranks=return_ranks),
+            self.evaluate(self.test_batches, desc="test", return_ranks=return_ranks),
+        )

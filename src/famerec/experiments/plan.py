@@ -1,0 +1,330 @@
+"""A spec expanded into runs, given what is finished: staged trials, selection, seed reruns.
+
+Selection reads validation metrics only. A stage that takes `from_best` values, the seed
+reruns of a model and the runs that refer to another model's selected run wait until what they
+depend on is finished; until then they are counted as waiting slots without an id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from famerec.config import MOVED_KEYS, RunConfig
+from famerec.errors import ConfigError
+from famerec.experiments.spec import (
+    CONTROL_STAGE,
+    SEED_KEY,
+    SEED_STAGE,
+    SPLIT,
+    SUPPORT_STAGE,
+    Dataset,
+    Entry,
+    Ref,
+    Spec,
+    SpecError,
+    relative,
+)
+
+DONE, READY, WAITING = "done", "ready", "waiting"
+# Settings a finished run may differ in from its spec: where it ran, and paths (relative to
+# where it was started).
+NOT_FROZEN = ("train.device", "train.threads", "data.path")
+RECORD = "record.json"
+_PLAIN = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def describe_settings(settings: dict[str, Any]) -> str:
+    """`num_heads=2,hidden_size=64`: the short names of the keys (the full key where two share
+    a short name), sorted, values as written."""
+    short = {key: key.rsplit(".", 1)[-1] for key in settings}
+    counts = Counter(short.values())
+    names = {key: short[key] if counts[short[key]] == 1 else key for key in settings}
+    return ",".join(
+        f"{names[key]}={format_value(settings[key])}" for key in sorted(settings, key=names.get)
+    )
+
+
+def run_slug(settings: dict[str, Any], seed: int) -> str:
+    """The run's directory name: its searched settings and its seed, readable where possible."""
+    parts = [describe_settings(settings)] if settings else []
+    text = ",".join([*parts, f"seed={seed}"])
+    values_plain = all(_PLAIN.match(format_value(v)) for v in settings.values())
+    if len(text) <= 120 and values_plain:
+        return text
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return f"settings-{digest},seed={seed}"
+
+
+def flat_config(payload: dict[str, Any]) -> dict[str, Any]:
+    """config.json's {"section": {"name": value}} -> {"section.name": value}, with the keys of
+    older config files under their present names."""
+    flat = {f"{s}.{k}": v for s, section in payload.items() for k, v in section.items()}
+    return {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
+
+
+DEFAULTS = flat_config(RunConfig().to_dict())
+
+
+@dataclass(eq=False)  # one object per run id (see Plan.materialize): compared by identity
+class Run:
+    """One run of the plan; `id` is None while its settings wait for another stage."""
+
+    dataset: str
+    entry: str
+    stage: str
+    seed: int
+    names: dict[str, Any] | None  # the settings that name it (set by its stage)
+    id: str | None = None
+    state: str = WAITING
+    reason: str = ""
+    settings: dict[str, Any] | None = None  # every setting, references resolved (when ready)
+
+    @property
+    def label(self) -> str:
+        return self.id or f"{self.dataset}/{self.entry}/({self.stage}, seed {self.seed})"
+
+
+@dataclass
+class EntryPlan:
+    """The runs of one model on one dataset."""
+
+    entry: Entry
+    dataset: Dataset
+    trials: list[Run] = field(default_factory=list)  # selection stages, first seed
+    reruns: list[Run] = field(default_factory=list)  # the selected setting, other seeds
+    support: list[Run] = field(default_factory=list)  # started from by other models' runs
+    selected: Run | None = None  # the best trial on validation (controls: their first run)
+    pool: list[Run] = field(default_factory=list)  # the trials that compete for selection
+
+    @property
+    def runs(self) -> list[Run]:
+        return self.trials + self.reruns + self.support
+
+    @property
+    def selected_runs(self) -> list[Run]:
+        """The selected setting with every seed (those finished or not)."""
+        return [] if self.selected is None else [self.selected, *self.reruns]
+
+
+class Store:
+    """Finished runs: the committed records first, then local run directories."""
+
+    def __init__(self, records_dir: Path, runs_dir: Path | None = None):
+        self.records_dir = Path(records_dir)
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else None
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def record_dir(self, run_id: str) -> Path:
+        return self.records_dir / run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        if self.runs_dir is None:
+            raise SpecError("no run directory is known here (records only)")
+        return self.runs_dir / run_id
+
+    def has_record(self, run_id: str) -> bool:
+        return (self.record_dir(run_id) / RECORD).is_file()
+
+    def finished_locally(self, run_id: str) -> bool:
+        return self.runs_dir is not None and (self.run_dir(run_id) / "metrics.json").is_file()
+
+    def has_weights(self, run_id: str) -> bool:
+        return self.runs_dir is not None and (self.run_dir(run_id) / "model.safetensors").is_file()
+
+    def done(self, run_id: str) -> bool:
+        return self.has_record(run_id) or self.finished_locally(run_id)
+
+    def read(self, run_id: str, name: str) -> Any:
+        key = (run_id, name)
+        if key not in self._cache:
+            folder = self.record_dir(run_id)
+            if not (folder / RECORD).is_file() and self.finished_locally(run_id):
+                folder = self.run_dir(run_id)
+            path = folder / name
+            try:
+                if name.endswith(".jsonl"):
+                    lines = path.read_text().splitlines()
+                    self._cache[key] = [json.loads(line) for line in lines if line.strip()]
+                else:
+                    self._cache[key] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                raise SpecError(f"cannot read {path}: {error}") from None
+        return self._cache[key]
+
+    def metrics(self, run_id: str) -> dict[str, Any]:
+        return self.read(run_id, "metrics.json")
+
+    def config(self, run_id: str) -> dict[str, Any]:
+        return flat_config(self.read(run_id, "config.json"))
+
+    def record(self, run_id: str) -> dict[str, Any]:
+        return self.read(run_id, RECORD) if self.has_record(run_id) else {}
+
+    def forget(self, run_id: str) -> None:
+        for key in [k for k in self._cache if k[0] == run_id]:
+            del self._cache[key]
+
+
+class Plan:
+    """Every run of a spec, with its state; rebuild it whenever runs finish."""
+
+    def __init__(self, spec: Spec, store: Store):
+        self.spec = spec
+        self.store = store
+        self.by_id: dict[str, Run] = {}
+        self.entries: dict[tuple[str, str], EntryPlan] = {}
+        for dataset in spec.datasets:
+            for entry in spec.run_order():
+                self.entries[dataset.name, entry.name] = self.build(dataset, entry)
+
+    @property
+    def runs(self) -> list[Run]:
+        return [run for plan in self.entries.values() for run in plan.runs]
+
+    def entry_plan(self, dataset: str, entry: str) -> EntryPlan | None:
+        return self.entries.get((dataset, entry))
+
+    def score(self, run: Run) -> float:
+        return float(self.store.metrics(run.id)[SPLIT][self.spec.metric])
+
+    def best(self, runs: list[Run]) -> Run:
+        """The run with the highest validation metric; ties go to the earlier one."""
+        best = runs[0]
+        for run in runs[1:]:
+            if self.score(run) > self.score(best):
+                best = run
+        return best
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build(self, dataset: Dataset, entry: Entry) -> EntryPlan:
+        plan = EntryPlan(entry, dataset)
+        self.entries[dataset.name, entry.name] = plan
+        first, others = self.spec.seeds[0], self.spec.seeds[1:]
+        if entry.control:
+            plan.trials = [self.materialize(dataset, entry, CONTROL_STAGE, {}, first)]
+            plan.reruns = [self.materialize(dataset, entry, CONTROL_STAGE, {}, s) for s in others]
+            plan.pool = plan.trials
+            plan.selected = plan.trials[0]
+            return plan
+        for index, stage in enumerate(entry.stages):
+            fixed: dict[str, Any] = {}
+            if stage.from_best:
+                earlier = {s.name for s in entry.stages[:index]}
+                before = [t for t in plan.trials if t.stage in earlier]
+                if any(t.state != DONE for t in before):
+                    reason = f"waits for the best of stage {entry.stages[index - 1].name}"
+                    plan.trials += [
+                        Run(dataset.name, entry.name, stage.name, first, None, reason=reason)
+                        for _ in stage.points
+                    ]
+                    continue
+                best = self.store.config(self.best(before).id)
+                fixed = {key: best[key] for key in stage.from_best}
+            for point in stage.points:
+                names = {**fixed, **stage.settings, **point}
+                plan.trials.append(self.materialize(dataset, entry, stage.name, names, first))
+        plan.pool = [t for t in plan.trials if t.stage in entry.select_from]
+        if all(t.state == DONE for t in plan.pool):
+            plan.selected = self.best(plan.pool)
+            names = plan.selected.names
+            plan.reruns = [self.materialize(dataset, entry, SEED_STAGE, names, s) for s in others]
+        else:
+            reason = "waits for the selection"
+            plan.reruns = [
+                Run(dataset.name, entry.name, SEED_STAGE, s, None, reason=reason) for s in others
+            ]
+        return plan
+
+    def materialize(
+        self, dataset: Dataset, entry: Entry, stage: str, names: dict[str, Any], seed: int
+    ) -> Run:
+        run_id = f"{dataset.name}/{entry.name}/{run_slug(names, seed)}"
+        if run_id in self.by_id:
+            return self.by_id[run_id]
+        run = Run(dataset.name, entry.name, stage, seed, names, id=run_id)
+        self.by_id[run_id] = run
+        settings = {**self.spec.base, **dataset.settings, **entry.settings, **names}
+        settings[SEED_KEY] = seed
+        if self.store.done(run_id):
+            self.check_frozen(run_id, settings)
+            run.state = DONE
+            return run
+        resolved: dict[str, Any] = {}
+        for key, value in settings.items():
+            if isinstance(value, Ref):  # `match` sees the settings resolved before it
+                value, waiting = self.resolve(value, dataset, {**settings, **resolved}, seed)
+                if waiting:
+                    run.reason = waiting
+                    return run
+            resolved[key] = value
+        try:
+            RunConfig().with_overrides(resolved).validate()
+        except (ConfigError, TypeError) as error:
+            raise SpecError(f"{self.spec.path}: run {run_id}: {error}") from None
+        run.settings, run.state = resolved, READY
+        return run
+
+    def check_frozen(self, run_id: str, settings: dict[str, Any]) -> None:
+        """A finished run must have been made with the spec's settings as they are now."""
+        recorded = self.store.config(run_id)
+        for key, value in settings.items():
+            if isinstance(value, Ref) or key in NOT_FROZEN or recorded.get(key) == value:
+                continue
+            raise SpecError(
+                f"{self.spec.path}: {run_id} was run with {key} = {recorded.get(key)!r}, the spec "
+                f"now says {value!r}; a spec is frozen once it has runs: write a new one"
+            )
+
+    def resolve(
+        self, ref: Ref, dataset: Dataset, settings: dict[str, Any], seed: int
+    ) -> tuple[Any, str]:
+        """(value, "") or (None, why it must wait)."""
+        target = self.entries[dataset.name, ref.selected]
+        if target.selected is None:
+            return None, f"waits for the selection of {ref.selected}"
+        names = target.selected.names
+        if ref.match:
+            want = {key: settings.get(key, DEFAULTS.get(key)) for key in ref.match}
+            pool = [
+                t
+                for t in target.pool
+                if all(self.store.config(t.id).get(k) == v for k, v in want.items())
+            ]
+            if not pool:
+                raise SpecError(
+                    f"{self.spec.path}: no trial of {ref.selected} on {dataset.name} has "
+                    f"{describe_settings(want)} (needed by {ref.describe()})"
+                )
+            names = self.best(pool).names
+        run = self.materialize(dataset, target.entry, SUPPORT_STAGE, names, seed)
+        if run.stage == SUPPORT_STAGE and run not in target.support:
+            target.support.append(run)
+        if run.state != DONE:
+            return None, f"waits for {run.id}"
+        if ref.get is None:
+            if not self.store.has_weights(run.id):
+                return None, f"needs the run directory of {run.id} (only its record is here)"
+            return relative(self.store.run_dir(run.id)), ""
+        source = self.store.config(run.id) if "." in ref.get else self.store.metrics(run.id)
+        if ref.get not in source:
+            raise SpecError(f"{self.spec.path}: {run.id} has no '{ref.get}'")
+        return source[ref.get], ""
+
+    # -- summaries --------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(run.state for run in self.runs)
+        return {state: counts.get(state, 0) for state in (DONE, READY, WAITING)}

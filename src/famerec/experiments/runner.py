@@ -1,0 +1,363 @@
+"""Run a spec: each run is `python -m famerec train ... --quiet` in a subprocess, J at a time.
+
+A run with a record (or a finished run directory) is skipped, an interrupted one continues with
+--resume, a failed one is reported with the end of its output and the others go on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm.auto import tqdm
+
+import famerec
+from famerec.experiments.plan import (
+    DONE,
+    READY,
+    WAITING,
+    Plan,
+    Run,
+    Store,
+    format_value,
+)
+from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
+from famerec.experiments.spec import Spec, known_options, relative
+
+# Settings the runner decides for every run (not part of what a run computes).
+RUNNER_KEYS = ("train.threads", "train.device")
+
+
+def train_command(
+    settings: dict[str, Any], out: Path, threads: int, device: str | None, resume: bool
+) -> list[str]:
+    """The `famerec train` arguments (after `python -m famerec`) of a resolved run."""
+    args = ["-q", "train", "--out", relative(out)]
+    for key, value in settings.items():
+        if key in RUNNER_KEYS and (key == "train.threads" or device is not None):
+            continue
+        flag, kind = known_options()[key]
+        if kind is bool:
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, format_value(value)]
+    args += ["--threads", str(threads)]
+    if device is not None:
+        args += ["--device", device]
+    if resume:
+        args.append("--resume")
+    return args
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def grid_summary(spec: Spec, plan: Plan) -> str:
+    """The size of the grid, per dataset and in all, and where it stands."""
+    seeds = len(spec.seeds)
+    parts = [
+        f"{e.name} 1 setting x {plural(seeds, 'seed')} (control)"
+        if e.control
+        else f"{e.name} {plural(e.trials, 'trial')} + {plural(seeds - 1, 'seed rerun')}"
+        for e in spec.run_order()
+    ]
+    per_dataset = sum(seeds if e.control else e.trials + seeds - 1 for e in spec.run_order())
+    support = sum(len(p.support) for p in plan.entries.values())
+    counts = plan.counts()
+    lines = [
+        f"{spec.name}: {plural(len(spec.datasets), 'dataset')} "
+        f"({', '.join(d.name for d in spec.datasets)}), seeds {', '.join(map(str, spec.seeds))}, "
+        f"selection on validation {spec.metric}",
+        f"  per dataset: {'; '.join(parts)} = {plural(per_dataset, 'run')}",
+    ]
+    if spec.pending():
+        lines.append(f"  pending (not run): {spec.pending()}")
+    lines.append(
+        f"  grid: {plural(per_dataset * len(spec.datasets), 'run')}"
+        + (f" + {plural(support, 'support run')} found so far" if support else "")
+        + f"; {counts[DONE]} done, {counts[READY]} ready, {counts[WAITING]} waiting"
+    )
+    return "\n".join(lines)
+
+
+@dataclass
+class Job:
+    run: Run
+    process: subprocess.Popen
+    log_path: Path
+    started: float
+    resumed: bool
+    command: list[str]
+
+
+class Runner:
+    def __init__(
+        self,
+        spec: Spec,
+        jobs: int = 1,
+        device: str | None = None,
+        only: str | None = None,
+        runs_dir: Path | None = None,
+        stream: IO[str] | None = None,
+        poll_seconds: float = 0.2,
+    ):
+        self.spec = spec
+        self.jobs = max(1, jobs)
+        self.threads = max(1, usable_cores() // self.jobs)
+        self.device = device
+        self.only = only
+        self.store = Store(spec.records_dir, runs_dir or spec.runs_dir)
+        self.stream = stream or sys.stderr
+        self.poll_seconds = poll_seconds
+        self.bar: tqdm | None = None
+        # what the experiment commands rewrite: not a reason to call the code "dirty"
+        report = spec.report_dir
+        self.outputs = (spec.records_dir, report / spec.name, report / f"{spec.name}.md")
+
+    # -- output -----------------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def wanted(self, run: Run) -> bool:
+        return self.only is None or fnmatch.fnmatch(run.label, self.only)
+
+    def plan(self) -> Plan:
+        return Plan(self.spec, self.store)
+
+    def command(self, run: Run) -> tuple[list[str], bool]:
+        out = self.store.run_dir(run.id)
+        resume = (out / "config.json").is_file()
+        args = train_command(run.settings, out, self.threads, self.device, resume)
+        return args, resume
+
+    # -- records ----------------------------------------------------------------------------
+
+    def save_record(self, run: Run, wall: float | None, resumed: bool, args: list[str]) -> None:
+        run_dir = self.store.run_dir(run.id)
+        metrics = self.store.metrics(run.id)
+        device = str(metrics.get("device", "unknown"))
+        info = {
+            "id": run.id,
+            "spec": self.spec.name,
+            "dataset": run.dataset,
+            "model": run.entry,
+            "stage": run.stage,
+            "seed": run.seed,
+            "settings": run.names,
+            "command": shlex.join(["famerec", *args]) if args else None,
+            "device": device,
+            "precision": metrics.get("precision", "unknown"),
+            "torch": metrics.get("torch", "unknown"),
+            "machine": machine(device),
+            "commit": commit(Path(self.spec.path).resolve().parent, self.outputs),
+            "wall_seconds": round(wall, 1) if wall is not None else metrics.get("wall_seconds"),
+            "threads": self.threads,
+            "jobs": self.jobs,
+            "resumed": resumed,
+            "finished": utc_now(),
+        }
+        copy_record(run_dir, self.store.record_dir(run.id), info)
+        self.store.forget(run.id)
+
+    def sync(self, plan: Plan) -> None:
+        """Copy the records of runs that finished here but were not recorded (interrupted)."""
+        for run in plan.runs:
+            if run.state == DONE and not self.store.has_record(run.id):
+                self.save_record(run, None, False, [])
+                self.say(f"recorded {run.id} (finished earlier)")
+
+    # -- estimates --------------------------------------------------------------------------
+
+    def estimate(self, plan: Plan, left: list[Run]) -> float | None:
+        """Seconds left: each run like the finished runs of its model and dataset (else of its
+        dataset, else of all), J at a time."""
+        walls: dict[tuple[str, str], list[float]] = {}
+        for run in plan.runs:
+            if run.state == DONE:
+                wall = self.store.record(run.id).get("wall_seconds")
+                if wall:
+                    walls.setdefault((run.dataset, run.entry), []).append(float(wall))
+        if not walls:
+            return None
+
+        def mean(values: list[float]) -> float:
+            return sum(values) / len(values)
+
+        everything = [w for values in walls.values() for w in values]
+        total = 0.0
+        for run in left:
+            same = walls.get((run.dataset, run.entry))
+            dataset = [w for (d, _), values in walls.items() if d == run.dataset for w in values]
+            total += mean(same or dataset or everything)
+        return total / self.jobs
+
+    # -- running ----------------------------------------------------------------------------
+
+    def start(self, run: Run) -> Job:
+        args, resumed = self.command(run)
+        out = self.store.run_dir(run.id)
+        log_path = out.parent / f"{out.name}.log"  # not with_suffix: names hold dots (lr=0.001)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        source = str(Path(famerec.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+        with open(log_path, "a") as log:
+            log.write(f"$ famerec {shlex.join(args)}\n")
+            log.flush()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "famerec", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        self.say(f"start {run.id}" + (" (resuming)" if resumed else ""))
+        return Job(run, process, log_path, time.monotonic(), resumed, args)
+
+    def run(self, dry_run: bool = False) -> int:
+        plan = self.plan()
+        self.say(grid_summary(self.spec, plan))
+        self.say(
+            f"  {plural(self.jobs, 'job')} at a time, {plural(self.threads, 'thread')} each"
+            + (f", --device {self.device}" if self.device else "")
+        )
+        if dry_run:
+            return self.dry_run(plan)
+        self.sync(plan)
+        running: dict[str, Job] = {}
+        failed: dict[str, str] = {}
+        finished = 0
+        began = time.monotonic()
+        self.bar = tqdm(
+            total=sum(1 for run in plan.runs if self.counts_as_left(run, failed)),
+            unit="run",
+            file=self.stream,
+            disable=not self.stream.isatty(),
+            dynamic_ncols=True,
+        )
+        try:
+            while True:
+                plan = self.plan()
+                ready = [
+                    run
+                    for run in plan.runs
+                    if run.state == READY
+                    and self.wanted(run)
+                    and run.id not in running
+                    and run.id not in failed
+                ]
+                while ready and len(running) < self.jobs:
+                    run = ready.pop(0)
+                    running[run.id] = self.start(run)
+                if not running:
+                    break
+                for job in self.wait(running):
+                    del running[job.run.id]
+                    finished += self.finish(job, failed)
+                    plan = self.plan()
+                    left = [r for r in plan.runs if self.counts_as_left(r, failed)]
+                    self.bar.total = finished + len(failed) + len(left) + len(running)
+                    self.bar.update(1)
+                    eta = self.estimate(plan, left)
+                    self.say(
+                        f"[{finished + len(failed)}/{self.bar.total}] "
+                        f"elapsed {format_seconds(time.monotonic() - began)}"
+                        + (f", about {format_seconds(eta)} left" if eta is not None else "")
+                    )
+        except KeyboardInterrupt:
+            for job in running.values():
+                job.process.terminate()
+            for job in running.values():
+                job.process.wait()
+            self.bar.close()
+            self.bar = None
+            self.say("interrupted: run the same command again to resume")
+            return 130
+        self.bar.close()
+        self.bar = None
+        return self.summary(self.plan(), finished, failed, time.monotonic() - began)
+
+    def counts_as_left(self, run: Run, failed: dict[str, str]) -> bool:
+        return run.state != DONE and self.wanted(run) and run.id not in failed
+
+    def finish(self, job: Job, failed: dict[str, str]) -> int:
+        """Record a finished run, or report a failed one; 1 if it finished."""
+        wall = time.monotonic() - job.started
+        if job.process.returncode == 0 and self.store.finished_locally(job.run.id):
+            self.save_record(job.run, wall, job.resumed, job.command)
+            score = self.store.metrics(job.run.id)["valid"][self.spec.metric]
+            self.say(
+                f"done  {job.run.id}: valid {self.spec.metric} {score:.4f} "
+                f"in {format_seconds(wall)}"
+            )
+            return 1
+        failed[job.run.id] = tail(job.log_path)
+        self.say(
+            f"FAILED {job.run.id} (exit {job.process.returncode}) after "
+            f"{format_seconds(wall)}:\n{failed[job.run.id]}"
+        )
+        return 0
+
+    def wait(self, running: dict[str, Job]) -> list[Job]:
+        while True:
+            done = [job for job in running.values() if job.process.poll() is not None]
+            if done:
+                return done
+            time.sleep(self.poll_seconds)
+
+    def summary(self, plan: Plan, finished: int, failed: dict[str, str], seconds: float) -> int:
+        self.say(
+            f"{self.spec.name}: {finished} runs finished in {format_seconds(seconds)}, "
+            f"{len(failed)} failed; records in {relative(self.spec.records_dir)}"
+        )
+        for run_id in failed:
+            self.say(f"  failed: {run_id} (log: {relative(self.store.run_dir(run_id))}.log)")
+        reasons = Counter(
+            run.reason or "not started" for run in plan.runs if self.counts_as_left(run, failed)
+        )
+        for reason, count in reasons.items():
+            self.say(f"  {count} run(s) left: {reason}")
+        return 1 if failed else 0
+
+    def dry_run(self, plan: Plan) -> int:
+        for run in plan.runs:
+            if not self.wanted(run):
+                continue
+            if run.state == READY:
+                args, _ = self.command(run)
+                self.say(f"ready    {run.id}\n         famerec {shlex.join(args)}")
+            elif run.state == DONE:
+                self.say(f"done     {run.id}")
+            else:
+                self.say(f"waiting  {run.label}: {run.reason}")
+        return 0
+
+
+def tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "  (no output)"
+    return "\n".join("  | " + line for line in text[-lines:])

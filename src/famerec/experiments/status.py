@@ -1,0 +1,64 @@
+"""`famerec experiment status`: where a spec stands, per dataset, model and stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from famerec.experiments.plan import DONE, READY, WAITING, Plan, Store, describe_settings
+from famerec.experiments.runner import grid_summary
+from famerec.experiments.spec import Spec
+from famerec.report import table
+
+
+def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
+    store = Store(spec.records_dir, runs_dir or spec.runs_dir)
+    plan = Plan(spec, store)
+    rows = []
+    for dataset in spec.datasets:
+        for entry in spec.run_order():
+            entry_plan = plan.entries[dataset.name, entry.name]
+            for stage in dict.fromkeys(run.stage for run in entry_plan.runs):
+                runs = [run for run in entry_plan.runs if run.stage == stage]
+                done = [run for run in runs if run.state == DONE]
+                best = ""
+                if stage in entry.select_from and done:
+                    top = plan.best(done)
+                    best = f"{describe_settings(top.names)} ({plan.score(top):.4f})"
+                rows.append(
+                    [
+                        dataset.name,
+                        entry.name,
+                        stage,
+                        f"{len(done)}/{len(runs)}",
+                        sum(run.state == READY for run in runs),
+                        sum(run.state == WAITING for run in runs),
+                        best,
+                        "; ".join(sorted({run.reason for run in runs if run.state == WAITING})),
+                    ]
+                )
+    headers = [
+        "dataset",
+        "model",
+        "stage",
+        "done",
+        "ready",
+        "waiting",
+        f"best valid {spec.metric} so far",
+        "waiting for",
+    ]
+    lines = [grid_summary(spec, plan), "", table(headers, rows, align="lllrrrll")]
+    selected = [
+        f"  {dataset}/{name}: {describe_settings(p.selected.names) or 'its one setting'}"
+        for (dataset, name), p in plan.entries.items()
+        if p.selected is not None and not p.entry.control
+    ]
+    if selected:
+        lines += ["", f"selected on validation {spec.metric}:", *selected]
+    unrecorded = [r.id for r in plan.runs if r.state == DONE and not store.has_record(r.id)]
+    if unrecorded:
+        lines += [
+            "",
+            f"{len(unrecorded)} runs finished here but not recorded yet; "
+            "`famerec experiment run` records them",
+        ]
+    return "\n".join(lines)

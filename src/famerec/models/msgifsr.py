@@ -1,0 +1,404 @@
+"""MSGIFSR (Guo et al., WSDM 2022): multi-granularity consecutive intent units on a
+heterogeneous session graph, fused in the ranking.
+
+"Learning Multi-granularity Consecutive User Intent Unit for Session-based Recommendation".
+Follows the paper and the authors' code (github.com/SpaceLearner/SessionRec-pytorch,
+`src/models/msgifsr.py`, graphs from `src/utils/data/collate.py::seq_to_ccs_graph`, defaults
+from `src/scripts/main_msgifsr.py`), written with dense per-session tensors instead of DGL:
+
+* session intent units (SIUs): for k = 1..K, every run of k consecutive items of the session
+  is a unit of granularity k; identical units (the same k items in the same order) are one
+  node, as items are in SR-GNN-style session graphs. A unit's vector is 0.5 * the mean of its
+  items' embeddings + 0.5 * the last state of a GRU of its own granularity over them (k = 1:
+  the item's embedding), dropout, L2-normalized;
+* the multi-granularity intent heterogeneous session graph (MIHSG): intra-granularity edges
+  from each unit to the next unit of its granularity; inter-granularity edges from an item to
+  the unit of granularity k that starts right after it, and from a unit to the item right
+  after it (as the official graph builder; only between items and units);
+* message passing: per relation (each intra_k, one shared `inter`), multi-head graph attention
+  (GAT: LeakyReLU(a_l . W h_src + a_r . W h_dst), softmax over a node's incoming edges of
+  that relation, residual, bias) on the graph and, with other weights, on the reversed graph;
+  the relations' outputs are summed per node type, max-pooled over the heads, and the mean of
+  the granularity's input vectors is added;
+* readout per granularity k: attention over all the session's units (of every granularity)
+  with the last unit of granularity k as query (sigmoid-MLP scores, softmax), then
+  s_k = W_k [last unit; readout], L2-normalized;
+* Intent Fusion Ranking (IFR): each granularity gives softmax(12 * cos(s_k, item)) over all
+  items; a learned softmax weight per granularity (starting at granularity 1) mixes them; the
+  score of an item is the log of the mixture.
+
+Defaults: K = 3 (`order`), 8 attention heads per relation, scale 12 and IFR on are this
+model's flags; the shared flags keep famerec's defaults (64, dropout 0.5, 2 layers), where the
+original uses d = 256, dropout 0.1 and one layer (`--layers 1`); it trains with Adam, L2 1e-4
+(`--weight-decay 1e-4`) and divides the learning rate by 10 every 3 epochs (no schedule here).
+
+Where famerec differs, and why:
+* No graph library: a session of at most max_len items has at most max_len units per
+  granularity, so units live at the position where they end and the relations are dense
+  (B, L, L) adjacency masks; a unit repeated in the session lives at its first position.
+* A session shorter than k has no unit of granularity k, and granularity k is left out of its
+  fusion (the weights are renormalized over the granularities it has). The official builder
+  adds a placeholder unit made of the session's smallest item id repeated k times.
+* The GNN layers stack `--layers` times as the official loop does; the official default is 1.
+  Feature dropout draws one mask per node type and layer, shared by the relations (the
+  official `GATConv` draws one per relation), so each conv projects a node type once.
+* Item embeddings are rescaled to norm <= 1 when looked up (the official `max_norm=1` does it
+  in place on the weights) and every weight starts from U(-1/sqrt(d), 1/sqrt(d)), as the
+  official code re-draws all of them (GAT, GRU and LayerNorm-free layers alike).
+* The official repeat/explore normalization (`--extra`, off in its script) is not
+  implemented: famerec ranks only items outside the user's history.
+* Training follows famerec's session protocol: every prefix of a user's most recent max_len
+  items is a session (its own graph) that predicts its next item (`prefix_batch`), as the
+  official `AugmentedDataset` does.
+* Selection and stopping use the validation split. The official script evaluates the test
+  split after every epoch, stops on it and reports the best test MRR/HR; famerec never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
+from famerec.data.batching import TrainBatch, prefix_batch
+from famerec.errors import ConfigError
+from famerec.models.base import SequentialRecommender
+from famerec.models.registry import register
+
+SCORE_CHUNK = 1 << 24  # granularity x item logits computed at once (64 MB of float32)
+
+
+@dataclass
+class MSGIFSROptions(ModelOptions):
+    """MSGIFSR's own settings (`--model msgifsr`)."""
+
+    granularities: int = option(3, "K: intent units of 1..K consecutive items")
+    graph_heads: int = option(8, "attention heads of each graph relation (max-pooled)")
+    scale: float = option(12.0, "scale of the cosine scores")
+    fusion: bool = option(True, "Intent Fusion Ranking of all granularities (off: items only)")
+
+    def validate(self, model: ModelConfig, train: TrainConfig) -> None:
+        if not 1 <= self.granularities <= model.max_len:
+            raise ConfigError(
+                f"--granularities must be from 1 to --max-len, got {self.granularities}"
+            )
+        if self.graph_heads < 1 or self.scale <= 0:
+            raise ConfigError("--graph-heads and --scale must be positive")
+
+
+def uniform_init(module: nn.Module, hidden_size: int) -> None:
+    """Every parameter of `module` from U(-1/sqrt(d), 1/sqrt(d)), as the official code."""
+    bound = hidden_size**-0.5
+    for parameter in module.parameters(recurse=False):
+        nn.init.uniform_(parameter, -bound, bound)
+
+
+def unit_windows(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, L, d) -> (B, L, k, d): the k items ending at each position, oldest first (zero
+    vectors left of the sequence)."""
+    return F.pad(x, (0, 0, k - 1, 0)).unfold(1, k, 1).transpose(2, 3)
+
+
+def find_units(item_seq: torch.Tensor, granularities: int):
+    """(B, L) left-padded ids -> each (K, B, L): `exists`, a unit of k real consecutive items
+    ends at t; `first`, the position where the same unit first ends (its node); `nodes`,
+    exists and first == t: the graph's nodes.
+
+    Unit k at position t holds items t-k+1..t; it exists when all of them are real, so a
+    session shorter than k has none. Identical units share the node at their first position.
+    """
+    real = item_seq != 0
+    length = item_seq.shape[1]
+    seen = real.cumsum(1)  # (B, L) real items up to t (left padding: contiguous)
+    same_item = (item_seq[:, :, None] == item_seq[:, None, :]) & real[:, :, None]  # (B, L, L)
+    same, exists, first = same_item, [], []
+    positions = torch.arange(length, device=item_seq.device)
+    for k in range(1, granularities + 1):
+        if k > 1:  # unit k at (t, s) equal: unit k-1 equal and the items k-1 earlier equal
+            shifted = F.pad(same_item, (k - 1, 0, k - 1, 0))[:, :length, :length]
+            same = same & shifted
+        here = real & (seen >= k)  # (B, L)
+        equal = same & here[:, :, None] & here[:, None, :]
+        # the first position s holding the same unit (t itself when none is earlier)
+        first.append(torch.where(equal.any(-1), equal.int().argmax(-1), positions))
+        exists.append(here)
+    exists, first = torch.stack(exists), torch.stack(first)  # (K, B, L)
+    return exists, first, exists & (first == positions)
+
+
+class UnitEmbedding(nn.Module):
+    """SIU vectors: 0.5 * mean + 0.5 * GRU state of the unit's items (official `reducer`
+    'mean' with the GRU 'var' part); granularity 1 is the item itself."""
+
+    def __init__(self, hidden_size: int, granularities: int):
+        super().__init__()
+        self.grus = nn.ModuleList(
+            nn.GRU(hidden_size, hidden_size, batch_first=True) for _ in range(granularities - 1)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for gru in self.grus:
+            uniform_init(gru, gru.hidden_size)
+
+    def forward(self, x: torch.Tensor, exists: torch.Tensor) -> list[torch.Tensor]:
+        """(B, L, d) item vectors, (K, B, L) -> K x (B, L, d) unit vectors, 0 where none."""
+        batch, length, hidden = x.shape
+        vectors = [x * exists[0].unsqueeze(-1)]
+        for k, gru in enumerate(self.grus, start=2):
+            windows = unit_windows(x, k)  # (B, L, k, d)
+            _, state = gru(windows.reshape(batch * length, k, hidden))  # all windows at once
+            unit = 0.5 * windows.mean(2) + 0.5 * state[0].view(batch, length, hidden)
+            vectors.append(unit * exists[k - 1].unsqueeze(-1))
+        return vectors
+
+
+class GraphAttention(nn.Module):
+    """One relation's GAT (Velickovic et al.) as the official `GATConv`: per head,
+    a_ij = softmax_j LeakyReLU(a_l . W h_j + a_r . W h_i) over i's incoming edges and the
+    message sum_j a_ij W h_j + b; a node without incoming edges gets b. (The residual h_i is
+    added by the layer.)"""
+
+    def __init__(self, hidden_size: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.project = nn.Linear(hidden_size, heads * hidden_size, bias=False)  # W per head
+        self.attn_src = nn.Parameter(torch.empty(heads, hidden_size))  # a_l
+        self.attn_dst = nn.Parameter(torch.empty(heads, hidden_size))  # a_r
+        self.bias = nn.Parameter(torch.empty(heads, hidden_size))
+        self.attention_dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        hidden = self.attn_src.shape[1]
+        uniform_init(self, hidden)
+        uniform_init(self.project, hidden)
+
+    def nodes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, L, d) -> W h per head (B, L, H, d), and a_l . W h, a_r . W h (B, L, H), the
+        latter two as h times (d, H) matrices (the (B, L, H, d) tensor is not multiplied)."""
+        weight = self.project.weight.view(self.heads, -1, h.shape[-1])  # (H, d_out, d_in)
+        to_src = torch.einsum("hoi,ho->ih", weight, self.attn_src)  # (d, H)
+        to_dst = torch.einsum("hoi,ho->ih", weight, self.attn_dst)
+        return self.project(h).view(*h.shape[:2], self.heads, -1), h @ to_src, h @ to_dst
+
+    def forward(self, src: tuple, dst: tuple, edges: torch.Tensor) -> torch.Tensor:
+        """`nodes` of the sources and of the destinations, (B, Ls, Ld) edges -> (B, Ld, H, d)
+        messages."""
+        ws, left, _ = src  # (B, Ls, H, d), (B, Ls, H)
+        _, _, right = dst  # (B, Ld, H)
+        logits = F.leaky_relu(left[:, None] + right[:, :, None], 0.2)  # (B, Ld, Ls, H)
+        incoming = edges.transpose(1, 2).unsqueeze(-1)  # (B, Ld, Ls, 1)
+        has_any = incoming.any(2, keepdim=True)  # nodes without incoming edges: no message
+        logits = logits.masked_fill(~(incoming | ~has_any), float("-inf"))
+        weights = self.attention_dropout(torch.softmax(logits, dim=2) * has_any)
+        return torch.einsum("bijh,bjhe->bihe", weights, ws) + self.bias
+
+
+def relation_edges(units_first: torch.Tensor, exists: torch.Tensor):
+    """The MIHSG's relations as dense adjacency between node positions.
+
+    Returns {(relation, src granularity, dst granularity): (B, L, L) edges}, granularities
+    0-based. Edges join the nodes (first positions) of the units they connect."""
+    kk, batch, length = exists.shape
+    rows = torch.arange(batch, device=exists.device)[:, None]
+
+    def adjacency(src_k, src_t, dst_k, dst_t, valid):
+        """Edges from unit (src_k, ends at src_t) to unit (dst_k, dst_t), t: (L',) vectors."""
+        src = units_first[src_k][:, src_t]  # (B, L') node positions
+        dst = units_first[dst_k][:, dst_t]
+        index = torch.where(valid, src * length + dst, length * length)  # invalid: spare slot
+        edges = torch.zeros(batch, length * length + 1, dtype=torch.bool, device=exists.device)
+        edges[rows, index] = True
+        return edges[:, :-1].view(batch, length, length)
+
+    steps = torch.arange(length - 1, device=exists.device)  # t -> t + 1
+    relations = {}
+    for k in range(kk):
+        valid = exists[k][:, :-1] & exists[k][:, 1:]
+        relations[(f"intra{k + 1}", k, k)] = adjacency(k, steps, k, steps + 1, valid)
+    for k in range(1, kk):
+        before = torch.arange(max(length - k - 1, 0), device=exists.device)  # item -> unit
+        valid = exists[0][:, before] & exists[k][:, before + k + 1]
+        relations[("inter", 0, k)] = adjacency(0, before, k, before + k + 1, valid)
+        # unit ending at t -> the item at t + 1
+        valid = exists[k][:, :-1] & exists[0][:, 1:]
+        relations[("inter", k, 0)] = adjacency(k, steps, 0, steps + 1, valid)
+    return relations
+
+
+class HeterogeneousLayer(nn.Module):
+    """One MSHGNN layer: GAT per relation on the graph and on the reversed graph, summed per
+    node type with a residual per relation, max over heads, plus the granularity's mean input
+    vector."""
+
+    def __init__(self, hidden_size: int, granularities: int, heads: int, dropout: float):
+        super().__init__()
+        names = [f"intra{k + 1}" for k in range(granularities)] + ["inter"]
+        self.forward_conv = nn.ModuleDict(
+            {name: GraphAttention(hidden_size, heads, dropout) for name in names}
+        )
+        self.backward_conv = nn.ModuleDict(
+            {name: GraphAttention(hidden_size, heads, dropout) for name in names}
+        )
+        self.feature_dropout = nn.Dropout(dropout)
+
+    def forward(self, h: list[torch.Tensor], nodes: torch.Tensor, relations) -> list:
+        """K x (B, L, d) node vectors, (K, B, L) nodes -> K x (B, L, d)."""
+        dropped = [self.feature_dropout(vectors) for vectors in h]  # one mask per node type
+        out: list = [0.0] * len(h)
+        residuals = [0] * len(h)
+        projected = {}  # (conv, node type) -> W h: each relation of a conv reuses it
+
+        def project(conv, k):
+            if (id(conv), k) not in projected:
+                projected[id(conv), k] = conv.nodes(dropped[k])
+            return projected[id(conv), k]
+
+        for (name, src, dst), edges in relations.items():
+            forward, backward = self.forward_conv[name], self.backward_conv[name]
+            out[dst] = out[dst] + forward(project(forward, src), project(forward, dst), edges)
+            reverse = edges.transpose(1, 2)  # the reversed graph: dst -> src
+            out[src] = out[src] + backward(project(backward, dst), project(backward, src), reverse)
+            residuals[dst] += 1
+            residuals[src] += 1
+        new = []
+        for k, vectors in enumerate(out):
+            mask = nodes[k].unsqueeze(-1)  # (B, L, 1)
+            vectors = vectors + residuals[k] * dropped[k].unsqueeze(2)  # GATConv residuals
+            mean = (h[k] * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
+            new.append((vectors.max(2).values + mean) * mask)  # max over heads, + mean
+        return new
+
+
+class GranularityReadout(nn.Module):
+    """s_k = W_k [last unit; sum_j alpha_j h_j], alpha = softmax_j w_k . sigmoid(U_k h_j +
+    V_k last unit) over all the session's nodes (official `AttnReadout` and `fc_sr`)."""
+
+    def __init__(self, hidden_size: int, granularities: int):
+        super().__init__()
+        k, d = granularities, hidden_size
+        self.key = nn.Parameter(torch.empty(k, d, d))  # U_k
+        self.key_bias = nn.Parameter(torch.empty(k, d))
+        self.query = nn.Parameter(torch.empty(k, d, d))  # V_k
+        self.score = nn.Parameter(torch.empty(k, d))  # w_k
+        self.out = nn.Parameter(torch.empty(k, 2 * d, d))  # W_k
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        uniform_init(self, self.key.shape[1])
+
+    def forward(self, nodes: torch.Tensor, node_mask: torch.Tensor, last: torch.Tensor):
+        """(B, N, d) all nodes, (B, N) mask, (B, K, d) last units -> (B, K, d) unit vectors."""
+        keys = torch.einsum("bnd,kde->bkne", nodes, self.key) + self.key_bias[:, None]
+        queries = torch.einsum("bkd,kde->bke", last, self.query)  # (B, K, d)
+        logits = torch.einsum("bkne,ke->bkn", torch.sigmoid(keys + queries[:, :, None]), self.score)
+        weights = torch.softmax(logits.masked_fill(~node_mask[:, None], float("-inf")), -1)
+        readout = torch.einsum("bkn,bnd->bkd", weights, nodes)  # (B, K, d)
+        sessions = torch.einsum("bkd,kde->bke", torch.cat([last, readout], -1), self.out)
+        return F.normalize(sessions, dim=-1)
+
+
+@register(
+    "msgifsr",
+    summary="MSGIFSR (Guo et al., WSDM 2022): intent units of 1..K consecutive items on a "
+    "heterogeneous session graph (GAT), fused over granularities in the ranking",
+    options=MSGIFSROptions,
+)
+class MSGIFSR(SequentialRecommender):
+    options: MSGIFSROptions
+    dot_product_scores = False  # a mixture of softmaxes over granularities
+
+    def __init__(self, num_items: int, config: ModelConfig, options: MSGIFSROptions | None = None):
+        super().__init__(num_items, config, options or MSGIFSROptions())
+        del self.position_embedding  # order enters through units and edges only
+        hidden, k = config.hidden_size, self.options.granularities
+        self.unit_embedding = UnitEmbedding(hidden, k)
+        self.layers = nn.ModuleList(
+            HeterogeneousLayer(hidden, k, self.options.graph_heads, config.dropout)
+            for _ in range(config.num_layers)
+        )
+        self.readout = GranularityReadout(hidden, k)
+        self.fusion = nn.Parameter(torch.empty(k))  # IFR weights (logits) per granularity
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(-1/sqrt(d), 1/sqrt(d)) item embeddings; IFR starts at granularity 1, as the
+        official code; the submodules initialize themselves."""
+        bound = self.hidden_size**-0.5
+        nn.init.uniform_(self.item_embedding.weight, -bound, bound)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+            self.fusion.zero_()
+            self.fusion[0] = 1.0
+
+    def sessions(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) left-padded sessions -> (B, K, d) unit session vectors s_k and (B, K) which
+        granularities the session has (at least k items)."""
+        item_seq = item_seq[:, -self.max_len :]
+        exists, first, nodes = find_units(item_seq, self.options.granularities)
+        x = self.item_embedding(item_seq)  # (B, L, d)
+        x = x / x.norm(dim=-1, keepdim=True).clamp(min=1.0)  # max_norm = 1
+        units = self.unit_embedding(self.embedding_dropout(x), exists)  # K x (B, L, d)
+        h = [F.normalize(u, dim=-1) * n.unsqueeze(-1) for u, n in zip(units, nodes)]
+        relations = relation_edges(first, exists)
+        for layer in self.layers:
+            h = layer(h, nodes, relations)
+        h = [F.normalize(vectors, dim=-1) for vectors in h]
+        # the last unit of each granularity: the one ending at the last position (its node)
+        last = torch.stack([v[torch.arange(len(v)), f[:, -1]] for v, f in zip(h, first)], 1)
+        all_nodes = torch.cat(h, 1)  # (B, K L, d)
+        node_mask = nodes.permute(1, 0, 2).reshape(len(item_seq), -1)  # (B, K L)
+        return self.readout(all_nodes, node_mask, last), exists[:, :, -1].T
+
+    def fusion_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """(B, K) log IFR weights of the granularities a session has (all on granularity 1
+        without --fusion)."""
+        if not self.options.fusion:
+            present = present & (torch.arange(present.shape[1], device=present.device) == 0)
+        return self.fusion.masked_fill(~present, float("-inf")).log_softmax(-1)
+
+    def log_scores(self, item_seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B, V') log of the IFR mixture of the granularities' softmax(scale * cos) over the
+        items (V', d) (Sec. IFR: sum_k w_k softmax_k)."""
+        sessions, present = self.sessions(item_seq)  # (B, K, d), (B, K)
+        weights = self.fusion_weights(present)  # (B, K)
+        steps = max(1, SCORE_CHUNK // (sessions.shape[1] * items.shape[0]))
+        chunks = []
+        for start in range(0, len(sessions), steps):  # bounded memory: (steps, K, V')
+            logits = self.options.scale * (sessions[start : start + steps] @ items.T).float()
+            mixed = logits.log_softmax(-1) + weights[start : start + steps, :, None]
+            chunks.append(mixed.logsumexp(1))
+        return torch.cat(chunks)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(V + 1, d) unit item vectors."""
+        return F.normalize(self.item_embedding.weight, dim=-1)
+
+    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Negative log-likelihood of the next item of every prefix of the batch's sequences
+        under the IFR mixture; only each granularity's log-normalizer needs all items."""
+        batch = batch if isinstance(batch, TrainBatch) else TrainBatch((batch,), 0)
+        items = self.item_vectors()[1:]  # (V, d)
+        scale, losses = self.options.scale, []
+        for item_seq, target in prefix_batch(batch).parts:  # one session (graph) per prefix
+            sessions, present = self.sessions(item_seq)  # (b, K, d), (b, K)
+            steps = max(1, SCORE_CHUNK // (sessions.shape[1] * items.shape[0]))
+            normalizer = torch.cat(
+                [
+                    torch.logsumexp(scale * (chunk @ items.T).float(), -1)  # (steps, K)
+                    for chunk in sessions.split(steps)
+                ]
+            )
+            positive = scale * (sessions @ items[target[:, -1] - 1].unsqueeze(-1)).squeeze(-1)
+            log_p = (self.fusion_weights(present) + positive.float() - normalizer).logsumexp(1)
+            losses.append(-log_p)
+        return torch.cat(losses).mean()
+
+    def score(self, item_seq: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(item_seq.device.type, enabled=False):
+            scores = self.log_scores(item_seq, self.item_vectors()[1:])  # (B, V)
+        return F.pad(scores, (1, 0), value=float("-inf"))  # column 0: padding

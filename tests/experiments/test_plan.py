@@ -1,0 +1,189 @@
+"""Staged selection on validation, references between models, commands: from fake records."""
+
+import pytest
+
+from famerec.config import RunConfig
+from famerec.experiments import Plan, SpecError, Store
+from famerec.experiments.plan import DONE, READY, WAITING
+from famerec.experiments.runner import train_command
+from tests.experiments.helpers import fake_record, fake_weights, write_spec
+
+SASREC = """
+[models.sasrec]
+model.name = "sasrec"
+[[models.sasrec.stages]]
+name = "heads"
+grid.model.num_heads = [1, 2, 4]
+[[models.sasrec.stages]]
+name = "dropout"
+from_best = ["model.num_heads"]
+points = [{ model.dropout = 0.2 }, { model.dropout = 0.7 }, { train.lr = 0.002 }]
+"""
+
+
+def plan_of(spec):
+    return Plan(spec, Store(spec.records_dir, spec.runs_dir))
+
+
+def by_stage(entry_plan, stage):
+    return [run for run in entry_plan.trials if run.stage == stage]
+
+
+def test_stage_two_takes_the_best_validation_trial_never_the_test(tmp_path):
+    spec = write_spec(tmp_path, SASREC)
+    sasrec = plan_of(spec).entries["toys", "sasrec"]
+    assert [r.state for r in by_stage(sasrec, "dropout")] == [WAITING] * 3
+    # validation favours 2 heads, test favours 4 heads: the test split must not matter
+    for run, valid, test in zip(by_stage(sasrec, "heads"), [0.1, 0.3, 0.2], [0.1, 0.1, 0.9]):
+        fake_record(spec, run, valid, test)
+    sasrec = plan_of(spec).entries["toys", "sasrec"]
+    second = by_stage(sasrec, "dropout")
+    assert [r.state for r in second] == [READY] * 3
+    assert [r.names for r in second] == [
+        {"model.num_heads": 2, "model.dropout": 0.2},
+        {"model.num_heads": 2, "model.dropout": 0.7},
+        {"model.num_heads": 2, "train.lr": 0.002},
+    ]
+    assert second[2].id == "toys/sasrec/lr=0.002,num_heads=2,seed=1"
+    assert second[0].settings["model.num_heads"] == 2 and second[0].settings["train.seed"] == 1
+    assert sasrec.selected is None and [r.state for r in sasrec.reruns] == [WAITING]
+
+    for run, valid in zip(second, [0.31, 0.25, 0.2]):
+        fake_record(spec, run, valid, test=0.0)
+    sasrec = plan_of(spec).entries["toys", "sasrec"]
+    assert sasrec.selected.id == "toys/sasrec/dropout=0.2,num_heads=2,seed=1"
+    (rerun,) = sasrec.reruns
+    assert rerun.id == "toys/sasrec/dropout=0.2,num_heads=2,seed=2" and rerun.state == READY
+    assert rerun.settings["train.seed"] == 2
+
+
+def test_ties_go_to_the_earlier_trial(tmp_path):
+    spec = write_spec(tmp_path, SASREC)
+    for run in by_stage(plan_of(spec).entries["toys", "sasrec"], "heads"):
+        fake_record(spec, run, 0.2)
+    second = by_stage(plan_of(spec).entries["toys", "sasrec"], "dropout")
+    assert all(r.names["model.num_heads"] == 1 for r in second)
+
+
+FAME = """
+[models.sasrec]
+model.name = "sasrec"
+[[models.sasrec.stages]]
+name = "size"
+grid.model.hidden_size = [64, 128]
+[models.fame]
+model.name = "fame"
+train.init_from = { selected = "sasrec", match = ["model.hidden_size"] }
+[[models.fame.stages]]
+name = "size"
+grid.model.hidden_size = [64, 128]
+[models.later]
+control = true
+model.name = "sasrec"
+train.lr = { selected = "fame", get = "train.lr" }
+train.epochs = { selected = "fame", get = "epochs_run" }
+"""
+
+
+def test_fame_starts_from_the_best_sasrec_of_its_size_and_seed(tmp_path):
+    spec = write_spec(tmp_path, FAME)
+    plan = plan_of(spec)
+    assert all(
+        r.reason == "waits for the selection of sasrec" for r in plan.entries["toys", "fame"].trials
+    )
+    small, large = plan.entries["toys", "sasrec"].trials
+    fake_record(spec, small, 0.3)  # SASRec's selected setting: d = 64
+    fake_record(spec, large, 0.2)
+    fame = plan_of(spec).entries["toys", "fame"].trials
+    assert [r.reason for r in fame] == [
+        f"needs the run directory of {small.id} (only its record is here)",
+        f"needs the run directory of {large.id} (only its record is here)",
+    ]
+    fake_weights(spec, small)
+    fake_weights(spec, large)
+    plan = plan_of(spec)
+    fame = plan.entries["toys", "fame"].trials
+    assert [r.state for r in fame] == [READY, READY]
+    assert (
+        fame[1].settings["train.init_from"].endswith("runs/tiny/toys/sasrec/hidden_size=128,seed=1")
+    )
+    assert plan.entries["toys", "sasrec"].support == []  # both are trials at the first seed
+
+    fake_record(spec, fame[0], 0.1)
+    fake_record(spec, fame[1], 0.4)  # FAME selects d = 128, SASRec d = 64
+    plan = plan_of(spec)
+    (rerun,) = plan.entries["toys", "fame"].reruns
+    (support,) = plan.entries["toys", "sasrec"].support
+    # FAME's seed-2 rerun needs SASRec's best d = 128 setting at seed 2: a support run
+    assert support.id == "toys/sasrec/hidden_size=128,seed=2" and support.state == READY
+    assert rerun.state == WAITING and rerun.reason == f"waits for {support.id}"
+    assert [r.id for r in plan.entries["toys", "sasrec"].reruns] == [
+        "toys/sasrec/hidden_size=64,seed=2"
+    ]
+
+
+def test_a_control_takes_values_of_the_selected_run_with_its_seed(tmp_path):
+    spec = write_spec(tmp_path, FAME)
+    plan = plan_of(spec)
+    for run in plan.entries["toys", "sasrec"].trials:
+        fake_record(spec, run, 0.2)
+        fake_weights(spec, run)
+    for run, epochs in zip(plan_of(spec).entries["toys", "fame"].trials, (7, 5)):
+        fake_record(spec, run, 0.3, epochs=epochs)
+    plan = plan_of(spec)
+    first, second = plan.entries["toys", "later"].runs
+    assert first.state == READY and first.id == "toys/later/seed=1"
+    assert first.settings["train.epochs"] == 7 and first.settings["train.lr"] == 0.001
+    assert second.state == WAITING and "toys/fame/hidden_size=64,seed=2" in second.reason
+
+
+def test_finished_runs_count_as_done_without_records(tmp_path):
+    spec = write_spec(tmp_path, SASREC)
+    run = plan_of(spec).entries["toys", "sasrec"].trials[0]
+    folder = spec.runs_dir / run.id
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text('{"valid": {"NDCG@10": 0.1}}')
+    (folder / "config.json").write_text(RunConfig().with_overrides(run.settings).to_json())
+    assert plan_of(spec).by_id[run.id].state == DONE
+    assert Plan(spec, Store(spec.records_dir)).by_id[run.id].state == READY  # records only
+
+
+def test_train_command_maps_settings_to_flags(tmp_path):
+    settings = {
+        "model.name": "fame",
+        "model.num_heads": 4,
+        "fame.attn_residual": False,
+        "train.lr": 0.0005,
+        "fame.warm_start": True,
+        "train.threads": 8,
+        "train.device": "cpu",
+    }
+    args = train_command(settings, tmp_path / "run", threads=3, device="cuda", resume=True)
+    assert args[:4] == ["-q", "train", "--out", str(tmp_path / "run")]
+    assert args[4:] == [
+        "--model",
+        "fame",
+        "--heads",
+        "4",
+        "--no-attn-residual",
+        "--lr",
+        "0.0005",
+        "--warm-start",
+        "--threads",
+        "3",
+        "--device",
+        "cuda",
+        "--resume",
+    ]
+    kept = train_command(settings, tmp_path / "run", threads=1, device=None, resume=False)
+    assert "--device" in kept and kept[kept.index("--device") + 1] == "cpu"
+    assert "--resume" not in kept
+
+
+def test_a_spec_is_frozen_once_it_has_runs(tmp_path):
+    spec = write_spec(tmp_path, SASREC)
+    fake_record(spec, plan_of(spec).entries["toys", "sasrec"].trials[0], 0.2)
+    plan_of(spec)  # unchanged: fine
+    changed = write_spec(tmp_path, "[base]\ntrain.lr = 0.01\n" + SASREC)
+    with pytest.raises(SpecError, match="was run with train.lr = 0.001, the spec now says 0.01"):
+        plan_of(changed)

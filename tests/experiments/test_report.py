@@ -1,0 +1,57 @@
+"""Reports from records alone: the committed smoke report is what its records give."""
+
+import statistics
+
+from famerec.cli import main
+from famerec.experiments import Plan, Store, load_spec
+from famerec.experiments.report import write_report
+from tests.experiments.helpers import REPO, fake_record, write_spec
+
+SMOKE = REPO / "experiments/smoke.toml"
+FIXTURE = [REPO / "results/records/smoke", REPO / "results/smoke", REPO / "results/smoke.md"]
+
+
+def test_committed_smoke_report_is_what_the_committed_records_give(tmp_path):
+    spec = load_spec(SMOKE)
+    text = write_report(spec, out=tmp_path, plots=False)
+    assert text == (REPO / "results/smoke.md").read_text()
+    assert (tmp_path / "smoke.md").read_text() == text
+    for name in ("tiny-ml-heads.png", "tiny-ml-experts.png", "tiny-ml-curves.png"):
+        assert f"(smoke/{name})" in text
+        assert (REPO / "results/smoke" / name).read_bytes()[:4] == b"\x89PNG"
+    # what the report says, checked against the records it was made from
+    plan = Plan(spec, Store(spec.records_dir))
+    for model in ("sasrec", "fame"):
+        runs = plan.entries["tiny-ml", model].selected_runs
+        values = [plan.store.metrics(run.id)["test"]["NDCG@10"] for run in runs]
+        assert len(values) == 2
+        cell = f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        assert cell in text
+    assert "| SASRec " in text and "| FAME " in text and "| GRU4Rec " in text
+    assert "| SASRec (as reported) " in text and "0.0593" in text  # the paper's Beauty FAME
+
+
+def test_smoke_fixture_stays_small():
+    files = [p for root in FIXTURE for p in ([root] if root.is_file() else root.rglob("*"))]
+    assert sum(p.stat().st_size for p in files if p.is_file()) < 200_000
+    assert not [p for p in files if p.name in ("model.safetensors", "checkpoint.pt", "dataset.npz")]
+
+
+def test_report_command_writes_markdown_and_plots(tmp_path, capsys):
+    assert main(["experiment", "report", str(SMOKE), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out == (tmp_path / "smoke.md").read_text()
+    pngs = sorted(p.name for p in (tmp_path / "smoke").iterdir())
+    assert pngs == ["tiny-ml-curves.png", "tiny-ml-experts.png", "tiny-ml-heads.png"]
+
+
+def test_unfinished_models_are_reported_as_such_and_test_metrics_of_trials_stay_hidden(tmp_path):
+    body = (
+        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "heads"\ngrid.model.num_heads = [1, 2]\n'
+    )
+    spec = write_spec(tmp_path, body)
+    first, second = Plan(spec, Store(spec.records_dir)).entries["toys", "sasrec"].trials
+    fake_record(spec, first, valid=0.1234, test=0.9876)
+    text = write_report(spec, out=tmp_path / "out", plots=False)
+    assert "not finished (1 of 3 runs)" in text
+    assert "0.1234" in text and "0.9876" not in text  # validation shown, test kept out

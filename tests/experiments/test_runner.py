@@ -1,0 +1,119 @@
+"""The runner end to end: real `famerec train` subprocesses on a tiny dataset."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from famerec.cli import main
+from famerec.experiments import Plan, Store
+from famerec.experiments.records import commit
+from famerec.training import resolve_config, train_run
+from tests.conftest import write_sequences
+from tests.experiments.helpers import write_spec
+
+
+def tiny_spec(tmp_path):
+    data = write_sequences(tmp_path / "seqs.txt", num_users=40, num_items=20)
+    header = f"""
+name = "tiny"
+[selection]
+seeds = [1]
+[base]
+model.hidden_size = 16
+model.max_len = 8
+train.epochs = 2
+train.patience = 2
+train.batch_size = 32
+train.loss_chunk = 32
+[datasets.ok]
+data.path = "{data}"
+[datasets.broken]
+data.path = "{tmp_path / "missing.txt"}"
+"""
+    body = (
+        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "dropout"\n'
+        "grid.model.dropout = [0.1, 0.2]\n"
+    )
+    return write_spec(tmp_path, body, header=header)
+
+
+def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
+    spec = tiny_spec(tmp_path)
+    spec_file = str(spec.path)
+    first, second = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    # an interrupted run: one of its two epochs done
+    out = spec.runs_dir / first.id
+    config = resolve_config(out, first.settings)  # as `famerec train` resolves it
+    assert train_run(config, out, progress=False, stop_after=1) is None
+
+    assert main(["experiment", "run", spec_file, "--dry-run"]) == 0
+    dry = capsys.readouterr().err
+    assert "grid: 4 runs; 0 done, 4 ready, 0 waiting" in dry
+    lines = dry.splitlines()
+    commands = {run: lines[lines.index(f"ready    {run.id}") + 1] for run in (first, second)}
+    assert commands[first].endswith(" --resume")  # the interrupted run continues
+    assert "--resume" not in commands[second] and "--threads" in commands[second]
+    assert not (spec.records_dir).exists()
+
+    assert main(["experiment", "run", spec_file]) == 1  # the broken dataset's runs fail
+    err = capsys.readouterr().err
+    assert "FAILED broken/sasrec/dropout=0.1,seed=1" in err and "file not found" in err
+    logs = sorted(p.name for p in (spec.runs_dir / "broken/sasrec").glob("*.log"))
+    assert logs == ["dropout=0.1,seed=1.log", "dropout=0.2,seed=1.log"]
+    assert "2 runs finished" in err and "2 failed" in err, err
+    for run in (first, second):
+        record = spec.records_dir / run.id
+        files = sorted(p.name for p in record.iterdir())
+        assert files == ["config.json", "log.jsonl", "metrics.json", "ranks.npz", "record.json"]
+        info = json.loads((record / "record.json").read_text())
+        assert info["id"] == run.id and info["stage"] == "dropout" and info["seed"] == 1
+        assert info["device"] == "cpu" and info["precision"] == "fp32"
+        assert info["wall_seconds"] > 0 and info["machine"]["cores"] >= 1
+        assert {"torch", "commit", "command", "threads", "jobs"} <= set(info)
+        assert "--threads" in info["command"] and "--quiet" not in info["command"]
+    assert json.loads((spec.records_dir / first.id / "record.json").read_text())["resumed"]
+    log = (spec.records_dir / first.id / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+
+    # finished runs are skipped; --only leaves the failing ones out
+    assert main(["experiment", "run", spec_file, "--only", "ok/*"]) == 0
+    err = capsys.readouterr().err
+    assert "0 runs finished" in err and "start" not in err
+    assert main(["experiment", "status", spec_file]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "| ok      | sasrec | dropout |  2/2 |" in out
+        and "| broken  | sasrec | dropout |  0/2 |" in out
+    )
+
+
+def test_bad_runner_input_is_one_line(tmp_path, capsys):
+    assert main(["experiment", "run", str(tmp_path / "none.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.toml not found" in err
+    spec = tiny_spec(tmp_path)
+    assert main(["experiment", "run", str(spec.path), "--jobs", "0"]) == 2
+    assert "--jobs must be 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_commit_is_dirty_for_code_changes_not_for_records(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records/a.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "records/a.json").unlink()  # the runner rewrites records: still clean
+    assert commit(tmp_path, (tmp_path / "records",)) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert commit(tmp_path, (tmp_path / "records",)) == head + "-dirty"
+    assert commit(tmp_path / "records") == head + "-dirty"
