@@ -29,7 +29,7 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.spec import Dataset, Figure, Spec, SpecError, tomllib
 from famerec.report import table
-from famerec.rundir import RANKS, read_ranks
+from famerec.rundir import LOG, RANKS, read_ranks
 
 TEST_METRIC = "NDCG@10"  # the per-user metric of the significance tests
 
@@ -256,6 +256,10 @@ def trials_table(context: Context, dataset: Dataset) -> str:
             if run.state != DONE:
                 continue
             metrics = context.store.metrics(run.id)
+            try:
+                epoch_seconds = sorted(r["train_seconds"] for r in context.store.read(run.id, LOG))
+            except SpecError:  # a record without its log
+                epoch_seconds = []
             mark = "selected" if run is entry_plan.selected else ""
             rows.append(
                 [
@@ -266,6 +270,7 @@ def trials_table(context: Context, dataset: Dataset) -> str:
                     fmt(metrics["valid"][spec.metric]),
                     fmt(metrics["valid"]["HR@10"]),
                     f"{metrics['best_epoch']} / {metrics['epochs_run']}",
+                    f"{epoch_seconds[len(epoch_seconds) // 2]:.1f}" if epoch_seconds else "",
                     mark,
                 ]
             )
@@ -279,14 +284,18 @@ def trials_table(context: Context, dataset: Dataset) -> str:
         f"valid {spec.metric}",
         "valid HR@10",
         "best / run epochs",
+        "s / epoch",
         "",
     ]
     caption = (
         "Every finished trial on the validation split (what selection reads; support runs are "
         "the settings other models start from, not trials). Test metrics of trials that were "
-        "not selected stay in the records and are not shown."
+        "not selected stay in the records and are not shown. s / epoch: the median training "
+        "seconds per epoch in the run's log (epoch hooks included), on the record's machine."
     )
-    return "### Trials (validation)\n\n" + caption + "\n\n" + table(headers, rows, align="lllrrrrl")
+    return (
+        "### Trials (validation)\n\n" + caption + "\n\n" + table(headers, rows, align="lllrrrrrl")
+    )
 
 
 def figure_links(context: Context, dataset: Dataset) -> str:
