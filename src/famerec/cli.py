@@ -55,6 +55,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: str) -> None:
     given on the command line become overrides."""
     from famerec.models import MODELS
 
+    own_defaults = dict(MODELS[model].defaults) if model in MODELS else {}
     groups = {}
     for key, flag, field, kind in config_options(model):
         section = key.split(".", 1)[0]
@@ -62,7 +63,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: str) -> None:
             title = f"{section} options" if section in SECTIONS else f"{section} model options"
             groups[section] = parser.add_argument_group(title)
         help_text = field.metadata.get("help", "")
-        default = field.default
+        default = own_defaults.get(key, field.default)  # e.g. GRU4Rec's own --layers 1
         kwargs = {"dest": key, "default": argparse.SUPPRESS}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -164,3 +164,11 @@ def test_a_model_sets_its_own_defaults_of_shared_settings(tmp_path):
     asked = resolve_config(tmp_path / "b", {"model.name": "gru4rec", "model.dropout": 0.1})
     assert asked.model.dropout == 0.1  # explicit options still win
     assert resolve_config(tmp_path / "c", {}).model.num_layers == 2  # SASRec's default
+
+
+def test_help_shows_a_models_own_defaults(capsys):
+    from famerec.cli import main
+
+    assert main(["train", "--model", "gru4rec", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "number of layers (default: 1)" in text and "(default: 0.3)" in text
