@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from famerec.config import RunConfig
 from famerec.errors import ConfigError
 from famerec.evaluation import metrics_from_ranks
+from famerec.rundir import read_ranks
 from famerec.training import load_run, resolve_config, train_run
-from famerec.training.rundir import read_ranks
 from tests.conftest import tiny_overrides, write_sequences
 
 METRIC_KEYS = {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
