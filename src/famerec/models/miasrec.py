@@ -62,6 +62,7 @@ from famerec.models.registry import register
 LAYER_NORM_EPS = 1e-12  # RecBole's
 INIT_STD = 0.02  # RecBole's initializer_range
 SCORE_CHUNK = 1 << 24  # intent x item cosines computed at once (64 MB of float32)
+DROPPED = -4.0  # added to a dropped intent's cosines (all in [-1, 1]): it never is the max
 
 
 @dataclass
@@ -231,12 +232,17 @@ class MiasRec(SequentialRecommender):
         beta, temperature = self.options.beta, self.options.temperature
         mean = intents.vectors.sum(1) / intents.kept.sum(1, keepdim=True)  # dropped ones are 0
         mean_logits = mean @ items.T  # (B, V'): the mean of the cosines, as one product
+        # a dropped intent's cosines get DROPPED added through one extra coordinate (its vector
+        # is 0 there, items 1), so the max of one product over all T is the max over the kept
+        # ones (at least one is kept): no (B, T, V') mask is filled, nor its gradient
+        offset = torch.where(intents.kept, 0.0, DROPPED).unsqueeze(-1)  # (B, T, 1)
+        vectors = torch.cat([intents.vectors, offset.to(intents.vectors.dtype)], -1)
+        items = F.pad(items, (0, 1), value=1.0)  # (V', d + 1)
         steps = max(1, SCORE_CHUNK // (intents.vectors.shape[1] * items.shape[0]))
         best = []
         for start in range(0, len(mean), steps):  # bounded memory: (steps, T, V') at a time
-            cosines = intents.vectors[start : start + steps] @ items.T  # (b, T, V')
-            kept = intents.kept[start : start + steps].unsqueeze(-1)
-            best.append(cosines.masked_fill(~kept, float("-inf")).max(1).values)
+            cosines = vectors[start : start + steps] @ items.T  # (b, T, V')
+            best.append(cosines.max(1).values)
         max_logits = torch.cat(best)
         return (beta * max_logits + (1 - beta) * mean_logits).float() / temperature
 
