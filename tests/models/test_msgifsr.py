@@ -5,7 +5,14 @@ import torch.nn.functional as F
 from famerec.config import ModelConfig, RunConfig
 from famerec.errors import ConfigError
 from famerec.models import build_model
-from famerec.models.msgifsr import MSGIFSR, MSGIFSROptions, find_units, relation_edges
+from famerec.models.msgifsr import (
+    MSGIFSR,
+    Edges,
+    GraphAttention,
+    MSGIFSROptions,
+    find_units,
+    relation_edges,
+)
 from tests.conftest import tiny_overrides
 from tests.models import session_checks
 
@@ -47,8 +54,9 @@ def test_repeated_units_are_one_node():
 def test_graph_edges_follow_the_session():
     seq = torch.tensor([[0, 0, 3, 4, 5, 6]])
     exists, first, _ = find_units(seq, 3)
-    edges = {
-        key: value[0].nonzero().tolist() for key, value in relation_edges(first, exists).items()
+    edges = {  # one session: flat node positions are its positions
+        key: torch.stack([value.src, value.dst], 1).tolist()
+        for key, value in relation_edges(first, exists).items()
     }
     assert edges[("intra1", 0, 0)] == [[2, 3], [3, 4], [4, 5]]  # item -> next item
     assert edges[("intra2", 1, 1)] == [[3, 4], [4, 5]]  # (3,4) -> (4,5) -> (5,6)
@@ -57,6 +65,21 @@ def test_graph_edges_follow_the_session():
     assert edges[("inter", 1, 0)] == [[3, 4], [4, 5]]  # (3,4) -> item 5, (4,5) -> item 6
     assert edges[("inter", 0, 2)] == [[2, 5]]  # item 3 -> (4,5,6)
     assert edges[("inter", 2, 0)] == [[4, 5]]  # (3,4,5) -> item 6
+
+
+def test_graph_attention_is_a_softmax_over_each_nodes_incoming_edges():
+    torch.manual_seed(0)
+    gat = GraphAttention(hidden_size=4, heads=2, dropout=0.0)
+    h = torch.randn(1, 3, 4)
+    nodes = gat.nodes(h)  # W h (1, 3, 2, 4), a_l . W h and a_r . W h (1, 3, 2)
+    edges = Edges(torch.tensor([0, 1, 0]), torch.tensor([2, 2, 1]))  # 0,1 -> 2; 0 -> 1
+    out = gat(nodes, nodes, edges)  # (1, 3, 2, 4)
+    ws, left, right = (x[0] for x in nodes)
+    logits = F.leaky_relu(left[[0, 1]] + right[2], 0.2)  # (2 edges, H)
+    expected = (torch.softmax(logits, 0)[..., None] * ws[[0, 1]]).sum(0) + gat.bias
+    torch.testing.assert_close(out[0, 2], expected)
+    torch.testing.assert_close(out[0, 1], ws[0] + gat.bias)  # its one edge has weight 1
+    torch.testing.assert_close(out[0, 0], gat.bias)  # no incoming edge: the bias alone
 
 
 def test_padding_never_reaches_a_readout():

@@ -4,7 +4,8 @@ heterogeneous session graph, fused in the ranking.
 "Learning Multi-granularity Consecutive User Intent Unit for Session-based Recommendation".
 Follows the paper and the authors' code (github.com/SpaceLearner/SessionRec-pytorch,
 `src/models/msgifsr.py`, graphs from `src/utils/data/collate.py::seq_to_ccs_graph`, defaults
-from `src/scripts/main_msgifsr.py`), written with dense per-session tensors instead of DGL:
+from `src/scripts/main_msgifsr.py`), written with per-session tensors and edge lists instead
+of DGL:
 
 * session intent units (SIUs): for k = 1..K, every run of k consecutive items of the session
   is a unit of granularity k; identical units (the same k items in the same order) are one
@@ -34,8 +35,9 @@ original uses d = 256, dropout 0.1 and one layer (`--layers 1`); it trains with 
 
 Where famerec differs, and why:
 * No graph library: a session of at most max_len items has at most max_len units per
-  granularity, so units live at the position where they end and the relations are dense
-  (B, L, L) adjacency masks; a unit repeated in the session lives at its first position.
+  granularity, so units live at the position where they end (dense (B, L) tensors) and each
+  relation is a list of edges between those positions, attention computed per edge; a unit
+  repeated in the session lives at its first position.
 * A session shorter than k has no unit of granularity k, and granularity k is left out of its
   fusion (the weights are renormalized over the granularities it has). The official builder
   adds a placeholder unit made of the session's smallest item id repeated k times.
@@ -185,48 +187,64 @@ class GraphAttention(nn.Module):
         to_dst = torch.einsum("hoi,ho->ih", weight, self.attn_dst)
         return self.project(h).view(*h.shape[:2], self.heads, -1), h @ to_src, h @ to_dst
 
-    def forward(self, src: tuple, dst: tuple, edges: torch.Tensor) -> torch.Tensor:
-        """`nodes` of the sources and of the destinations, (B, Ls, Ld) edges -> (B, Ld, H, d)
-        messages."""
-        ws, left, _ = src  # (B, Ls, H, d), (B, Ls, H)
-        _, _, right = dst  # (B, Ld, H)
-        logits = F.leaky_relu(left[:, None] + right[:, :, None], 0.2)  # (B, Ld, Ls, H)
-        incoming = edges.transpose(1, 2).unsqueeze(-1)  # (B, Ld, Ls, 1)
-        has_any = incoming.any(2, keepdim=True)  # nodes without incoming edges: no message
-        logits = logits.masked_fill(~(incoming | ~has_any), float("-inf"))
-        weights = self.attention_dropout(torch.softmax(logits, dim=2) * has_any)
-        return torch.einsum("bijh,bjhe->bihe", weights, ws) + self.bias
+    def forward(self, src: tuple, dst: tuple, edges: Edges) -> torch.Tensor:
+        """`nodes` of the sources and of the destinations, the relation's edges between the
+        flattened (B L) node positions -> (B, L, H, d) messages. Work is per edge, O(E H d),
+        as the official sparse graph; no (B, L, L) tensor."""
+        ws, left, _ = src  # (B, L, H, d), (B, L, H)
+        right = dst[2]  # (B, L, H)
+        shape = ws.shape
+        ws, left, right = ws.flatten(0, 1), left.flatten(0, 1), right.flatten(0, 1)
+        logits = F.leaky_relu(left[edges.src] + right[edges.dst], 0.2)  # (E, H)
+        # softmax over each destination's incoming edges (shifted by their max, a constant)
+        index = edges.dst[:, None].expand_as(logits)
+        peak = torch.full_like(right, float("-inf")).scatter_reduce(0, index, logits, "amax")
+        weights = (logits - peak.detach()[edges.dst]).exp()  # (E, H)
+        weights = weights / torch.zeros_like(right).index_add(0, edges.dst, weights)[edges.dst]
+        weights = self.attention_dropout(weights)
+        messages = torch.zeros_like(ws).index_add(0, edges.dst, weights[..., None] * ws[edges.src])
+        return messages.view(shape) + self.bias  # a node without incoming edges gets b
 
 
-def relation_edges(units_first: torch.Tensor, exists: torch.Tensor):
-    """The MIHSG's relations as dense adjacency between node positions.
+@dataclass
+class Edges:
+    """One relation's edges between flattened node positions b * L + t, deduplicated."""
 
-    Returns {(relation, src granularity, dst granularity): (B, L, L) edges}, granularities
-    0-based. Edges join the nodes (first positions) of the units they connect."""
+    src: torch.Tensor  # (E,)
+    dst: torch.Tensor  # (E,)
+
+    def reversed(self) -> Edges:
+        return Edges(self.dst, self.src)
+
+
+def relation_edges(units_first: torch.Tensor, exists: torch.Tensor) -> dict[tuple, Edges]:
+    """The MIHSG's relations as edge lists between node positions.
+
+    Returns {(relation, src granularity, dst granularity): Edges}, granularities 0-based.
+    Edges join the nodes (first positions) of the units they connect; an edge between the
+    same two nodes is kept once."""
     kk, batch, length = exists.shape
     rows = torch.arange(batch, device=exists.device)[:, None]
 
-    def adjacency(src_k, src_t, dst_k, dst_t, valid):
+    def edge_list(src_k, src_t, dst_k, dst_t, valid) -> Edges:
         """Edges from unit (src_k, ends at src_t) to unit (dst_k, dst_t), t: (L',) vectors."""
-        src = units_first[src_k][:, src_t]  # (B, L') node positions
-        dst = units_first[dst_k][:, dst_t]
-        index = torch.where(valid, src * length + dst, length * length)  # invalid: spare slot
-        edges = torch.zeros(batch, length * length + 1, dtype=torch.bool, device=exists.device)
-        edges[rows, index] = True
-        return edges[:, :-1].view(batch, length, length)
+        src = rows * length + units_first[src_k][:, src_t]  # (B, L') flat node positions
+        dst = rows * length + units_first[dst_k][:, dst_t]
+        pairs = torch.unique((src * (batch * length) + dst)[valid])  # (E,) sorted, once each
+        return Edges(pairs // (batch * length), pairs % (batch * length))
 
     steps = torch.arange(length - 1, device=exists.device)  # t -> t + 1
     relations = {}
     for k in range(kk):
         valid = exists[k][:, :-1] & exists[k][:, 1:]
-        relations[(f"intra{k + 1}", k, k)] = adjacency(k, steps, k, steps + 1, valid)
+        relations[(f"intra{k + 1}", k, k)] = edge_list(k, steps, k, steps + 1, valid)
     for k in range(1, kk):
         before = torch.arange(max(length - k - 1, 0), device=exists.device)  # item -> unit
         valid = exists[0][:, before] & exists[k][:, before + k + 1]
-        relations[("inter", 0, k)] = adjacency(0, before, k, before + k + 1, valid)
+        relations[("inter", 0, k)] = edge_list(0, before, k, before + k + 1, valid)
         # unit ending at t -> the item at t + 1
         valid = exists[k][:, :-1] & exists[0][:, 1:]
-        relations[("inter", k, 0)] = adjacency(k, steps, 0, steps + 1, valid)
+        relations[("inter", k, 0)] = edge_list(k, steps, 0, steps + 1, valid)
     return relations
 
 
@@ -261,7 +279,7 @@ class HeterogeneousLayer(nn.Module):
         for (name, src, dst), edges in relations.items():
             forward, backward = self.forward_conv[name], self.backward_conv[name]
             out[dst] = out[dst] + forward(project(forward, src), project(forward, dst), edges)
-            reverse = edges.transpose(1, 2)  # the reversed graph: dst -> src
+            reverse = edges.reversed()  # the reversed graph: dst -> src
             out[src] = out[src] + backward(project(backward, dst), project(backward, src), reverse)
             residuals[dst] += 1
             residuals[src] += 1
