@@ -21,8 +21,12 @@ def test_table2_spec_has_the_papers_grids_with_equal_budgets(tmp_path):
     assert [p["fame.num_experts"] for p in experts.points] == [2, 4, 8, 16, 32]
     assert fame.settings["train.init_from"] == Ref("sasrec", ("model.hidden_size",))
     assert spec.entry("sasrec").trials == fame.trials == 15
-    pending = {e.name for e in spec.entries if e.pending}
-    assert {"gru4rec", "bert4rec", "core", "cl4srec", "duorec", "iclrec"} <= pending
+    baselines = ["gru4rec", "bert4rec", "core", "cl4srec", "duorec", "iclrec"]
+    baselines += ["attenmixer", "miasrec", "msgifsr"]
+    for name in baselines:  # equal budget: the same 15 trials over each model's own settings
+        entry = spec.entry(name)
+        assert not entry.pending and entry.trials == 15, name
+        assert {p["model.hidden_size"] for p in entry.stages[0].points} == {64, 128}, name
     continued = spec.entry("sasrec-continued")
     assert continued.control and continued.settings["train.init_from"].selected == "fame"
 
@@ -34,9 +38,12 @@ def test_table2_spec_has_the_papers_grids_with_equal_budgets(tmp_path):
         # only SASRec's first stage can start: everything else waits for a selection
         assert [r.state for r in sasrec.trials].count(READY) == 10
         assert all(r.state == WAITING for r in fame_plan.runs)
-    assert len(plan.runs) == 111  # and the control: 1 setting x 3 seeds per dataset
+        for name in baselines:
+            assert len(plan.entries[dataset, name].trials) == 15
+    # 11 models x (15 trials + 2 seed reruns) and the control (1 setting x 3 seeds) per dataset
+    assert len(plan.runs) == 3 * (11 * 17 + 3)
     ids = [r.id for r in plan.runs if r.id]
-    assert len(ids) == len(set(ids)) == 69  # both first stages and the control have ids
+    assert len(ids) == len(set(ids)) == 3 * (11 * 10 + 3)  # first stages and the control
     assert "beauty/sasrec/hidden_size=128,num_heads=16,seed=42" in ids
 
 
