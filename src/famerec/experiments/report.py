@@ -271,6 +271,7 @@ def trials_table(context: Context, dataset: Dataset) -> str:
                     fmt(metrics["valid"]["HR@10"]),
                     f"{metrics['best_epoch']} / {metrics['epochs_run']}",
                     f"{epoch_seconds[len(epoch_seconds) // 2]:.1f}" if epoch_seconds else "",
+                    context.store.record(run.id).get("threads", ""),
                     mark,
                 ]
             )
@@ -285,16 +286,18 @@ def trials_table(context: Context, dataset: Dataset) -> str:
         "valid HR@10",
         "best / run epochs",
         "s / epoch",
+        "threads",
         "",
     ]
     caption = (
         "Every finished trial on the validation split (what selection reads; support runs are "
         "the settings other models start from, not trials). Test metrics of trials that were "
         "not selected stay in the records and are not shown. s / epoch: the median training "
-        "seconds per epoch in the run's log (epoch hooks included), on the record's machine."
+        "seconds per epoch in the run's log (epoch hooks included), on the record's machine with "
+        "that many threads."
     )
     return (
-        "### Trials (validation)\n\n" + caption + "\n\n" + table(headers, rows, align="lllrrrrrl")
+        "### Trials (validation)\n\n" + caption + "\n\n" + table(headers, rows, align="lllrrrrrrl")
     )
 
 
