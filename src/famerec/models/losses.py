@@ -142,6 +142,29 @@ def mixture_of_softmaxes_loss(
     return total / count
 
 
+def gate_balance_loss(gate: torch.Tensor) -> torch.Tensor:
+    """mean_n H(g_n) - H(mean_n g_n) of a gate (N, H) whose rows sum to 1: low when each row
+    is confident (one head) and the rows together use every head equally. It equals minus the
+    mutual information between the row and the chosen head; its range is [-log H, log H].
+    """
+    gate = gate.float()
+    log_gate = torch.log(gate.clamp_min(1e-30))
+    per_row = -(gate * log_gate).sum(1).mean()  # mean entropy of each row's head weights
+    usage = gate.mean(0)  # (H,) share of the rows' weight each head gets
+    overall = -(usage * torch.log(usage.clamp_min(1e-30))).sum()
+    return per_row - overall
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -sum_c t_c log softmax(logits)_c, for target distributions (N, C)
+    (rows of zeros count for nothing). Logits of -inf are classes outside a row's softmax;
+    their target must be 0."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    log_p = log_p.masked_fill(targets == 0, 0.0)  # 0 * -inf would be NaN
+    rows = (targets.sum(-1) > 0).sum().clamp_min(1)
+    return -(targets * log_p).sum() / rows
+
+
 def sampled_softmax_cross_entropy(
     queries: torch.Tensor,
     item_weights: torch.Tensor,
