@@ -21,8 +21,9 @@ The data is generated from a seed at run time; nothing is downloaded.
 
 With --out, finished runs there are reused (SASRec trains once for all variants). Variants
 whose name has `attr` train with the planted genre and actor as attribute kinds of heads 1 and
-2 (`--attribute-weight`); `balance` and `diversity` are the gate-balance and head-diversity
-terms (`--gate-balance-weight`, `--head-diversity-weight`).
+2 (`--attribute-weight`), `gate` adds the gate's target from them (`--attribute-gate-weight`);
+`balance` and `diversity` are the gate-balance and head-diversity terms
+(`--gate-balance-weight`, `--head-diversity-weight`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ GENRE, ACTOR = 0, 1
 # FAME variants: name -> overrides of the FAME run that starts from the SASRec run. Variants
 # with an attribute weight get the planted genre and actor as attribute kinds of heads 1 and 2.
 WARM = {"fame.warm_start": True}
+ATTR = {"fame.attribute_weight": 1.0}
+GATE = {"fame.attribute_gate_weight": 1.0}
 VARIANTS = {
     "paper": {},
     "warm": WARM,
@@ -60,6 +63,10 @@ VARIANTS = {
     "warm+balance": {**WARM, "fame.gate_balance_weight": 1.0},
     "warm+diversity": {**WARM, "fame.head_diversity_weight": 1.0},
     "warm+attr+balance": {**WARM, "fame.attribute_weight": 1.0, "fame.gate_balance_weight": 1.0},
+    "warm+attr+diversity": {**WARM, **ATTR, "fame.head_diversity_weight": 1.0},
+    "attr+gate": {**ATTR, **GATE},
+    "warm+attr+gate": {**WARM, **ATTR, **GATE},
+    "warm+attr+gate+diversity": {**WARM, **ATTR, **GATE, "fame.head_diversity_weight": 1.0},
 }
 DEFAULT_VARIANTS = "paper,warm,softmax,warm+softmax"
 
@@ -228,7 +235,7 @@ def main() -> None:
             "train.init_from": str(root / "sasrec"),
             **VARIANTS[name],
         }
-        if overrides.get("fame.attribute_weight"):
+        if overrides.get("fame.attribute_weight") or overrides.get("fame.attribute_gate_weight"):
             overrides["fame.attributes"] = ",".join(str(kind) for kind in kinds)  # genre, actor
         train_run(RunConfig().with_overrides(overrides), root / name, progress=False, resume=True)
         rows.append((name, facet_measures(root / name, planted)))

@@ -13,7 +13,7 @@ from famerec.data import load_dataset
 from famerec.data.sequences import SequenceData, from_user_sequences
 from famerec.errors import ConfigError, DataError
 from famerec.models import FAME, FAMEOptions, build_model
-from famerec.models.losses import gate_balance_loss, soft_cross_entropy
+from famerec.models.losses import gate_balance_loss
 
 NUM_ITEMS = 30
 GENRE = torch.arange(NUM_ITEMS + 1) % 3  # item v has genre v % 3 (row 0: padding)
@@ -56,25 +56,31 @@ def real_states(model: FAME) -> torch.Tensor:
 @pytest.mark.parametrize("fusion", ["score", "softmax"])
 @pytest.mark.parametrize(
     "options",
-    [{"attribute_weight": 0.5}, {"gate_balance_weight": 0.5}, {"head_diversity_weight": 0.5}],
+    [
+        {"attribute_weight": 0.5},
+        {"attribute_gate_weight": 0.5},
+        {"gate_balance_weight": 0.5},
+        {"head_diversity_weight": 0.5},
+    ],
 )
 def test_the_next_item_loss_is_unchanged_and_each_term_is_weighted(fusion, options):
     old = fame(fusion=fusion).loss((SEQ, TARGETS))
     model = fame(fusion=fusion, **options)
-    if "attribute_weight" in options:
+    if "gate_balance_weight" not in options and "head_diversity_weight" not in options:
         model.set_attributes(*planted_members())
     losses = model.loss((SEQ, TARGETS))
     assert torch.equal(losses["next_item"], old)  # exactly the old loss
     (name,) = set(losses) - {"next_item"}
     assert losses[name].shape == ()
     double = fame(fusion=fusion, **{k: 2 * v for k, v in options.items()})
-    if "attribute_weight" in options:
+    if "gate_balance_weight" not in options and "head_diversity_weight" not in options:
         double.set_attributes(*planted_members())
     torch.testing.assert_close(double.loss((SEQ, TARGETS))[name], 2 * losses[name])
 
 
 def test_zero_weights_are_the_old_loss_exactly():
-    model = fame(attribute_weight=0.0, gate_balance_weight=0.0, head_diversity_weight=0.0)
+    zero = {"attribute_weight": 0.0, "attribute_gate_weight": 0.0, "gate_balance_weight": 0.0}
+    model = fame(head_diversity_weight=0.0, **zero)
     loss = model.loss((SEQ, TARGETS))
     assert isinstance(loss, torch.Tensor)
     assert torch.equal(loss, fame().loss((SEQ, TARGETS)))
@@ -94,9 +100,8 @@ def test_attribute_loss_matches_its_definition():
         )  # (A_k, d')
         logits = states[:, head] @ prototypes.T  # (P, A_k)
         expected.append(torch.nn.functional.cross_entropy(logits, labels[targets]))
-    torch.testing.assert_close(
-        model.attribute_loss(states, targets), torch.stack(expected).mean(), rtol=1e-5, atol=1e-6
-    )
+    loss = model.attribute_loss(*model.attribute_log_likelihoods(states, targets))
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-5, atol=1e-6)
 
 
 def test_several_attributes_of_a_kind_are_a_uniform_target():
@@ -108,7 +113,7 @@ def test_several_attributes_of_a_kind_are_a_uniform_target():
     model.set_attributes(members, torch.zeros(3, dtype=torch.long))
     states = real_states(model)
     targets = torch.full((len(states),), 3)  # item 3: attributes 0 and 1
-    loss = model.attribute_loss(states, targets)
+    loss = model.attribute_loss(*model.attribute_log_likelihoods(states, targets))
     assert model.attribute_kinds == 1
     x, w_f = model.item_embedding.weight, model.facet_layer.facet_projection[0]
     prototypes = torch.stack([(x[1:] @ w_f).mean(0), (x[1:] @ w_f).mean(0), x[5] @ w_f])
@@ -129,6 +134,32 @@ def test_attribute_loss_reaches_its_heads_and_not_the_gate():
     assert model.item_embedding.weight.grad.abs().sum() > 0
     assert layer.attention.expert_queries.weight.grad.abs().sum() > 0
     assert layer.head_gate.weight.grad is None
+
+
+def test_attribute_gate_target_is_the_posterior_over_kinds():
+    """Kind 1 explains the next item better than kind 2 -> the gate is pulled to head 1."""
+    model = fame(attribute_gate_weight=1.0)
+    model.set_attributes(*planted_members())
+    log_likelihood = torch.log(torch.tensor([[0.8, 0.1], [0.5, 0.5], [0.3, 0.9]]))
+    known = torch.tensor([[True, True], [True, True], [True, False]])  # row 3: one kind only
+    gate = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.1, 0.9]], requires_grad=True)
+    loss = model.attribute_gate_loss(gate, log_likelihood, known)
+    posterior = torch.tensor([[8 / 9, 1 / 9], [0.5, 0.5]])
+    expected = -(posterior * gate[:2].log()).sum() / 2
+    torch.testing.assert_close(loss, expected)
+    (grad,) = torch.autograd.grad(loss, gate)
+    assert grad[0, 0] < grad[0, 1]  # descent raises head 1's weight for row 1
+    assert torch.equal(grad[2], torch.zeros(2))  # nothing to compare for row 3
+
+
+def test_attribute_gate_reaches_the_gate_only():
+    """The posterior is held fixed: the term trains the gate (and what feeds it), not W_f."""
+    model = fame(attribute_gate_weight=1.0).train()
+    model.set_attributes(*planted_members())
+    model.loss((SEQ, TARGETS))["attribute_gate"].backward()
+    layer = model.facet_layer
+    assert layer.head_gate.weight.grad.abs().sum() > 0
+    assert layer.facet_projection.grad is None
 
 
 def test_gate_balance_reaches_the_gate_and_not_the_sub_embeddings():
@@ -179,14 +210,6 @@ def test_head_diversity_is_the_squared_correlation_of_the_heads_scores():
         same.facet_layer.facet_projection[1] = same.facet_layer.facet_projection[0]
     twin = real_states(same)[:, :1].expand(-1, 2, -1)  # head 2 = head 1
     torch.testing.assert_close(same.head_diversity_loss(twin), torch.tensor(1.0))
-
-
-def test_soft_cross_entropy_skips_rows_without_target_and_masked_classes():
-    logits = torch.tensor([[1.0, 2.0, float("-inf")], [0.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
-    targets = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    log_p = torch.log_softmax(logits, -1)
-    expected = -(0.5 * log_p[0, 0] + 0.5 * log_p[0, 1] + log_p[2, 0]) / 2
-    torch.testing.assert_close(soft_cross_entropy(logits, targets), expected)
 
 
 def test_attributes_are_buffers_not_weights():
@@ -246,7 +269,8 @@ def test_attach_data_errors(tmp_path):
     [
         ({"fame.attribute_weight": -1.0}, "--attribute-weight must be 0 or more"),
         ({"fame.gate_balance_weight": -0.1}, "--gate-balance-weight must be 0 or more"),
-        ({"fame.attributes": "a.json"}, "set it above 0"),
+        ({"fame.attributes": "a.json"}, "set one above 0"),
+        ({"fame.attribute_gate_weight": 1.0, "fame.attributes": "a.json"}, "2 or more kinds"),
         (
             {"fame.attribute_weight": 1.0, "fame.attributes": "a.json,b.json,c.json"},
             "3 attribute kinds, more than the 2 heads",

@@ -22,6 +22,20 @@ items instead of their scores, p(v) = sum_h g_h softmax_h(v), trained with -log 
 Eq. 11's mixture of scores collapses to one dot product per user (below); a mixture of
 softmaxes does not, so it is strictly more expressive, at H softmaxes per position.
 
+Facet pressure, not in the paper, off by default (issue 12: on planted facets nothing in the
+paper's objective pushes the heads apart; each head alone already follows the user's facet):
+* `--attribute-weight`: head k predicts the next item's attributes of kind k (one JSON file per
+  kind, `--attributes`): cross-entropy of softmax_a(F^(k) . p_a), where attribute a is its
+  items' mean sub-embedding p_a = mean_{v has a} x_v W_f^(k) (Eq. 9), so no new parameters;
+  the attributes reach the model through `attach_data`, in buffers not saved with the weights;
+* `--attribute-gate-weight`: the gate (Eq. 10) learns which kind explains the next item: its
+  target is the posterior over kinds of the heads' attribute log-likelihoods (an E-step);
+* `--gate-balance-weight`: mean_n H(g_n) - H(mean_n g_n) over the real positions n of the
+  batch: each gate (Eq. 10) confident, the heads used equally over the batch;
+* `--head-diversity-weight`: the mean squared correlation, over all items, between two heads'
+  scores (Eq. 8) at each position, computed exactly through the items' d x d covariance.
+Each is a named loss beside the unchanged next-item loss.
+
 With Eq. 11, training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h)
 equals x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
 """
@@ -42,7 +56,7 @@ from famerec.data.sequences import SequenceData
 from famerec.errors import ConfigError, DataError
 from famerec.models.base import EpochContext, Losses, SequentialRecommender
 from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
-from famerec.models.losses import gate_balance_loss, mixture_of_softmaxes_loss, soft_cross_entropy
+from famerec.models.losses import gate_balance_loss, mixture_of_softmaxes_loss
 from famerec.models.registry import register
 from famerec.models.transfer import init_fame_from_sasrec, warm_start_new_parts
 
@@ -88,6 +102,12 @@ class FAMEOptions(ModelOptions):
         "per attribute kind, for heads 1, 2, ... (at most --heads kinds; paths relative to the "
         "working directory); default: a bundled dataset's attributes as one kind",
     )
+    attribute_gate_weight: float = option(
+        0.0,
+        "weight of a gate target from the attributes: the gate learns which head's kind best "
+        "predicts the next item's attributes (needs 2+ kinds in --attributes; 0 = off; not in "
+        "the paper)",
+    )
     gate_balance_weight: float = option(
         0.0,
         "weight of a gate term that makes each position's gate confident and all positions "
@@ -116,12 +136,18 @@ class FAMEOptions(ModelOptions):
             raise ConfigError("--warm-start needs --init-from or --pretrain")
         if self.fusion == "softmax" and train.loss == "sampled":
             raise ConfigError("--fusion softmax trains with the full softmax; drop --loss sampled")
-        for name in ("attribute_weight", "gate_balance_weight", "head_diversity_weight"):
+        weights = ("attribute_weight", "attribute_gate_weight")
+        for name in (*weights, "gate_balance_weight", "head_diversity_weight"):
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be 0 or more, got {getattr(self, name)}")
-        if self.attributes is not None and not self.attribute_weight:
-            raise ConfigError("--attributes is read for --attribute-weight; set it above 0")
+        if self.attributes is not None and not self.uses_attributes:
+            raise ConfigError(
+                "--attributes is read for --attribute-weight or --attribute-gate-weight; set "
+                "one above 0"
+            )
+        if self.attribute_gate_weight and len(self.attribute_sources) < 2:
+            raise ConfigError("--attribute-gate-weight needs 2 or more kinds in --attributes")
         if (self.gate_balance_weight or self.head_diversity_weight) and model.num_heads < 2:
             raise ConfigError("--gate-balance-weight and --head-diversity-weight need --heads 2+")
         if len(self.attribute_sources) > model.num_heads:
@@ -138,9 +164,13 @@ class FAMEOptions(ModelOptions):
         return [source.strip() for source in self.attributes.split(",")]
 
     @property
+    def uses_attributes(self) -> bool:
+        return bool(self.attribute_weight or self.attribute_gate_weight)
+
+    @property
     def facet_pressure(self) -> bool:
         """Whether any of the auxiliary terms that push the heads apart is on."""
-        return bool(self.attribute_weight or self.gate_balance_weight or self.head_diversity_weight)
+        return bool(self.uses_attributes or self.gate_balance_weight or self.head_diversity_weight)
 
 
 class MoEAttention(nn.Module):
@@ -292,8 +322,8 @@ class FAME(SequentialRecommender):
         return self.pretrained
 
     def attach_data(self, data: SequenceData) -> None:
-        """With --attribute-weight: read the item attributes, one kind per head."""
-        if not self.options.attribute_weight:
+        """With --attribute-(gate-)weight: read the item attributes, one kind per head."""
+        if not self.options.uses_attributes:
             return
         kinds = [
             attribute_matrix(read_attributes(source, data), self.num_items)
@@ -320,14 +350,17 @@ class FAME(SequentialRecommender):
         counts = members.sum(0, dtype=torch.float32)  # (A,) items per attribute
         self.register_buffer("attribute_counts", counts, persistent=False)
 
-    def attribute_loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Head k predicts the attributes of kind k of the next item (heads 1..K of H).
+    def attribute_log_likelihoods(
+        self, states: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """How well head k predicts the next item's attributes of kind k (heads 1..K of H).
 
-        states (P, H, d') head states F^(h) at real positions, targets (P,) item ids 1..V.
+        states (P, H, d') head states F^(h) at real positions, targets (P,) item ids 1..V ->
+        log-likelihoods (P, K) and (P, K) whether the next item has an attribute of kind k.
         Attribute a of kind k is represented in head k's space by its items' mean
-        sub-embedding (Eq. 9), p_a = mean_{v has a} x_v W_f^(k), so the loss adds no
-        parameters: cross-entropy of softmax_a(F^(k) . p_a) over the attributes of kind k
-        against the next item's attributes of that kind (uniform over them if several).
+        sub-embedding (Eq. 9), p_a = mean_{v has a} x_v W_f^(k), so nothing adds parameters:
+        head k's distribution is softmax_a(F^(k) . p_a) over the attributes of kind k, and the
+        log-likelihood is the mean log-probability of the next item's attributes of that kind.
         """
         if not hasattr(self, "item_attributes"):
             raise ConfigError("FAME --attribute-weight needs item attributes: call attach_data")
@@ -342,10 +375,32 @@ class FAME(SequentialRecommender):
         logits = torch.einsum("pke,kae->pka", states[:, :kinds], prototypes)  # (P, K, A)
         heads = torch.arange(kinds, device=logits.device)
         own = self.attribute_kind[None, :] == heads[:, None]  # (K, A) attribute a is of kind k
-        logits = logits.float().masked_fill(~own, float("-inf"))  # softmax over kind k only
+        log_p = torch.log_softmax(logits.float().masked_fill(~own, float("-inf")), dim=-1)
+        log_p = log_p.masked_fill(~own, 0.0)  # (P, K, A), 0 outside kind k (never -inf * 0)
         wanted = self.item_attributes[targets][:, None, :] * own  # (P, K, A) next item has a
-        wanted = wanted / wanted.sum(-1, keepdim=True).clamp_min(1)  # uniform over them
-        return soft_cross_entropy(logits.flatten(0, 1), wanted.flatten(0, 1))
+        count = wanted.sum(-1)  # (P, K)
+        log_likelihood = (wanted * log_p).sum(-1) / count.clamp_min(1)  # (P, K)
+        return log_likelihood, count > 0
+
+    def attribute_loss(self, log_likelihood: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the next item's attributes, over the (position,
+        kind) pairs where the next item has an attribute of that kind."""
+        return -log_likelihood[known].sum() / known.sum().clamp_min(1)
+
+    def attribute_gate_loss(
+        self, gate: torch.Tensor, log_likelihood: torch.Tensor, known: torch.Tensor
+    ) -> torch.Tensor:
+        """The gate learns which facet explains the next item: its target is the posterior
+        r_k = softmax_k(log-likelihood_k) over the kinds the next item has (held fixed, as an
+        E-step), and the loss is -sum_k r_k log(g_k / sum_{j<K} g_j) (heads without a kind
+        are left alone). gate (P, H), log_likelihood and known (P, K)."""
+        kinds = log_likelihood.shape[1]
+        rows = known.sum(1) > 1  # positions whose next item has attributes of 2+ kinds
+        scores = log_likelihood.detach()[rows].masked_fill(~known[rows], float("-inf"))
+        posterior = torch.softmax(scores, dim=-1)  # (P', K)
+        own = gate[rows, :kinds].float().clamp_min(1e-30)  # (P', K)
+        log_gate = torch.log(own / own.sum(-1, keepdim=True))
+        return -(posterior * log_gate).sum() / rows.sum().clamp_min(1)
 
     def head_diversity_loss(self, states: torch.Tensor) -> torch.Tensor:
         """Mean over positions and pairs of heads of the squared correlation, over all items,
@@ -424,8 +479,14 @@ class FAME(SequentialRecommender):
         if not options.facet_pressure:
             return next_item
         losses = {"next_item": next_item}
-        if options.attribute_weight:
-            losses["attributes"] = options.attribute_weight * self.attribute_loss(states, targets)
+        if options.uses_attributes:
+            log_likelihood, known = self.attribute_log_likelihoods(states, targets)  # (P, K)
+            if options.attribute_weight:
+                loss = self.attribute_loss(log_likelihood, known)
+                losses["attributes"] = options.attribute_weight * loss
+            if options.attribute_gate_weight:
+                loss = self.attribute_gate_loss(gates, log_likelihood, known)
+                losses["attribute_gate"] = options.attribute_gate_weight * loss
         if options.gate_balance_weight:
             losses["gate_balance"] = options.gate_balance_weight * gate_balance_loss(gates)
         if options.head_diversity_weight:

@@ -155,16 +155,6 @@ def gate_balance_loss(gate: torch.Tensor) -> torch.Tensor:
     return per_row - overall
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of -sum_c t_c log softmax(logits)_c, for target distributions (N, C)
-    (rows of zeros count for nothing). Logits of -inf are classes outside a row's softmax;
-    their target must be 0."""
-    log_p = torch.log_softmax(logits.float(), dim=-1)
-    log_p = log_p.masked_fill(targets == 0, 0.0)  # 0 * -inf would be NaN
-    rows = (targets.sum(-1) > 0).sum().clamp_min(1)
-    return -(targets * log_p).sum() / rows
-
-
 def sampled_softmax_cross_entropy(
     queries: torch.Tensor,
     item_weights: torch.Tensor,
