@@ -52,6 +52,7 @@ GENRE, ACTOR = 0, 1
 WARM = {"fame.warm_start": True}
 ATTR = {"fame.attribute_weight": 1.0}
 GATE = {"fame.attribute_gate_weight": 1.0}
+SOFTMAX = {"fame.fusion": "softmax"}
 VARIANTS = {
     "paper": {},
     "warm": WARM,
@@ -67,6 +68,9 @@ VARIANTS = {
     "attr+gate": {**ATTR, **GATE},
     "warm+attr+gate": {**WARM, **ATTR, **GATE},
     "warm+attr+gate+diversity": {**WARM, **ATTR, **GATE, "fame.head_diversity_weight": 1.0},
+    "warm+attr+gate+diversity0.1": {**WARM, **ATTR, **GATE, "fame.head_diversity_weight": 0.1},
+    "softmax+attr+gate": {**SOFTMAX, **ATTR, **GATE},
+    "warm+softmax+attr+gate": {**WARM, **SOFTMAX, **ATTR, **GATE},
 }
 DEFAULT_VARIANTS = "paper,warm,softmax,warm+softmax"
 
