@@ -114,7 +114,7 @@ def test_several_attributes_of_a_kind_are_a_uniform_target():
     states = real_states(model)
     targets = torch.full((len(states),), 3)  # item 3: attributes 0 and 1
     loss = model.attribute_loss(*model.attribute_log_likelihoods(states, targets))
-    assert model.attribute_kinds == 1
+    assert model.num_attribute_kinds == 1
     x, w_f = model.item_embedding.weight, model.facet_layer.facet_projection[0]
     prototypes = torch.stack([(x[1:] @ w_f).mean(0), (x[1:] @ w_f).mean(0), x[5] @ w_f])
     log_p = torch.log_softmax(states[:, 0] @ prototypes.T, -1)  # head 1 only
@@ -240,7 +240,7 @@ def test_attach_data_reads_one_file_per_kind(tmp_path):
     members[4, 3 + ACTOR[4]] = 0
     assert torch.equal(model.item_attributes, members)
     assert torch.equal(model.attribute_kind, kinds)
-    assert model.attribute_kinds == 2
+    assert model.num_attribute_kinds == 2
     assert torch.isfinite(model.loss((SEQ, TARGETS))["attributes"])
 
 

@@ -94,11 +94,12 @@ class FAMEOptions(ModelOptions):
     attribute_weight: float = option(
         0.0,
         "weight of the attribute loss: head h predicts the next item's attributes of kind h "
-        "from its state F^(h) (0 = off, the paper; not in the paper)",
+        "from its state F^(h) (0 = off, as in the paper)",
     )
     attributes: str | None = option(
         None,
-        "--attribute-weight: comma-separated JSON files {item_id: [attribute_id, ...]}, one "
+        "item attributes of --attribute-(gate-)weight: comma-separated JSON files "
+        "{item_id: [attribute_id, ...]}, one "
         "per attribute kind, for heads 1, 2, ... (at most --heads kinds; paths relative to the "
         "working directory); default: a bundled dataset's attributes as one kind",
     )
@@ -325,13 +326,11 @@ class FAME(SequentialRecommender):
         """With --attribute-(gate-)weight: read the item attributes, one kind per head."""
         if not self.options.uses_attributes:
             return
-        kinds = [
-            attribute_matrix(read_attributes(source, data), self.num_items)
-            for source in self.options.attribute_sources
-        ]  # K matrices (V + 1, A_k); setup, not a hot path
-        for kind, members in enumerate(kinds):
+        sources = self.options.attribute_sources
+        kinds = [attribute_matrix(read_attributes(s, data), self.num_items) for s in sources]
+        for kind, (source, members) in enumerate(zip(sources, kinds)):  # K (V + 1, A_k); setup
             if not members[1:].any():
-                raise DataError(f"no item of the data has an attribute of kind {kind + 1}")
+                raise DataError(f"no item of the data has an attribute of kind {kind + 1}", source)
         kind_of = torch.cat([torch.full((m.shape[1],), k) for k, m in enumerate(kinds)])
         self.set_attributes(torch.cat(kinds, 1), kind_of)
 
@@ -342,7 +341,7 @@ class FAME(SequentialRecommender):
         used = members[1:].bool().any(0)  # (A,)
         members, kind_of = members[:, used].to(torch.uint8), kind_of[used].long()
         attribute, item = members.T.nonzero(as_tuple=True)  # every (attribute, item) pair
-        self.attribute_kinds = int(kind_of.max()) + 1  # K
+        self.num_attribute_kinds = int(kind_of.max()) + 1  # K
         self.register_buffer("item_attributes", members, persistent=False)  # (V + 1, A)
         self.register_buffer("attribute_kind", kind_of, persistent=False)  # (A,)
         self.register_buffer("member_attribute", attribute, persistent=False)  # (M,)
@@ -364,7 +363,7 @@ class FAME(SequentialRecommender):
         """
         if not hasattr(self, "item_attributes"):
             raise ConfigError("FAME --attribute-weight needs item attributes: call attach_data")
-        kinds = self.attribute_kinds
+        kinds = self.num_attribute_kinds
         items = self.item_embedding.weight  # (V + 1, d)
         sums = items.new_zeros(len(self.attribute_counts), items.shape[1]).index_add(
             0, self.member_attribute, items[self.member_item]
