@@ -67,6 +67,7 @@ VARIANTS = {
     "warm+attr+diversity": {**WARM, **ATTR, "fame.head_diversity_weight": 1.0},
     "attr+gate": {**ATTR, **GATE},
     "warm+attr+gate": {**WARM, **ATTR, **GATE},
+    "warm+attr5+gate5": {**WARM, "fame.attribute_weight": 5.0, "fame.attribute_gate_weight": 5.0},
     "warm+attr+gate+diversity": {**WARM, **ATTR, **GATE, "fame.head_diversity_weight": 1.0},
     "warm+attr+gate+diversity0.1": {**WARM, **ATTR, **GATE, "fame.head_diversity_weight": 0.1},
     "softmax+attr+gate": {**SOFTMAX, **ATTR, **GATE},
