@@ -17,11 +17,19 @@ The data is generated from a seed at run time; nothing is downloaded.
 
     python benchmarks/planted_facets.py                      # paper recipe, warm start, softmax
     python benchmarks/planted_facets.py --variants paper --epochs 10
+    python benchmarks/planted_facets.py --variants warm+attr,warm+balance --out /tmp/pf
+
+With --out, finished runs there are reused (SASRec trains once for all variants). Variants
+whose name has `attr` train with the planted genre and actor as attribute kinds of heads 1 and
+2 (`--attribute-weight`), `gate` adds the gate's target from them (`--attribute-gate-weight`);
+`balance` and `diversity` are the gate-balance and head-diversity terms
+(`--gate-balance-weight`, `--head-diversity-weight`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -39,13 +47,31 @@ from famerec.training import train_run  # noqa: E402
 
 GENRE, ACTOR = 0, 1
 
-# FAME variants: name -> overrides of the FAME run that starts from the SASRec run.
+# FAME variants: name -> overrides of the FAME run that starts from the SASRec run. Variants
+# with an attribute weight get the planted genre and actor as attribute kinds of heads 1 and 2.
+WARM = {"fame.warm_start": True}
+ATTR = {"fame.attribute_weight": 1.0}
+GATE = {"fame.attribute_gate_weight": 1.0}
+SOFTMAX = {"fame.fusion": "softmax"}
 VARIANTS = {
     "paper": {},
-    "warm": {"fame.warm_start": True},
+    "warm": WARM,
     "softmax": {"fame.fusion": "softmax"},
-    "warm+softmax": {"fame.warm_start": True, "fame.fusion": "softmax"},
+    "warm+softmax": {**WARM, "fame.fusion": "softmax"},
+    "attr": ATTR,
+    "warm+attr": {**WARM, **ATTR},
+    "warm+balance": {**WARM, "fame.gate_balance_weight": 1.0},
+    "warm+diversity": {**WARM, "fame.head_diversity_weight": 1.0},
+    "warm+attr+diversity": {**WARM, **ATTR, "fame.head_diversity_weight": 1.0},
+    "attr+gate": {**ATTR, **GATE},
+    "warm+attr+gate": {**WARM, **ATTR, **GATE},
+    "warm+attr5+gate5": {**WARM, "fame.attribute_weight": 5.0, "fame.attribute_gate_weight": 5.0},
+    "warm+attr+gate+diversity": {**WARM, **ATTR, **GATE, "fame.head_diversity_weight": 1.0},
+    "warm+attr+gate+diversity0.1": {**WARM, **ATTR, **GATE, "fame.head_diversity_weight": 0.1},
+    "softmax+attr+gate": {**SOFTMAX, **ATTR, **GATE},
+    "warm+softmax+attr+gate": {**WARM, **SOFTMAX, **ATTR, **GATE},
 }
+DEFAULT_VARIANTS = "paper,warm,softmax,warm+softmax"
 
 
 @dataclass
@@ -79,6 +105,12 @@ def generate(users: int, items: int, genres: int, actors: int, length: int, seed
 def write(planted: Planted, path: Path) -> Path:
     lines = [" ".join(map(str, [u + 1, *s])) for u, s in enumerate(planted.sequences)]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_attributes(values: np.ndarray, path: Path) -> Path:
+    """One attribute kind as famerec reads it: {"item_id": [attribute_id]}."""
+    path.write_text(json.dumps({str(item): [int(values[item])] for item in range(1, len(values))}))
     return path
 
 
@@ -140,7 +172,14 @@ def facet_measures(run_dir: Path, planted: Planted, k: int = 10) -> dict:
             }
         )
     separation = max(max(h["gate_auc"], 1 - h["gate_auc"]) for h in heads)
-    return {"heads": heads, "gate_auc": separation, "test": run.metrics["test"]}
+    return {
+        "heads": heads,
+        "gate_auc": separation,
+        "valid": run.metrics["valid"],
+        "test": run.metrics["test"],
+        "best_epoch": run.metrics["best_epoch"],
+        "train_seconds": run.metrics["train_seconds"],
+    }
 
 
 def main() -> None:
@@ -156,7 +195,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help=f"comma-separated FAME variants of: {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -165,6 +208,8 @@ def main() -> None:
     root = Path(args.out or tempfile.mkdtemp(prefix="planted-"))
     root.mkdir(parents=True, exist_ok=True)
     path = write(planted, root / "planted.txt")
+    kinds = [write_attributes(planted.genre, root / "genre.json")]
+    kinds.append(write_attributes(planted.actor, root / "actor.json"))
     common = {
         "data.path": str(path),
         "model.hidden_size": 64,
@@ -181,7 +226,11 @@ def main() -> None:
         RunConfig().with_overrides(common), root / "sasrec", progress=False, resume=True
     )
     rows = []
-    for name in args.variants.split(","):
+    names = args.variants.split(",")
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    for name in names:
         overrides = {
             **common,
             "model.name": "fame",
@@ -189,6 +238,8 @@ def main() -> None:
             "train.init_from": str(root / "sasrec"),
             **VARIANTS[name],
         }
+        if overrides.get("fame.attribute_weight") or overrides.get("fame.attribute_gate_weight"):
+            overrides["fame.attributes"] = ",".join(str(kind) for kind in kinds)  # genre, actor
         train_run(RunConfig().with_overrides(overrides), root / name, progress=False, resume=True)
         rows.append((name, facet_measures(root / name, planted)))
 
@@ -198,19 +249,24 @@ def main() -> None:
         f"H={args.heads}, N={args.experts}, d=64 from SASRec; {args.epochs} epochs at most. "
         f"Wall time {time.perf_counter() - started:.0f} s.\n"
     )
-    print(f"SASRec test NDCG@10 {sasrec['test']['NDCG@10']:.4f}\n")
     print(
-        "| variant | test NDCG@10 | gate AUC (best head) | head | gate: genre users | "
-        "gate: actor users | genre users: top-10 share with their genre | "
-        "actor users: top-10 share with their actor |"
+        f"SASRec valid NDCG@10 {sasrec['valid']['NDCG@10']:.4f}, "
+        f"test NDCG@10 {sasrec['test']['NDCG@10']:.4f}\n"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| variant | valid NDCG@10 | test NDCG@10 | best epoch | train s | gate AUC (best head) | "
+        "head | gate: genre users | gate: actor users | genre users: top-10 share with their "
+        "genre | actor users: top-10 share with their actor |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, result in rows:
         for index, head in enumerate(result["heads"]):
             lead = (
-                f"| {name} | {result['test']['NDCG@10']:.4f} | {result['gate_auc']:.3f}"
+                f"| {name} | {result['valid']['NDCG@10']:.4f} | {result['test']['NDCG@10']:.4f} "
+                f"| {result['best_epoch']} | {result['train_seconds']:.0f} | "
+                f"{result['gate_auc']:.3f}"
                 if index == 0
-                else "| | |"
+                else "| | | | | |"
             )
             print(
                 f"{lead} | {index + 1} | {head['gate_genre_users']:.3f} | "

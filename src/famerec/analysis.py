@@ -13,44 +13,22 @@ items excluded, exactly as in evaluation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from famerec.data import load_attributes
+from famerec.data.attributes import attribute_matrix, read_attributes
 from famerec.data.batching import EvalBatches
-from famerec.data.bundled import BUNDLED
 from famerec.data.split import PrefixSet, leave_one_out
-from famerec.errors import ConfigError, DataError
+from famerec.errors import ConfigError
 from famerec.models import FAME
 from famerec.runs import TrainedRun
 
 
 def attribute_matrix_for(run: TrainedRun, attributes_path: str | None = None) -> torch.Tensor:
     """(num_items + 1, num_attributes) uint8 matrix: item i has attribute a."""
-    data = run.data
-    if attributes_path is not None:
-        try:
-            by_original = json.loads(Path(attributes_path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise DataError(f"cannot read attributes: {error}", attributes_path) from None
-        index = {str(original): j + 1 for j, original in enumerate(data.item_ids.tolist())}
-        attributes = {index[k]: v for k, v in by_original.items() if k in index}
-    elif data.name in BUNDLED:
-        attributes = load_attributes(data.name, data)
-    else:
-        raise ConfigError(
-            f"no item attributes for dataset '{data.name}'; give a JSON file "
-            '{"item_id": [attribute_id, ...]} with --attributes'
-        )
-    width = 1 + max((a for values in attributes.values() for a in values), default=0)
-    matrix = torch.zeros(data.num_items + 1, width, dtype=torch.uint8)
-    for item, values in attributes.items():
-        matrix[item, values] = 1
-    return matrix
+    return attribute_matrix(read_attributes(attributes_path, run.data), run.data.num_items)
 
 
 @dataclass

@@ -9,8 +9,9 @@ whose scores are not such a dot product sets `dot_product_scores = False`; servi
 its `score()` and says that vector indexes do not apply.
 
 Hooks the trainer calls, all optional: `transform_batch` (augmentation, masking) before each
-training step, `on_epoch_start` (clustering, freezing) before each epoch, and `prepare` once,
-when the run starts from another run (`--init-from` / `--pretrain`).
+training step, `on_epoch_start` (clustering, freezing) before each epoch, `prepare` once,
+when the run starts from another run (`--init-from` / `--pretrain`), and `attach_data` once
+before training (fresh or resumed) with the run's data, for side information keyed by item.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from famerec.config import ModelConfig, ModelOptions
 from famerec.data.batching import TrainBatch, TrainTensors
+from famerec.data.sequences import SequenceData
 from famerec.models.layers import LAYER_NORM_EPS, causal_mask
 from famerec.models.losses import (
     NegativeSampler,
@@ -201,6 +203,11 @@ class SequentialRecommender(nn.Module):
     def on_epoch_start(self, context: EpochContext) -> dict[str, Any]:
         """Called before each training epoch; returns fields to add to the epoch's log line."""
         return {}
+
+    def attach_data(self, data: SequenceData) -> None:
+        """Called once before training (fresh or resumed run) with the run's data: a model
+        that trains on side information keyed by item (e.g. item attributes) reads it here,
+        into buffers that are not saved with the weights. Nothing by default."""
 
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
         """Start from a finished run's model (`--init-from`, `--pretrain`); returns the names

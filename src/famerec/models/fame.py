@@ -22,6 +22,20 @@ items instead of their scores, p(v) = sum_h g_h softmax_h(v), trained with -log 
 Eq. 11's mixture of scores collapses to one dot product per user (below); a mixture of
 softmaxes does not, so it is strictly more expressive, at H softmaxes per position.
 
+Facet pressure, not in the paper, off by default (issue 12: on planted facets nothing in the
+paper's objective pushes the heads apart; each head alone already follows the user's facet):
+* `--attribute-weight`: head k predicts the next item's attributes of kind k (one JSON file per
+  kind, `--attributes`): cross-entropy of softmax_a(F^(k) . p_a), where attribute a is its
+  items' mean sub-embedding p_a = mean_{v has a} x_v W_f^(k) (Eq. 9), so no new parameters;
+  the attributes reach the model through `attach_data`, in buffers not saved with the weights;
+* `--attribute-gate-weight`: the gate (Eq. 10) learns which kind explains the next item: its
+  target is the posterior over kinds of the heads' attribute log-likelihoods (an E-step);
+* `--gate-balance-weight`: mean_n H(g_n) - H(mean_n g_n) over the real positions n of the
+  batch: each gate (Eq. 10) confident, the heads used equally over the batch;
+* `--head-diversity-weight`: the mean squared correlation, over all items, between two heads'
+  scores (Eq. 8) at each position, computed exactly through the items' d x d covariance.
+Each is a named loss beside the unchanged next-item loss.
+
 With Eq. 11, training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h)
 equals x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
 """
@@ -36,11 +50,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
+from famerec.data.attributes import attribute_matrix, read_attributes
 from famerec.data.batching import TrainBatch
-from famerec.errors import ConfigError
-from famerec.models.base import EpochContext, SequentialRecommender
+from famerec.data.sequences import SequenceData
+from famerec.errors import ConfigError, DataError
+from famerec.models.base import EpochContext, Losses, SequentialRecommender
 from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
-from famerec.models.losses import mixture_of_softmaxes_loss
+from famerec.models.losses import gate_balance_loss, mixture_of_softmaxes_loss
 from famerec.models.registry import register
 from famerec.models.transfer import init_fame_from_sasrec, warm_start_new_parts
 
@@ -75,6 +91,35 @@ class FAMEOptions(ModelOptions):
         choices=("score", "softmax"),
     )
 
+    attribute_weight: float = option(
+        0.0,
+        "weight of the attribute loss: head h predicts the next item's attributes of kind h "
+        "from its state F^(h) (0 = off, as in the paper)",
+    )
+    attributes: str | None = option(
+        None,
+        "item attributes of --attribute-(gate-)weight: comma-separated JSON files "
+        "{item_id: [attribute_id, ...]}, one "
+        "per attribute kind, for heads 1, 2, ... (at most --heads kinds; paths relative to the "
+        "working directory); default: a bundled dataset's attributes as one kind",
+    )
+    attribute_gate_weight: float = option(
+        0.0,
+        "weight of a gate target from the attributes: the gate learns which head's kind best "
+        "predicts the next item's attributes (needs 2+ kinds in --attributes; 0 = off; not in "
+        "the paper)",
+    )
+    gate_balance_weight: float = option(
+        0.0,
+        "weight of a gate term that makes each position's gate confident and all positions "
+        "together use the heads equally (0 = off; not in the paper)",
+    )
+    head_diversity_weight: float = option(
+        0.0,
+        "weight of a term penalizing the squared correlation, over all items, between the "
+        "heads' score vectors at each position (0 = off; not in the paper)",
+    )
+
     def validate(self, model: ModelConfig, train: TrainConfig) -> None:
         if model.num_heads not in FAME_HEADS:
             raise ConfigError(f"FAME needs --heads in {FAME_HEADS}, got {model.num_heads}")
@@ -92,6 +137,41 @@ class FAMEOptions(ModelOptions):
             raise ConfigError("--warm-start needs --init-from or --pretrain")
         if self.fusion == "softmax" and train.loss == "sampled":
             raise ConfigError("--fusion softmax trains with the full softmax; drop --loss sampled")
+        weights = ("attribute_weight", "attribute_gate_weight")
+        for name in (*weights, "gate_balance_weight", "head_diversity_weight"):
+            if getattr(self, name) < 0:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be 0 or more, got {getattr(self, name)}")
+        if self.attributes is not None and not self.uses_attributes:
+            raise ConfigError(
+                "--attributes is read for --attribute-weight or --attribute-gate-weight; set "
+                "one above 0"
+            )
+        if self.attribute_gate_weight and len(self.attribute_sources) < 2:
+            raise ConfigError("--attribute-gate-weight needs 2 or more kinds in --attributes")
+        if (self.gate_balance_weight or self.head_diversity_weight) and model.num_heads < 2:
+            raise ConfigError("--gate-balance-weight and --head-diversity-weight need --heads 2+")
+        if len(self.attribute_sources) > model.num_heads:
+            raise ConfigError(
+                f"--attributes names {len(self.attribute_sources)} attribute kinds, more than "
+                f"the {model.num_heads} heads (one kind per head)"
+            )
+
+    @property
+    def attribute_sources(self) -> list[str | None]:
+        """One source per attribute kind; None: the bundled dataset's attributes."""
+        if self.attributes is None:
+            return [None]
+        return [source.strip() for source in self.attributes.split(",")]
+
+    @property
+    def uses_attributes(self) -> bool:
+        return bool(self.attribute_weight or self.attribute_gate_weight)
+
+    @property
+    def facet_pressure(self) -> bool:
+        """Whether any of the auxiliary terms that push the heads apart is on."""
+        return bool(self.uses_attributes or self.gate_balance_weight or self.head_diversity_weight)
 
 
 class MoEAttention(nn.Module):
@@ -242,6 +322,105 @@ class FAME(SequentialRecommender):
             warm_start_new_parts(self, source, generator=generator)
         return self.pretrained
 
+    def attach_data(self, data: SequenceData) -> None:
+        """With --attribute-(gate-)weight: read the item attributes, one kind per head."""
+        if not self.options.uses_attributes:
+            return
+        sources = self.options.attribute_sources
+        kinds = [attribute_matrix(read_attributes(s, data), self.num_items) for s in sources]
+        for kind, (source, members) in enumerate(zip(sources, kinds)):  # K (V + 1, A_k); setup
+            if not members[1:].any():
+                raise DataError(f"no item of the data has an attribute of kind {kind + 1}", source)
+        kind_of = torch.cat([torch.full((m.shape[1],), k) for k, m in enumerate(kinds)])
+        self.set_attributes(torch.cat(kinds, 1), kind_of)
+
+    def set_attributes(self, members: torch.Tensor, kind_of: torch.Tensor) -> None:
+        """members (V + 1, A): item v has attribute a; kind_of (A,): each attribute's kind k,
+        0..K-1, supervising head k. Kept in buffers that are not saved with the weights (only
+        training reads them). Attributes that no item has are left out."""
+        used = members[1:].bool().any(0)  # (A,)
+        members, kind_of = members[:, used].to(torch.uint8), kind_of[used].long()
+        attribute, item = members.T.nonzero(as_tuple=True)  # every (attribute, item) pair
+        self.num_attribute_kinds = int(kind_of.max()) + 1  # K
+        self.register_buffer("item_attributes", members, persistent=False)  # (V + 1, A)
+        self.register_buffer("attribute_kind", kind_of, persistent=False)  # (A,)
+        self.register_buffer("member_attribute", attribute, persistent=False)  # (M,)
+        self.register_buffer("member_item", item, persistent=False)  # (M,)
+        counts = members.sum(0, dtype=torch.float32)  # (A,) items per attribute
+        self.register_buffer("attribute_counts", counts, persistent=False)
+
+    def attribute_log_likelihoods(
+        self, states: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """How well head k predicts the next item's attributes of kind k (heads 1..K of H).
+
+        states (P, H, d') head states F^(h) at real positions, targets (P,) item ids 1..V ->
+        log-likelihoods (P, K) and (P, K) whether the next item has an attribute of kind k.
+        Attribute a of kind k is represented in head k's space by its items' mean
+        sub-embedding (Eq. 9), p_a = mean_{v has a} x_v W_f^(k), so nothing adds parameters:
+        head k's distribution is softmax_a(F^(k) . p_a) over the attributes of kind k, and the
+        log-likelihood is the mean log-probability of the next item's attributes of that kind.
+        """
+        if not hasattr(self, "item_attributes"):
+            raise ConfigError("FAME --attribute-weight needs item attributes: call attach_data")
+        kinds = self.num_attribute_kinds
+        items = self.item_embedding.weight  # (V + 1, d)
+        sums = items.new_zeros(len(self.attribute_counts), items.shape[1]).index_add(
+            0, self.member_attribute, items[self.member_item]
+        )  # (A, d)
+        means = sums / self.attribute_counts[:, None].to(sums.dtype)  # (A, d)
+        projection = self.facet_layer.facet_projection[:kinds]  # (K, d, d') W_f^(k)
+        prototypes = torch.einsum("ad,kde->kae", means, projection)  # (K, A, d') p_a per head
+        logits = torch.einsum("pke,kae->pka", states[:, :kinds], prototypes)  # (P, K, A)
+        heads = torch.arange(kinds, device=logits.device)
+        own = self.attribute_kind[None, :] == heads[:, None]  # (K, A) attribute a is of kind k
+        log_p = torch.log_softmax(logits.float().masked_fill(~own, float("-inf")), dim=-1)
+        log_p = log_p.masked_fill(~own, 0.0)  # (P, K, A), 0 outside kind k (never -inf * 0)
+        wanted = self.item_attributes[targets][:, None, :] * own  # (P, K, A) next item has a
+        count = wanted.sum(-1)  # (P, K)
+        log_likelihood = (wanted * log_p).sum(-1) / count.clamp_min(1)  # (P, K)
+        return log_likelihood, count > 0
+
+    def attribute_loss(self, log_likelihood: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the next item's attributes, over the (position,
+        kind) pairs where the next item has an attribute of that kind."""
+        return -log_likelihood[known].sum() / known.sum().clamp_min(1)
+
+    def attribute_gate_loss(
+        self, gate: torch.Tensor, log_likelihood: torch.Tensor, known: torch.Tensor
+    ) -> torch.Tensor:
+        """The gate learns which facet explains the next item: its target is the posterior
+        r_k = softmax_k(log-likelihood_k) over the kinds the next item has (held fixed, as an
+        E-step), and the loss is -sum_k r_k log(g_k / sum_{j<K} g_j) (heads without a kind
+        are left alone). gate (P, H), log_likelihood and known (P, K)."""
+        kinds = log_likelihood.shape[1]
+        rows = known.sum(1) > 1  # positions whose next item has attributes of 2+ kinds
+        scores = log_likelihood.detach()[rows].masked_fill(~known[rows], float("-inf"))
+        posterior = torch.softmax(scores, dim=-1)  # (P', K)
+        own = gate[rows, :kinds].float().clamp_min(1e-30)  # (P', K)
+        log_gate = torch.log(own / own.sum(-1, keepdim=True))
+        return -(posterior * log_gate).sum() / rows.sum().clamp_min(1)
+
+    def head_diversity_loss(self, states: torch.Tensor) -> torch.Tensor:
+        """Mean over positions and pairs of heads of the squared correlation, over all items,
+        of the two heads' scores s_h(v) = x_v W_f^(h) . F^(h) (Eq. 8).
+
+        Exact without scoring the items: s_h(v) = x_v . q_h with q_h = W_f^(h) F^(h), so
+        cov_v(s_h, s_g) = q_h^T C q_g with C the items' (d x d) covariance, held fixed here.
+        states (P, H, d') head states at real positions.
+        """
+        projection = self.facet_layer.facet_projection  # (H, d, d')
+        queries = torch.einsum("phe,hde->phd", states, projection).float()  # (P, H, d) q_h
+        items = self.item_embedding.weight[1:].detach().float()  # (V, d)
+        centered = items - items.mean(0)
+        covariance = centered.T @ centered / len(items)  # (d, d)
+        gram = torch.einsum("phd,de,pge->phg", queries, covariance, queries)  # (P, H, H)
+        std = gram.diagonal(dim1=1, dim2=2).clamp_min(1e-12).sqrt()  # (P, H)
+        correlation = gram / (std[:, :, None] * std[:, None, :])  # (P, H, H)
+        heads = correlation.shape[1]
+        pairs = ~torch.eye(heads, dtype=torch.bool, device=correlation.device)  # (H, H)
+        return correlation[:, pairs].pow(2).mean()
+
     def on_epoch_start(self, context: EpochContext) -> dict[str, Any]:
         """With --freeze-epochs K, the copied SASRec parameters stay fixed for K epochs."""
         if not self.pretrained:
@@ -274,23 +453,45 @@ class FAME(SequentialRecommender):
         out = self.facets(item_seq, last_only=True)  # the last layer at the last position only
         return self.facet_layer.query_vectors(out)[:, -1]  # (B, d)
 
-    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> Losses:
         """Eq. 18 over the integrated scores (Eq. 11), or with --fusion softmax the mixture of
-        the heads' softmaxes: -log sum_h g_h p_h(target)."""
-        if self.options.fusion == "score":
+        the heads' softmaxes: -log sum_h g_h p_h(target). With facet pressure on, named losses:
+        that next-item loss plus the weighted attribute, gate-balance and head-diversity terms.
+        """
+        options = self.options
+        if options.fusion == "score" and not options.facet_pressure:
             return self.next_item_loss(batch)
         parts = batch.parts if isinstance(batch, TrainBatch) else (batch,)
-        states, gates, targets = [], [], []
-        for item_seq, target in parts:
-            real = target != 0
-            out = self.facets(item_seq)
-            states.append(out.head_states[real])  # (positions, H, d')
-            gates.append(out.gate[real])  # (positions, H)
-            targets.append(target[real] - 1)
-        items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight[1:])  # (H, V, d')
-        return mixture_of_softmaxes_loss(
-            torch.cat(states), items, torch.cat(gates), torch.cat(targets), self.loss_chunk
-        )
+        outs = [self.facets(item_seq) for item_seq, _ in parts]
+        reals = [target != 0 for _, target in parts]
+        states = torch.cat([o.head_states[r] for o, r in zip(outs, reals)])  # (P, H, d')
+        gates = torch.cat([o.gate[r] for o, r in zip(outs, reals)])  # (P, H)
+        targets = torch.cat([target[r] for (_, target), r in zip(parts, reals)])  # (P,) 1..V
+        if options.fusion == "score":
+            queries = [self.facet_layer.query_vectors(out) for out in outs]
+            next_item = self.next_item_loss(batch, part_queries=queries)
+        else:
+            items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight[1:])
+            next_item = mixture_of_softmaxes_loss(
+                states, items, gates, targets - 1, self.loss_chunk
+            )  # items (H, V, d')
+        if not options.facet_pressure:
+            return next_item
+        losses = {"next_item": next_item}
+        if options.uses_attributes:
+            log_likelihood, known = self.attribute_log_likelihoods(states, targets)  # (P, K)
+            if options.attribute_weight:
+                loss = self.attribute_loss(log_likelihood, known)
+                losses["attributes"] = options.attribute_weight * loss
+            if options.attribute_gate_weight:
+                loss = self.attribute_gate_loss(gates, log_likelihood, known)
+                losses["attribute_gate"] = options.attribute_gate_weight * loss
+        if options.gate_balance_weight:
+            losses["gate_balance"] = options.gate_balance_weight * gate_balance_loss(gates)
+        if options.head_diversity_weight:
+            diversity = self.head_diversity_loss(states)
+            losses["head_diversity"] = options.head_diversity_weight * diversity
+        return losses
 
     def fuse(self, head_scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """(B, H, V + 1) head scores, (B, H) gate -> (B, V + 1) integrated scores: Eq. 11's

@@ -142,6 +142,19 @@ def mixture_of_softmaxes_loss(
     return total / count
 
 
+def gate_balance_loss(gate: torch.Tensor) -> torch.Tensor:
+    """mean_n H(g_n) - H(mean_n g_n) of a gate (N, H) whose rows sum to 1: low when each row
+    is confident (one head) and the rows together use every head equally. It equals minus the
+    mutual information between the row and the chosen head; its range is [-log H, log H].
+    """
+    gate = gate.float()
+    log_gate = torch.log(gate.clamp_min(1e-30))
+    per_row = -(gate * log_gate).sum(1).mean()  # mean entropy of each row's head weights
+    usage = gate.mean(0)  # (H,) share of the rows' weight each head gets
+    overall = -(usage * torch.log(usage.clamp_min(1e-30))).sum()
+    return per_row - overall
+
+
 def sampled_softmax_cross_entropy(
     queries: torch.Tensor,
     item_weights: torch.Tensor,

@@ -169,6 +169,7 @@ def _train_claimed(
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.num_items, config.options)
+    model.attach_data(data)
     if source is not None:
         model.prepare(source.model, seed=config.train.seed)
 
