@@ -17,9 +17,17 @@ from typing import Any
 from famerec.errors import ConfigError
 
 
-def option(default: Any, help: str, flag: str | None = None, choices: tuple | None = None):
-    """A config field with the metadata the CLI generator needs."""
-    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+def option(
+    default: Any,
+    help: str,
+    flag: str | None = None,
+    choices: tuple | None = None,
+    paths: bool = False,
+):
+    """A config field with the metadata the CLI generator needs. `paths`: the value is file
+    paths (comma-separated), saved absolute so that --resume works from any directory."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "paths": paths}
+    return field(default=default, metadata=metadata)
 
 
 def check_choices(section: Any) -> None:
@@ -327,6 +335,20 @@ def _build_section(name: str, section_cls: type, values: dict[str, Any]) -> Any:
     if unknown:
         raise ConfigError(f"unknown {name} options in config: {sorted(unknown)}")
     return section_cls(**values)
+
+
+def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with every value of a `paths` field made absolute (each comma-separated
+    path, `~` expanded)."""
+    sections = {**SECTIONS, **_model_sections()}
+    result = dict(overrides)
+    for key, value in overrides.items():
+        section, name = key.split(".", 1)
+        fields = {f.name: f for f in dataclasses.fields(sections.get(section, ModelOptions))}
+        if value and name in fields and fields[name].metadata.get("paths"):
+            parts = (Path(part.strip()).expanduser().absolute() for part in value.split(","))
+            result[key] = ",".join(str(part) for part in parts)
+    return result
 
 
 def _flag_of(section: str, name: str) -> str:

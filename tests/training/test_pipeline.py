@@ -262,3 +262,16 @@ def test_ranks_file_reproduces_the_metrics(tiny_config, tmp_path):
         assert users.tolist() == list(range(metrics["dataset"]["users"]))
         recomputed = metrics_from_ranks(torch.from_numpy(split_ranks.astype(np.int64)))
         assert recomputed == pytest.approx(metrics[split])
+
+
+def test_path_options_are_saved_absolute_so_resume_works_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = {
+        "model.name": "fame",
+        "fame.attribute_weight": 1.0,
+        "fame.attributes": "genre.json, ~/actor.json",
+    }
+    config = resolve_config(tmp_path / "run", overrides)
+    genre, actor = config.options.attributes.split(",")
+    assert genre == str(tmp_path / "genre.json")
+    assert actor.endswith("/actor.json") and "~" not in actor

@@ -100,8 +100,9 @@ class FAMEOptions(ModelOptions):
         None,
         "item attributes of --attribute-(gate-)weight: comma-separated JSON files "
         "{item_id: [attribute_id, ...]}, one "
-        "per attribute kind, for heads 1, 2, ... (at most --heads kinds; paths relative to the "
-        "working directory); default: a bundled dataset's attributes as one kind",
+        "per attribute kind, for heads 1, 2, ... (at most --heads kinds; saved as absolute "
+        "paths); default: a bundled dataset's attributes as one kind",
+        paths=True,
     )
     attribute_gate_weight: float = option(
         0.0,

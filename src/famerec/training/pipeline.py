@@ -3,6 +3,7 @@ asked), train, test once, write the run directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-from famerec.config import PRESETS, RunConfig
+from famerec.config import PRESETS, RunConfig, absolute_paths
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
@@ -56,6 +57,7 @@ def resolve_config(
         overrides["data.dataset"] = None
     if overrides.get("data.path"):
         overrides["data.path"] = absolute(overrides["data.path"])
+    overrides = absolute_paths(overrides)  # e.g. FAME's --attributes
     saved_path = Path(out) / CONFIG
     if resume and saved_path.is_file():
         saved = RunConfig.load(saved_path)
@@ -121,6 +123,8 @@ def train_run(
     config.validate()
     if config.data.path:
         config = config.with_overrides({"data.path": absolute(config.data.path)})
+    own = {f"{config.model.name}.{k}": v for k, v in dataclasses.asdict(config.options).items()}
+    config = config.with_overrides(absolute_paths(own))
     run_dir = RunDir(out)
     processes = distributed.join(config.train.device)  # one process, or a torchrun job's
     processes.on_main(lambda: run_dir.prepare(resume=resume, overwrite=overwrite))
