@@ -9,6 +9,11 @@ Concurrent requests are scored together: a micro-batcher gathers the /recommend 
 /recommend/batch requests of up to `max_batch` sequences) that arrive within `batch_wait_ms` of
 the oldest waiting one, up to `max_batch` sequences, scores them with one model call and
 answers each with its own result (or its own error).
+
+What batching cannot share is kept small: a valid JSON request to /recommend or /recommend/batch
+reaches its handler without FastAPI's routing (`DirectRoutes`; anything else takes the route),
+a call's answers reach the event loop in one wake-up (`MicroBatcher.submit_async`), and an
+answer's head and body leave in one send (`CoalescedWrites`).
 """
 
 from __future__ import annotations
