@@ -256,17 +256,8 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay() -> dict:
-            nonlocal delivered
-            if delivered:
-                return await receive()  # only http.disconnect is left to come
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay(whole, receive), send)  # then only http.disconnect
 
     async def _too_large(self, scope: dict, receive: Callable, send: Callable) -> None:
         answer = JSONResponse(
