@@ -10,7 +10,9 @@ The HTTP load test runs `famerec serve` with the micro-batcher off (`--batch-wai
 on (each wait of `--batch-wait-ms`, default 0.5,2), and sends each the same closed-loop load
 of 1, 4, 8 and 16 clients (`--clients`): each client is a thread with one keep-alive
 connection that sends its next request as soon as it has the answer. `--repeats N` runs it
-all N times, in reversed order every other time, and reports ranges. `--worst-case` sends the
+all N times, in reversed order every other time, and reports ranges. Each row also gives the
+CPU time per request of the server process and of the load generator (Linux: /proc), which
+says where the time goes when the cores are shared. `--worst-case` sends the
 largest batch the service accepts and reports its time, the server's peak memory (Linux:
 VmHWM of the server process) and how /healthz answered meanwhile.
 """
@@ -116,8 +118,18 @@ class Connection:
         self.sock.close()
 
 
-def load_test(base: str, sequences: list[list], clients: int, seconds: float) -> dict:
-    """`clients` threads, each with its own connection, send top-10 requests for `seconds`."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads (Linux: /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_test(
+    base: str, sequences: list[list], clients: int, seconds: float, server_pid: int | None = None
+) -> dict:
+    """`clients` threads, each with its own connection, send top-10 requests for `seconds`.
+    With `server_pid` (Linux), also the server's and the clients' CPU time per request."""
     bodies = [json.dumps({"items": sequence, "k": 10}).encode() for sequence in sequences]
     latencies: list[float] = []
     errors = 0
@@ -146,13 +158,15 @@ def load_test(base: str, sequences: list[list], clients: int, seconds: float) ->
             errors += own_errors
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    server_cpu = cpu_seconds(server_pid) if server_pid is not None else 0.0
+    client_cpu = time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    return {
+    result = {
         "requests": len(latencies),
         "errors": errors,
         "seconds": elapsed,
@@ -160,6 +174,10 @@ def load_test(base: str, sequences: list[list], clients: int, seconds: float) ->
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
     }
+    if server_pid is not None:
+        result["server_us"] = (cpu_seconds(server_pid) - server_cpu) / len(latencies) * 1e6
+        result["client_us"] = (time.process_time() - client_cpu) / len(latencies) * 1e6
+    return result
 
 
 def sweep(
@@ -185,13 +203,15 @@ def sweep(
                     warm_up.post("/recommend", json.dumps({"items": sequence}).encode())
                 warm_up.close()
                 for clients in client_counts:
-                    result = load_test(base, sequences, clients, seconds)
+                    result = load_test(base, sequences, clients, seconds, process.pid)
                     result["load"] = os.getloadavg()[0]
                     results.setdefault((mode, clients), []).append(result)
                     print(
                         f"  batcher {mode}, {clients:2d} clients: {result['throughput']:,.0f} "
                         f"req/s, p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
-                        f"{result['errors']} errors, load average {result['load']:.1f}",
+                        f"{result['errors']} errors, CPU per request: server "
+                        f"{result['server_us']:.0f} us, clients {result['client_us']:.0f} us, "
+                        f"load average {result['load']:.1f}",
                         file=sys.stderr,
                     )
                 healthy.append(httpx.get(base + "/healthz", timeout=5).status_code == 200)
@@ -214,15 +234,17 @@ def print_sweep(results: dict, client_counts: list[int], seconds: float) -> None
     runs = f"median (min-max) of {repeats} runs" if repeats > 1 else "one run"
     print(
         f"HTTP POST /recommend, top-10, {seconds:g} s per row, closed loop, {runs}; the batcher "
-        "off is `--batch-wait-ms 0`, on is `--batch-wait-ms WAIT`."
+        "off is `--batch-wait-ms 0`, on is `--batch-wait-ms WAIT`. CPU per request: user + "
+        "system time of the server process (all its threads) and of the load generator's "
+        "process, over the row's requests."
     )
     print()
     print(
         f"| batcher | clients | requests | errors | throughput (req/s) | vs batcher off, "
         f"{client_counts[0]} client{'s' if client_counts[0] > 1 else ''} | p50 (ms) | p99 (ms) "
-        "| load average |"
+        "| server CPU / request (us) | clients' CPU / request (us) | load average |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for clients in client_counts:
         for mode in modes:
             rows = results[(mode, clients)]
@@ -232,6 +254,8 @@ def print_sweep(results: dict, client_counts: list[int], seconds: float) -> None
                 f"| {sum(r['errors'] for r in rows)} | {spread(throughput)} "
                 f"| {np.median(throughput) / base:.1f}x | {spread([r['p50'] for r in rows], 2)} "
                 f"| {spread([r['p99'] for r in rows], 2)} "
+                f"| {spread([r['server_us'] for r in rows])} "
+                f"| {spread([r['client_us'] for r in rows])} "
                 f"| {spread([r['load'] for r in rows], 1)} |"
             )
 

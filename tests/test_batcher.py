@@ -4,6 +4,7 @@ Calls are made deterministic with a gate: the first call blocks until the test h
 what the next call should gather.
 """
 
+import asyncio
 import threading
 import time
 
@@ -137,3 +138,52 @@ def test_close_answers_what_is_pending_then_refuses_new_items():
 def test_bad_settings(capacity, wait, message):
     with pytest.raises(ValueError, match=message):
         MicroBatcher(lambda items: items, capacity, wait)
+
+
+def test_the_wait_gathers_items_that_come_during_it():
+    process = Recorder()
+    batcher = MicroBatcher(process, capacity=3, wait_seconds=0.3)
+    futures = [batcher.submit(1), batcher.submit(2)]  # the second does not wake the thread
+    assert [future.result(10) for future in futures] == [10, 20]
+    assert process.calls == [[1, 2]]
+    batcher.close(10)
+
+
+def test_async_items_of_one_call_reach_their_loop_in_one_callback(gated):
+    batcher, process, first = gated
+    loop = asyncio.new_event_loop()
+    wake_ups = []
+    call_soon_threadsafe = loop.call_soon_threadsafe
+    loop.call_soon_threadsafe = lambda *args: wake_ups.append(args) or call_soon_threadsafe(*args)
+
+    async def clients() -> list:
+        futures = [batcher.submit_async(item) for item in (1, -2, 3, 4)]
+        assert futures[3].cancel()  # its client went away: not processed
+        await asyncio.to_thread(wait_for_pending, batcher, 4)
+        process.release.set()
+        return await asyncio.gather(*futures[:3], return_exceptions=True)
+
+    try:
+        answers = loop.run_until_complete(clients())
+    finally:
+        loop.close()
+    assert answers[0] == 10 and answers[2] == 30
+    assert isinstance(answers[1], ValueError) and str(answers[1]) == "bad -2"
+    assert first.result(10) == 0
+    assert process.calls == [[0], [1, -2, 3]]
+    settling = [args for args in wake_ups if args[0].__name__ == "_settle_all"]
+    assert len(settling) == 1  # the three results in one callback
+
+
+def test_async_items_of_a_call_that_raises_get_their_own_outcome(gated):
+    batcher, process, _ = gated
+
+    async def clients() -> list:
+        futures = [batcher.submit_async(item) for item in (1, "boom")]
+        await asyncio.to_thread(wait_for_pending, batcher, 2)
+        process.release.set()
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    answers = asyncio.run(clients())
+    assert answers[0] == 10
+    assert isinstance(answers[1], RuntimeError) and "whole call failed" in str(answers[1])

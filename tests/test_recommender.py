@@ -185,3 +185,15 @@ def test_vectors_reproduce_the_scores(fame, sasrec):
 def test_bad_k(fame):
     with pytest.raises(FamerecError, match="k must be a positive integer"):
         fame.recommend(["i1"], k=0)
+
+
+def test_seen_items_are_excluded_in_place_as_the_mask_excludes_them(fame):
+    encoded = [[3, 5, 5, 7], [1], [2, 4], [6, 8, 9]]
+    exclude = [True, False, True, True]
+    scores = torch.randn(4, fame.num_items + 1, generator=torch.Generator().manual_seed(0))
+    expected = scores.masked_fill(fame._exclusion(encoded, exclude), float("-inf"))
+    fame._exclude(scores, encoded, exclude)
+    assert torch.equal(scores, expected)
+    untouched = scores.clone()
+    fame._exclude(scores, encoded, [False] * 4)
+    assert torch.equal(scores, untouched)

@@ -1,5 +1,6 @@
 """The HTTP service, started for real on a free local port and spoken to over HTTP."""
 
+import asyncio
 import json
 import random
 import re
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import httpx
@@ -599,3 +600,114 @@ def test_serve_passes_the_batching_options(trained_runs, capsys, monkeypatch):
     assert given == {"wait": 3.5, "most": 8, "body": 1 << 20}
     run_cli(args[:3], capsys)
     assert given == {"wait": 0.5, "most": 64, "body": 1 << 20}  # the defaults
+
+
+# -- the short way for valid requests, and answers that leave in one send ---------------------
+
+DIRECT_REQUESTS = [  # path, body: valid ones, and bodies FastAPI's route refuses
+    ("/recommend", {"items": ["i1", "i2", "nope"], "k": 5}),
+    ("/recommend", {"items": ["i3", "i4"], "k": 3, "explain": True, "exclude_seen": False}),
+    ("/recommend", {"items": ["i5", "nope"], "strict": True}),  # 422: unknown ids
+    ("/recommend", {"items": ["never"]}),  # 422: no known item
+    ("/recommend/batch", {"sequences": [["i1"], ["i2", "i3"]], "k": 2}),
+    ("/recommend/batch", {"sequences": [["i1"], ["never"]]}),  # 422: sequence 1
+    ("/recommend", {"items": ["i1"], "k": 0}),  # invalid: FastAPI answers
+    ("/recommend", {"items": ["i1"], "surprise": 1}),  # invalid: FastAPI answers
+    ("/recommend/batch", {"sequences": [["i1"] * 1000] * 51}),  # invalid: FastAPI answers
+]
+
+
+@pytest.mark.parametrize("batch_wait_ms", [0, 0.5])
+def test_valid_requests_skip_the_router_with_the_route_s_own_answer(recommender, batch_wait_ms):
+    app = create_app(recommender, batch_wait_ms=batch_wait_ms)
+    answers = []
+    with serving_in_thread(app) as client:
+        for path, body in DIRECT_REQUESTS:
+            text = json.dumps(body).encode()
+            direct = client.post(path, content=text, headers={"content-type": "application/json"})
+            # FastAPI reads a JSON suffix as JSON too; the short way takes application/json only
+            suffix = {"content-type": "application/vnd.famerec+json"}
+            routed = client.post(path, content=text, headers=suffix)
+            answers.append((direct, routed))
+        charset = {"content-type": "application/json; charset=utf-8"}
+        assert client.post("/recommend", json={"items": ["i1"]}, headers=charset).is_success
+        assert client.post("/recommend/", json={"items": ["i1"]}).status_code == 307  # routed
+    for direct, routed in answers:
+        assert direct.status_code == routed.status_code
+        assert direct.content == routed.content  # byte for byte: a request alone in its batch
+        assert {**direct.headers, "date": ""} == {**routed.headers, "date": ""}
+    assert [direct.status_code for direct, _ in answers] == [200, 200, 422, 422, 200, 422] + [
+        422
+    ] * 3
+    assert answers[6][0].json()["detail"][0]["loc"] == ["body", "k"]
+    # all valid requests (and only they) went the short way, the 422s of their own included
+    assert app.state.answered_directly == {"/recommend": 5, "/recommend/batch": 2}
+
+
+class Transport:
+    """What CoalescedWrites hands on, recorded."""
+
+    def __init__(self):
+        self.writes, self.calls = [], []
+
+    def write(self, data):
+        self.writes.append(data)
+
+    def close(self):
+        self.calls.append("close")
+
+    def abort(self):
+        self.calls.append("abort")
+
+    def write_eof(self):
+        self.calls.append("write_eof")
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+
+def test_writes_of_one_loop_turn_leave_together():
+    loop = asyncio.new_event_loop()
+    try:
+        inner = Transport()
+        transport = serving.CoalescedWrites(inner, loop)
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"")
+        transport.writelines([bytearray(b'{"items"'), memoryview(b":[]}")])
+        assert inner.writes == [] and transport.get_write_buffer_size() == 31
+        loop.run_until_complete(asyncio.sleep(0))  # the loop's next turn
+        assert inner.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"items":[]}']
+        transport.write(b"last")
+        transport.close()  # what is buffered goes first
+        assert inner.writes[-1] == b"last" and inner.calls == ["close"]
+        transport.write(b"end")
+        transport.write_eof()
+        assert inner.writes[-1] == b"end" and inner.calls[-1] == "write_eof"
+        transport.write(b"dropped")
+        transport.abort()
+        loop.run_until_complete(asyncio.sleep(0))
+        assert inner.writes[-1] == b"end" and inner.calls[-1] == "abort"
+        assert transport.get_extra_info("peername") == ("127.0.0.1", 1)  # the transport's own
+    finally:
+        loop.close()
+
+
+def test_an_answer_leaves_in_one_send(recommender):
+    with serving_in_thread(create_app(recommender)) as client:
+        host, port = str(client.base_url).removeprefix("http://").split(":")
+        sent = []
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            body = b'{"items": ["i1", "i2"], "k": 3}'
+            head = "POST /recommend HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            sock.sendall(head.encode() + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+            sent.append(sock.recv(65536))
+            sock.setblocking(False)
+            time.sleep(0.2)  # anything sent separately would be here by now
+            with suppress(BlockingIOError):
+                sent.append(sock.recv(65536))
+    head, _, answer = sent[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and json.loads(answer)["used"] == 2
+    assert len(sent) == 1  # head and body arrived together
