@@ -28,7 +28,9 @@ from famerec.data.batching import TrainBatches, train_tensors  # noqa: E402
 from famerec.models import MODELS, EpochContext, build_model, model_spec  # noqa: E402
 
 
-def time_model(name: str, split, num_items: int, batches: int) -> dict:
+def training_setup(name: str, split, num_items: int):
+    """Model `name` at its defaults (seed 0), its real Beauty batches and the trainer's step
+    (transform_batch, loss, backward, Adam): (model, tensors, batches, step)."""
     defaults = dict(model_spec(name).defaults)
     config = RunConfig().with_overrides({"model.name": name, **defaults}).validate()
     torch.manual_seed(0)
@@ -38,6 +40,19 @@ def time_model(name: str, split, num_items: int, batches: int) -> dict:
     train = TrainBatches(tensors, config.train.batch_size, torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
+
+    def step(rows) -> None:
+        losses = model.loss(model.transform_batch(train.batch(rows)))
+        loss = sum(losses.values()) if isinstance(losses, dict) else losses
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return model, tensors, train, step
+
+
+def time_model(name: str, split, num_items: int, batches: int) -> dict:
+    model, tensors, train, train_step = training_setup(name, split, num_items)
     started = time.perf_counter()
     model.on_epoch_start(EpochContext(1, tensors, torch.device("cpu"), 256))
     hook_seconds = time.perf_counter() - started
@@ -45,11 +60,7 @@ def time_model(name: str, split, num_items: int, batches: int) -> dict:
     timings = []
     for step, rows in enumerate(indices[: batches + 2]):
         started = time.perf_counter()
-        losses = model.loss(model.transform_batch(train.batch(rows)))
-        loss = sum(losses.values()) if isinstance(losses, dict) else losses
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(rows)
         if step >= 2:
             timings.append(time.perf_counter() - started)
     per_batch = sum(timings) / len(timings)

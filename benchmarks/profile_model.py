@@ -18,11 +18,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from famerec.config import RunConfig  # noqa: E402
+from epochs import training_setup  # noqa: E402
+
 from famerec.data import leave_one_out, load_bundled  # noqa: E402
-from famerec.data.batching import TrainBatches, train_tensors  # noqa: E402
-from famerec.models import MODELS, build_model, model_spec  # noqa: E402
+from famerec.models import MODELS  # noqa: E402
 
 
 def main() -> None:
@@ -35,23 +36,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_bundled("beauty")
     split = leave_one_out(data)
-    overrides = {"model.name": args.model, **dict(model_spec(args.model).defaults)}
-    config = RunConfig().with_overrides(overrides).validate()
-    torch.manual_seed(0)
-    model = build_model(config.model, data.num_items, config.options)
-    model.loss_chunk = config.train.loss_chunk
-    model.train()
-    tensors = train_tensors(split.train, config.model.max_len)
-    batches = TrainBatches(tensors, config.train.batch_size, torch.Generator().manual_seed(0))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step(rows) -> None:
-        losses = model.loss(model.transform_batch(batches.batch(rows)))
-        loss = sum(losses.values()) if isinstance(losses, dict) else losses
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    _, _, batches, step = training_setup(args.model, split, data.num_items)
     indices = batches.batch_indices()
     step(indices[0])  # warm-up
     started, cpu = time.perf_counter(), time.process_time()
@@ -60,7 +45,7 @@ def main() -> None:
             step(rows)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(
-        f"{args.model} on Beauty, {args.batches} batches of {config.train.batch_size}, "
+        f"{args.model} on Beauty, {args.batches} batches of {batches.batch_size}, "
         f"{args.threads} thread(s), torch {torch.__version__}: {wall / args.batches:.2f} s wall, "
         f"{cpu / args.batches:.2f} s CPU per batch (under the profiler)"
     )
