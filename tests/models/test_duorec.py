@@ -2,6 +2,7 @@ import torch
 
 import famerec
 from famerec.data.batching import TrainBatch, TrainBatches, TrainTensors
+from famerec.models.augment import batch_sequences
 from famerec.models.base import EpochContext
 from famerec.models.duorec import DuoRec, PositivePool
 from tests.models.contrastive_checks import (
@@ -55,11 +56,14 @@ def test_prefixes_are_the_training_rows_cut_before_each_target():
     assert pool.sample(anchors, torch.tensor([9, 8])).tolist() == anchors.tolist()
 
 
-def test_views_are_the_sequence_itself_and_its_supervised_positive():
-    model = tiny_model("duorec")
-    train = training_set()
+def first_batch(model: DuoRec, train: TrainTensors) -> TrainBatch:
     model.on_epoch_start(EpochContext(1, train, torch.device("cpu"), 32))
-    batch = next(iter(TrainBatches(train, 32, torch.Generator().manual_seed(0))))
+    return next(iter(TrainBatches(train, 32, torch.Generator().manual_seed(0))))
+
+
+def test_with_anchor_last_the_views_are_the_whole_sequence_and_its_positive():
+    model, train = tiny_model("duorec", anchor="last"), training_set()
+    batch = first_batch(model, train)
     views = model.transform_batch(batch)
     assert views.first.shape[0] == views.second.shape[0] == batch.num_sequences
     parts = torch.cat([inputs[:, -1] for inputs, _ in batch.parts])
@@ -67,9 +71,30 @@ def test_views_are_the_sequence_itself_and_its_supervised_positive():
     assert torch.equal(views.last_targets, torch.cat([t[:, -1] for _, t in batch.parts]))
 
 
+def test_anchors_are_random_prefixes_of_each_sequence_with_their_next_item():
+    model, train = tiny_model("duorec"), training_set()
+    batch = first_batch(model, train)
+    torch.manual_seed(0)
+    views = model.transform_batch(batch)
+    sequences, targets = batch_sequences(batch)
+    width = sequences.shape[1]
+    ends = []
+    for sequence, target, anchor, item in zip(sequences, targets, views.first, views.last_targets):
+        length = int((anchor != 0).sum())
+        # the anchor is the sequence cut after one of its columns, right-aligned
+        end = next(
+            e
+            for e in range(length - 1, width)
+            if torch.equal(sequence[e - length + 1 : e + 1], anchor[width - length :])
+        )
+        assert target[end] == item != 0  # its next item is the target at that column
+        ends.append(width - 1 - end)
+    assert len(set(ends)) > 2  # not always the whole sequence: spread over the prefixes
+
+
 def test_sequences_with_the_same_next_item_are_not_negatives():
     inputs, targets = tiny_batch(rows=16)
-    targets[:, -1] = 5  # every sequence of the batch is followed by item 5
+    targets[targets != 0] = 5  # every prefix of the batch is followed by item 5
     torch.manual_seed(0)
     excluded = tiny_model("duorec").train().loss((inputs, targets))
     assert excluded["cl"] == 0  # each view's only candidate is its partner

@@ -41,7 +41,7 @@ class ViewBatch:
     batch: TrainBatch
     first: torch.Tensor  # (B, W) left-padded item ids, in the order of `batch_sequences`
     second: torch.Tensor  # (B, W)
-    last_targets: torch.Tensor  # (B,) the item after each whole sequence
+    last_targets: torch.Tensor  # (B,) the item after each view's sequence (DuoRec: its prefix)
 
 
 def as_train_batch(batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> TrainBatch:
