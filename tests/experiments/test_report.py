@@ -2,6 +2,8 @@
 
 import statistics
 
+import pytest
+
 from famerec.cli import main
 from famerec.experiments import Plan, Store, load_spec
 from famerec.experiments.report import write_report
@@ -29,6 +31,21 @@ def test_committed_smoke_report_is_what_the_committed_records_give(tmp_path):
         assert cell in text
     assert "| SASRec " in text and "| FAME " in text and "| GRU4Rec " in text
     assert "| SASRec (as reported) " in text and "0.0593" in text  # the paper's Beauty FAME
+
+
+COMMITTED = sorted(
+    path.stem
+    for path in (REPO / "experiments").glob("*.toml")
+    if (REPO / "results" / f"{path.stem}.md").exists()
+)
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_every_committed_report_is_what_its_committed_records_give(name, tmp_path):
+    spec = load_spec(REPO / f"experiments/{name}.toml")
+    assert (
+        write_report(spec, out=tmp_path, plots=False) == (REPO / f"results/{name}.md").read_text()
+    )
 
 
 def test_smoke_fixture_stays_small():
