@@ -418,7 +418,8 @@ def draw_curves(plt, context: Context, dataset: Dataset):
         for position, run in enumerate(runs):
             log = store.read(run.id, "log.jsonl")
             epochs = [r["epoch"] for r in log]
-            label = f"{entry.label} ({len(runs)} seeds)" if position == 0 else None
+            seeds = f"{len(runs)} seed" + ("" if len(runs) == 1 else "s")
+            label = f"{entry.label} ({seeds})" if position == 0 else None
             left.plot(
                 epochs, [r["valid"][spec.metric] for r in log], color=color, lw=1, label=label
             )

@@ -25,12 +25,12 @@ Differences from the official code, and why:
 * the official code trains every prefix of a sequence as its own sample and regularizes each;
   famerec trains all prefixes of a training sequence in one row (as SASRec does) and
   regularizes one random prefix of it per epoch, so that, as in the official code, the
-  anchors are spread over all training prefixes. `--anchor last` (famerec's first version)
-  always takes the whole sequence; with left padding its last column is then the only one
-  regularized, and on Beauty that column's vectors (the ones ranking uses) collapsed to one
-  direction (mean cosine 0.97 between users, other columns 0.3-0.4). With either anchor the
-  regularization at the official weight and temperature collapses what it touches, and the
-  official code on famerec's Beauty learns as slowly (benchmarks/records/duorec-*).
+  anchors are spread over all training prefixes (`--anchor last`, famerec's first version,
+  always takes the whole sequence). Prefixes are right-aligned like every sequence famerec
+  ranks, so with either anchor the regularizer acts on the last column, and on Beauty that
+  column's vectors (the ones ranking uses) collapse to nearly one direction (mean cosine 0.97
+  between users; other columns 0.3). The official code, which pads on the right, collapses
+  them at every position and learns as slowly on famerec's Beauty (benchmarks/records/duorec-*).
   The supervised positive is drawn, as in the official code, among all training prefixes with
   the same next item (prefixes of the most recent max_len items of a training sequence), never
   the anchor itself when another exists;
