@@ -27,11 +27,7 @@ def column_statistics(run_dir: str, users: int) -> list[tuple[int, float, float]
     data = recommender.data
     rows = range(min(users, len(data.user_ids)))
     sequences = [list(data.sequence(row))[:-2] for row in rows]  # training part of each user
-    width = min(recommender.max_len, max(len(s) for s in sequences))
-    item_seq = torch.zeros(len(sequences), width, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        recent = sequence[-width:]
-        item_seq[row, width - len(recent) :] = torch.tensor(recent)
+    item_seq = recommender._pad(sequences)  # (U, L) left-padded, as ranking sees them
     with torch.inference_mode():
         vectors = recommender.model.eval().query_vectors(item_seq).float()  # (U, L, d)
     statistics = []

@@ -27,6 +27,7 @@ from famerec.experiments.plan import (
     describe_settings,
     format_value,
 )
+from famerec.experiments.runner import plural
 from famerec.experiments.spec import Dataset, Figure, Spec, SpecError, tomllib
 from famerec.report import table
 from famerec.rundir import LOG, RANKS, read_ranks
@@ -418,8 +419,7 @@ def draw_curves(plt, context: Context, dataset: Dataset):
         for position, run in enumerate(runs):
             log = store.read(run.id, "log.jsonl")
             epochs = [r["epoch"] for r in log]
-            seeds = f"{len(runs)} seed" + ("" if len(runs) == 1 else "s")
-            label = f"{entry.label} ({seeds})" if position == 0 else None
+            label = f"{entry.label} ({plural(len(runs), 'seed')})" if position == 0 else None
             left.plot(
                 epochs, [r["valid"][spec.metric] for r in log], color=color, lw=1, label=label
             )

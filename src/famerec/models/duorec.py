@@ -30,7 +30,8 @@ Differences from the official code, and why:
   ranks, so with either anchor the regularizer acts on the last column, and on Beauty that
   column's vectors (the ones ranking uses) collapse to nearly one direction (mean cosine 0.97
   between users; other columns 0.3). The official code, which pads on the right, collapses
-  them at every position and learns as slowly on famerec's Beauty (benchmarks/records/duorec-*).
+  them at every position and learns as slowly on famerec's Beauty (records in
+  benchmarks/records/duorec-anchor-last and duorec-official).
   The supervised positive is drawn, as in the official code, among all training prefixes with
   the same next item (prefixes of the most recent max_len items of a training sequence), never
   the anchor itself when another exists;
