@@ -283,7 +283,14 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise FamerecError(f"--jobs must be 1 or more, got {args.jobs}")
     spec = load_spec(args.spec)
-    runner = Runner(spec, jobs=args.jobs, device=args.device, only=args.only, runs_dir=args.runs)
+    runner = Runner(
+        spec,
+        jobs=args.jobs,
+        device=args.device,
+        only=args.only,
+        runs_dir=args.runs,
+        precision=args.precision,
+    )
     return runner.run(dry_run=args.dry_run)
 
 
@@ -353,6 +360,11 @@ def add_experiment_commands(commands) -> None:
         "may share it)",
     )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="--device of every run")
+    run.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="--precision of every run (recorded in each record; default: the run's own)",
+    )
     run.add_argument("--only", metavar="PATTERN", help="only run ids matching, e.g. 'beauty/*'")
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     spec_command(

@@ -4,7 +4,7 @@ import pytest
 
 from famerec.config import RunConfig
 from famerec.experiments import Plan, SpecError, Store
-from famerec.experiments.plan import DONE, READY, WAITING
+from famerec.experiments.plan import DONE, NOT_FROZEN, READY, WAITING
 from famerec.experiments.runner import train_command
 from tests.experiments.helpers import fake_record, fake_weights, write_spec
 
@@ -178,6 +178,15 @@ def test_train_command_maps_settings_to_flags(tmp_path):
     kept = train_command(settings, tmp_path / "run", threads=1, device=None, resume=False)
     assert "--device" in kept and kept[kept.index("--device") + 1] == "cpu"
     assert "--resume" not in kept
+
+
+def test_the_runner_precision_overrides_the_spec_and_is_not_frozen(tmp_path):
+    settings = {"model.name": "sasrec", "train.precision": "bf16"}
+    args = train_command(settings, tmp_path / "run", 1, "cuda", False, precision="fp32")
+    assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == "fp32"
+    kept = train_command(settings, tmp_path / "run", 1, None, False)
+    assert kept[kept.index("--precision") + 1] == "bf16"
+    assert "train.precision" in NOT_FROZEN
 
 
 def test_a_spec_is_frozen_once_it_has_runs(tmp_path):

@@ -6,12 +6,15 @@ import gzip
 import io
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 
 from famerec.data.sequences import SequenceData, from_user_sequences
 from famerec.errors import DataError
+
+if TYPE_CHECKING:  # polars is imported where it is used: reading the bundled data needs none
+    import polars as pl
 
 log = logging.getLogger("famerec")
 
@@ -89,6 +92,8 @@ def read_sequence_file(path: str | Path, name: str | None = None, kcore: int = 0
 
 def kcore_sequences(data: SequenceData, k: int, where: str | None = None) -> SequenceData:
     """Apply iterative k-core filtering to sequences, keeping each user's item order."""
+    import polars as pl
+
     frame = pl.DataFrame(
         {
             "user": np.repeat(data.user_ids, data.lengths),
@@ -146,6 +151,8 @@ def read_table(
     renumbers users and items in increasing order of their original ids (integers when every
     id is a plain integer, else strings as written).
     """
+    import polars as pl
+
     path = _require_file(path)
     frame = _scan_table(path, sep, header, columns)
     try:
@@ -195,6 +202,8 @@ def _complete_rows(table: pl.DataFrame) -> pl.DataFrame:
     Ids are text with surrounding spaces removed (empty means missing); a timestamp is missing
     when empty, null, NaN or one of MISSING_TIMES, so it is never sorted in as a value.
     """
+    import polars as pl
+
     time = pl.col("time")
     if table.schema["time"] == pl.String:
         text = time.str.strip_chars()
@@ -215,6 +224,8 @@ def _complete_rows(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def _text_or_null(column: str) -> pl.Expr:
+    import polars as pl
+
     text = pl.col(column).cast(pl.String).str.strip_chars()
     return pl.when(text != "").then(text).alias(column)
 
@@ -222,6 +233,8 @@ def _text_or_null(column: str) -> pl.Expr:
 def _typed_ids(ids: pl.Series) -> pl.Series:
     """Integers when every id is a plain 64-bit integer (see PLAIN_INTEGER), else the text as
     written, so "007" and "7" stay two ids and answers use the spelling of the data."""
+    import polars as pl
+
     as_int = ids.cast(pl.Int64, strict=False)
     if (ids.str.contains(PLAIN_INTEGER) & as_int.is_not_null()).all():
         return as_int
@@ -234,6 +247,8 @@ def _parsed_times(frame: pl.DataFrame, path: str, first_line: int | None) -> pl.
     Text is read as numbers when the first timestamp is one, else as ISO 8601 dates/times; the
     first value that does not fit is refused, naming its line (CSV) or row (Parquet).
     """
+    import polars as pl
+
     time = frame["time"]
     if time.dtype.is_float():
         bad = time.is_infinite()
@@ -268,6 +283,8 @@ def _parsed_times(frame: pl.DataFrame, path: str, first_line: int | None) -> pl.
 def _scan_table(
     path: Path, sep: str | None, header: bool, columns: list[str] | None
 ) -> pl.LazyFrame:
+    import polars as pl
+
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return pl.scan_parquet(path)
     if sep is None:
@@ -289,6 +306,8 @@ def _first_line(error: Exception) -> str:
 
 def kcore_filter(frame: pl.DataFrame, k: int) -> pl.DataFrame:
     """Keep only users and items with at least k events, repeating until nothing changes."""
+    import polars as pl
+
     if k <= 0:
         return frame
     while True:
@@ -301,6 +320,8 @@ def kcore_filter(frame: pl.DataFrame, k: int) -> pl.DataFrame:
 
 def _sequences_from_frame(name: str, frame: pl.DataFrame, kcore: int, where: str) -> SequenceData:
     """Columns user, item, time (+ optional row) -> SequenceData with dense internal ids."""
+    import polars as pl
+
     total = frame.height
     frame = kcore_filter(frame, kcore)
     if frame.height == 0:

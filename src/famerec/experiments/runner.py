@@ -33,16 +33,22 @@ from famerec.experiments.records import commit, copy_record, machine, usable_cor
 from famerec.experiments.spec import Spec, known_options, relative
 
 # Settings the runner decides for every run (not part of what a run computes).
-RUNNER_KEYS = ("train.threads", "train.device")
+RUNNER_KEYS = ("train.threads", "train.device", "train.precision")
 
 
 def train_command(
-    settings: dict[str, Any], out: Path, threads: int, device: str | None, resume: bool
+    settings: dict[str, Any],
+    out: Path,
+    threads: int,
+    device: str | None,
+    resume: bool,
+    precision: str | None = None,
 ) -> list[str]:
     """The `famerec train` arguments (after `python -m famerec`) of a resolved run."""
     args = ["-q", "train", "--out", relative(out)]
+    chosen = {"train.threads": threads, "train.device": device, "train.precision": precision}
     for key, value in settings.items():
-        if key in RUNNER_KEYS and (key == "train.threads" or device is not None):
+        if key in RUNNER_KEYS and chosen[key] is not None:
             continue
         flag, kind = known_options()[key]
         if kind is bool:
@@ -52,6 +58,8 @@ def train_command(
     args += ["--threads", str(threads)]
     if device is not None:
         args += ["--device", device]
+    if precision is not None:
+        args += ["--precision", precision]
     if resume:
         args.append("--resume")
     return args
@@ -115,6 +123,7 @@ class Runner:
         jobs: int = 1,
         device: str | None = None,
         only: str | None = None,
+        precision: str | None = None,
         runs_dir: Path | None = None,
         stream: IO[str] | None = None,
         poll_seconds: float = 0.2,
@@ -123,6 +132,7 @@ class Runner:
         self.jobs = max(1, jobs)
         self.threads = max(1, usable_cores() // self.jobs)
         self.device = device
+        self.precision = precision
         self.only = only
         self.store = Store(spec.records_dir, runs_dir or spec.runs_dir)
         self.stream = stream or sys.stderr
@@ -149,7 +159,7 @@ class Runner:
     def command(self, run: Run) -> tuple[list[str], bool]:
         out = self.store.run_dir(run.id)
         resume = (out / "config.json").is_file()
-        args = train_command(run.settings, out, self.threads, self.device, resume)
+        args = train_command(run.settings, out, self.threads, self.device, resume, self.precision)
         return args, resume
 
     # -- records ----------------------------------------------------------------------------
@@ -242,6 +252,7 @@ class Runner:
         self.say(
             f"  {plural(self.jobs, 'job')} at a time, {plural(self.threads, 'thread')} each"
             + (f", --device {self.device}" if self.device else "")
+            + (f", --precision {self.precision}" if self.precision else "")
         )
         if dry_run:
             return self.dry_run(plan)
