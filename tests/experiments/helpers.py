@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from famerec.config import RunConfig
+from famerec.evaluation import METRIC_NAMES
 from famerec.experiments import load_spec
 from famerec.experiments.plan import RECORD
 
@@ -34,8 +35,8 @@ def fake_record(spec, run, valid: float, test: float = 0.5, epochs: int = 3) -> 
     folder.mkdir(parents=True, exist_ok=True)
     config = RunConfig().with_overrides(run.settings)
     metrics = {
-        "valid": {"NDCG@10": valid, "HR@10": valid},
-        "test": {"NDCG@10": test, "HR@10": test},
+        "valid": dict.fromkeys(METRIC_NAMES, valid),
+        "test": dict.fromkeys(METRIC_NAMES, test),
         "best_epoch": epochs,
         "epochs_run": epochs,
     }

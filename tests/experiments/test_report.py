@@ -5,7 +5,8 @@ import statistics
 import pytest
 
 from famerec.cli import main
-from famerec.experiments import Plan, Store, load_spec
+from famerec.experiments import Plan, SpecError, Store, load_spec
+from famerec.experiments.plan import READY
 from famerec.experiments.report import write_report
 from tests.experiments.helpers import REPO, fake_record, write_spec
 
@@ -72,3 +73,39 @@ def test_unfinished_models_are_reported_as_such_and_test_metrics_of_trials_stay_
     text = write_report(spec, out=tmp_path / "out", plots=False)
     assert "not finished (1 of 3 runs)" in text
     assert "0.1234" in text and "0.9876" not in text  # validation shown, test kept out
+
+
+VERSUS = """
+[models.sasrec]
+model.name = "sasrec"
+[[models.sasrec.stages]]
+name = "one"
+points = [{ model.num_heads = 2 }]
+[models.fame]
+control = true
+versus = "continued"
+model.name = "fame"
+[models.continued]
+control = true
+model.name = "sasrec"
+train.lr = 0.0003
+"""
+
+
+def test_a_model_is_tested_against_the_control_it_names(tmp_path):
+    spec = write_spec(tmp_path, VERSUS)
+    tests = {"sasrec": 0.20, "fame": 0.22, "continued": 0.25}
+    while ready := [r for r in Plan(spec, Store(spec.records_dir)).runs if r.state == READY]:
+        for run in ready:
+            fake_record(spec, run, 0.3, tests[run.id.split("/")[1]])
+    text = write_report(spec, out=tmp_path / "out", plots=False)
+    section = text.split("### Against the matching controls")[1].split("###")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| fame "))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:5] == ["fame", "continued", "0.2200", "0.2500", "-12.0 %"]
+    assert "| sasrec " not in section  # only models that name a control
+
+
+def test_versus_must_name_another_model(tmp_path):
+    with pytest.raises(SpecError, match="versus = 'nobody' must name another model"):
+        write_spec(tmp_path, VERSUS.replace('"continued"\n', '"nobody"\n', 1))

@@ -152,6 +152,7 @@ def dataset_section(context: Context, dataset: Dataset) -> str:
     parts = [
         title,
         results_table(context, dataset),
+        versus_table(context, dataset),
         trials_table(context, dataset),
         figure_links(context, dataset),
     ]
@@ -232,6 +233,42 @@ def results_table(context: Context, dataset: Dataset) -> str:
         + caption
         + "\n\n"
         + table(headers, rows, align=align)
+    )
+
+
+def versus_table(context: Context, dataset: Dataset) -> str:
+    """Each model that names a control (`versus`) against it: the comparison that says whether
+    a gain is the model's own or the extra training it got (issue 11's control)."""
+    rows = []
+    for entry in context.spec.entries:
+        if entry.versus is None or entry.pending is not None:
+            continue
+        other = context.spec.entry(entry.versus)
+        runs = finished_selection(context.plan.entries[dataset.name, entry.name])
+        other_runs = finished_selection(context.plan.entries[dataset.name, other.name])
+        if not runs or not other_runs:
+            rows.append([entry.label, other.label, "not finished", "", "", "", ""])
+            continue
+        mine, theirs = (
+            statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in group)
+            for group in (runs, other_runs)
+        )
+        gains, other_gains = selected_ranks(context, runs), selected_ranks(context, other_runs)
+        p_t = p_boot = "n/a"
+        if gains is not None and other_gains is not None and len(gains) == len(other_gains):
+            p_t = fmt_p(paired_t_test(other_gains, gains))
+            p_boot = fmt_p(paired_bootstrap(other_gains, gains))
+        change = f"{100 * (mine / theirs - 1):+.1f} %" if theirs else "n/a"
+        rows.append([entry.label, other.label, fmt(mine), fmt(theirs), change, p_t, p_boot])
+    if not rows:
+        return ""
+    headers = ["model", "against", f"test {TEST_METRIC}", "theirs", "change", "p (t)"]
+    return (
+        "### Against the matching controls\n\n"
+        f"Each model against the control named in the spec (`versus`): the mean test "
+        f"{TEST_METRIC} over the seeds of each, the relative change, and the same paired tests "
+        "as above on the same test users.\n\n"
+        + table([*headers, "p (bootstrap)"], rows, align="llrrrrr")
     )
 
 

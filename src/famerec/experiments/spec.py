@@ -76,6 +76,7 @@ class Entry:
     pending: str | None = None  # why it is not run yet
     control: bool = False  # one setting, no search: run with every seed
     select_from: tuple[str, ...] = ()  # stages whose trials compete for selection
+    versus: str | None = None  # the model (its control) this one is also tested against
 
     @property
     def trials(self) -> int:
@@ -369,7 +370,7 @@ class _Loader:
         meta = self.split(
             payload,
             where,
-            {"label", "paper", "pending", "control", "select_from"},
+            {"label", "paper", "pending", "control", "select_from", "versus"},
             {"stages"},
             settings=True,
         )
@@ -408,6 +409,7 @@ class _Loader:
             pending=pending or None,
             control=control,
             select_from=select_from,
+            versus=meta.get("versus"),
         )
 
     def stage(self, where: str, payload: Any) -> Stage:
@@ -489,7 +491,14 @@ class _Loader:
     # -- whole-spec checks -------------------------------------------------------------------
 
     def check_references(self, spec: Spec) -> None:
+        names = {entry.name for entry in spec.entries}
         for entry in spec.entries:
+            if entry.versus is not None and (
+                entry.versus not in names or entry.versus == entry.name
+            ):
+                raise self.fail(
+                    f"[models.{entry.name}] versus = '{entry.versus}' must name another model"
+                )
             for ref in entry.refs():
                 target = spec.entry(ref.selected)
                 if target.pending is not None and entry.pending is None:
