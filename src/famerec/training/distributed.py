@@ -53,8 +53,9 @@ import atexit
 import inspect
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -300,5 +301,11 @@ def leave() -> None:
     """Leave the process group (at exit; tests that join several times call it)."""
     global _joined
     if dist.is_initialized():
+        if dist.get_backend() == "gloo":
+            # Every rank past its last collective before any tears the group down: a rank
+            # leaving early once aborted another at exit ("terminate called without an active
+            # exception") on a loaded CPU. Bounded, so a rank that failed cannot hang the rest.
+            with suppress(RuntimeError):
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
         dist.destroy_process_group()
     _joined = None
