@@ -94,6 +94,13 @@ class ModelConfig:
     num_heads: int = option(2, "attention heads H", flag="--heads")
     dropout: float = option(0.5, "dropout rate (0.5 is SASRec's Amazon setting)")
     max_len: int = option(50, "most recent items kept per sequence")
+    item_attributes: str | None = option(
+        None,
+        "add to each item's vector (input and output) the mean of learned embeddings of its "
+        "attributes, zero at first: 'bundled' (the bundled dataset's) or a JSON file "
+        "{item_id: [attribute_id, ...]} (sasrec, fame; not in the papers)",
+        paths=True,
+    )
 
     def validate(self) -> None:
         from famerec.models.registry import model_spec
@@ -346,8 +353,11 @@ def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
         section, name = key.split(".", 1)
         fields = {f.name: f for f in dataclasses.fields(sections.get(section, ModelOptions))}
         if value and name in fields and fields[name].metadata.get("paths"):
-            parts = (Path(part.strip()).expanduser().absolute() for part in value.split(","))
-            result[key] = ",".join(str(part) for part in parts)
+            parts = [part.strip() for part in value.split(",")]
+            result[key] = ",".join(  # 'bundled' names the dataset's own attributes, not a file
+                part if part == "bundled" else str(Path(part).expanduser().absolute())
+                for part in parts
+            )
     return result
 
 

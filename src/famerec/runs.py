@@ -83,6 +83,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun
     config = RunConfig.load(run_dir / CONFIG)
     data = SequenceData.load(run_dir / DATASET)
     model = build_model(config.model, data.num_items, config.options)
+    if config.model.item_attributes:  # its attribute embeddings are scored: read them first
+        model.attach_data(data)
     load_weights(model, run_dir / WEIGHTS)
     check_finite_weights(model, run_dir / WEIGHTS)
     if isinstance(device, str):

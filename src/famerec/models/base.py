@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from famerec.config import ModelConfig, ModelOptions
+from famerec.data.attributes import attribute_matrix, read_attributes
 from famerec.data.batching import TrainBatch, TrainTensors
 from famerec.data.sequences import SequenceData
+from famerec.errors import ConfigError
 from famerec.models.layers import LAYER_NORM_EPS, causal_mask
 from famerec.models.losses import (
     NegativeSampler,
@@ -50,11 +53,15 @@ class EpochContext:
     progress: bool = False
 
 
+ATTRIBUTE_EMBEDDING = "item_attribute_embedding.weight"  # --item-attributes' parameter
+
+
 class SequentialRecommender(nn.Module):
     """Base class: item and position embeddings, `loss(batch)` and `score(item_seq)`."""
 
     name = "base"  # set by @register
     dot_product_scores = True  # score(seq) == last_query_vectors(seq) @ item_vectors().T
+    accepts_item_attributes = False  # --item-attributes: item vectors through the hooks below
 
     def __init__(self, num_items: int, config: ModelConfig, options: ModelOptions | None = None):
         super().__init__()
@@ -68,6 +75,8 @@ class SequentialRecommender(nn.Module):
         self.item_embedding = nn.Embedding(num_items + 1, config.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.hidden_size)
         self.embedding_dropout = nn.Dropout(config.dropout)
+        if config.item_attributes and not self.accepts_item_attributes:
+            raise ConfigError(f"--item-attributes is not available for {self.name}")
 
     def reset_parameters(self) -> None:
         """Xavier-normal init of every matrix (as the PyTorch SASRec), zero biases."""
@@ -96,7 +105,35 @@ class SequentialRecommender(nn.Module):
     def item_inputs(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) item ids -> (B, L, d) their input embeddings; a model with extra input tokens
         (e.g. a [mask] token that is never scored) overrides it."""
+        if self.has_item_attributes:
+            return self.item_embedding(item_seq) + self.attribute_vectors()[item_seq]
         return self.item_embedding(item_seq)
+
+    # -- item attributes (--item-attributes) ---------------------------------------------------
+
+    @property
+    def has_item_attributes(self) -> bool:
+        return hasattr(self, "item_attribute_embedding")
+
+    def set_item_attributes(self, members: torch.Tensor) -> None:
+        """members (V + 1, A): item v has attribute a. Adds the attribute embeddings (A, d),
+        zero at first, so that a run started from a plain one begins exactly where it was."""
+        item, attribute = members.nonzero(as_tuple=True)  # (M,) each, sorted by item
+        counts = torch.bincount(item, minlength=members.shape[0])  # (V + 1,) attributes per item
+        offsets = torch.cumsum(counts, 0) - counts  # (V + 1,) where each item's bag starts
+        self.register_buffer("attribute_ids", attribute, persistent=False)  # (M,)
+        self.register_buffer("attribute_offsets", offsets, persistent=False)  # (V + 1,)
+        self.item_attribute_embedding = nn.Embedding(members.shape[1], self.hidden_size)
+        nn.init.zeros_(self.item_attribute_embedding.weight)
+
+    def attribute_vectors(self) -> torch.Tensor:
+        """(V + 1, d) the mean attribute embedding of each item (zero without attributes)."""
+        return F.embedding_bag(
+            self.attribute_ids,
+            self.item_attribute_embedding.weight,
+            self.attribute_offsets,
+            mode="mean",
+        )
 
     @staticmethod
     def attention_mask(real: torch.Tensor) -> torch.Tensor:
@@ -184,6 +221,8 @@ class SequentialRecommender(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         """(num_items + 1, d) the vectors that `query_vectors` are scored against."""
+        if self.has_item_attributes:
+            return self.item_embedding.weight + self.attribute_vectors()
         return self.item_embedding.weight
 
     def loss_item_vectors(self) -> torch.Tensor:
@@ -205,9 +244,13 @@ class SequentialRecommender(nn.Module):
         return {}
 
     def attach_data(self, data: SequenceData) -> None:
-        """Called once before training (fresh or resumed run) with the run's data: a model
-        that trains on side information keyed by item (e.g. item attributes) reads it here,
-        into buffers that are not saved with the weights. Nothing by default."""
+        """Called once before training (fresh or resumed run), and with --item-attributes
+        before loading a finished run's weights, with the run's data: a model that uses side
+        information keyed by item (e.g. item attributes) reads it here, into buffers that are
+        not saved with the weights. By default only --item-attributes."""
+        if self.config.item_attributes:
+            attributes = read_attributes(self.config.item_attributes, data)
+            self.set_item_attributes(attribute_matrix(attributes, self.num_items))
 
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
         """Start from a finished run's model (`--init-from`, `--pretrain`); returns the names

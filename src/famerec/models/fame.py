@@ -302,6 +302,7 @@ class Explanation:
 )
 class FAME(SequentialRecommender):
     options: FAMEOptions
+    accepts_item_attributes = True
 
     def __init__(self, num_items: int, config: ModelConfig, options: FAMEOptions | None = None):
         super().__init__(num_items, config, options or FAMEOptions())
@@ -325,6 +326,7 @@ class FAME(SequentialRecommender):
 
     def attach_data(self, data: SequenceData) -> None:
         """With --attribute-(gate-)weight: read the item attributes, one kind per head."""
+        super().attach_data(data)  # --item-attributes
         if not self.options.uses_attributes:
             return
         sources = self.options.attribute_sources
@@ -365,7 +367,7 @@ class FAME(SequentialRecommender):
         if not hasattr(self, "item_attributes"):
             raise ConfigError("FAME --attribute-weight needs item attributes: call attach_data")
         kinds = self.num_attribute_kinds
-        items = self.item_embedding.weight  # (V + 1, d)
+        items = self.item_vectors()  # (V + 1, d)
         sums = items.new_zeros(len(self.attribute_counts), items.shape[1]).index_add(
             0, self.member_attribute, items[self.member_item]
         )  # (A, d)
@@ -412,7 +414,7 @@ class FAME(SequentialRecommender):
         """
         projection = self.facet_layer.facet_projection  # (H, d, d')
         queries = torch.einsum("phe,hde->phd", states, projection).float()  # (P, H, d) q_h
-        items = self.item_embedding.weight[1:].detach().float()  # (V, d)
+        items = self.item_vectors()[1:].detach().float()  # (V, d)
         centered = items - items.mean(0)
         covariance = centered.T @ centered / len(items)  # (d, d)
         gram = torch.einsum("phd,de,pge->phg", queries, covariance, queries)  # (P, H, H)
@@ -472,7 +474,7 @@ class FAME(SequentialRecommender):
             queries = [self.facet_layer.query_vectors(out) for out in outs]
             next_item = self.next_item_loss(batch, part_queries=queries)
         else:
-            items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight[1:])
+            items = self.facet_layer.item_sub_embeddings(self.item_vectors()[1:])
             next_item = mixture_of_softmaxes_loss(
                 states, items, gates, targets - 1, self.loss_chunk
             )  # items (H, V, d')
@@ -515,7 +517,7 @@ class FAME(SequentialRecommender):
     def head_scores(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, FacetOutput]:
         """(B, H, V + 1) every head's score of every item after the last position (Eq. 8)."""
         out = self.facets(item_seq, last_only=True)
-        items = self.facet_layer.item_sub_embeddings(self.item_embedding.weight)  # (H, V+1, d')
+        items = self.facet_layer.item_sub_embeddings(self.item_vectors())  # (H, V+1, d')
         scores = torch.einsum("bhe,hve->bhv", out.head_states[:, -1], items).float()
         scores[:, :, 0] = float("-inf")
         return scores, out

@@ -15,7 +15,7 @@ from torch import nn
 
 from famerec.config import ModelConfig, ModelOptions, TrainConfig
 from famerec.errors import ConfigError
-from famerec.models.base import SequentialRecommender
+from famerec.models.base import ATTRIBUTE_EMBEDDING, SequentialRecommender
 from famerec.models.layers import LAYER_NORM_EPS, TransformerBlock
 from famerec.models.registry import register
 
@@ -35,6 +35,8 @@ class SASRecOptions(ModelOptions):
     starts_from=("sasrec",),
 )
 class SASRec(SequentialRecommender):
+    accepts_item_attributes = True
+
     def __init__(self, num_items: int, config: ModelConfig, options: SASRecOptions | None = None):
         super().__init__(num_items, config, options or SASRecOptions())
         self.blocks = nn.ModuleList(
@@ -52,8 +54,12 @@ class SASRec(SequentialRecommender):
         return self.final_norm(x)  # F_t at every position (Eq. 5)
 
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
-        """Continue training a SASRec run (e.g. at another learning rate): copy everything."""
+        """Continue training a SASRec run (e.g. at another learning rate): copy everything;
+        attribute embeddings that the source lacks (--item-attributes) start at zero."""
         mine, theirs = self.state_dict(), source.state_dict()
-        if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+        added = {ATTRIBUTE_EMBEDDING} if self.has_item_attributes else set()
+        if not set(theirs) <= set(mine) or set(mine) - set(theirs) - added:
+            raise ConfigError("--init-from: that SASRec run has other sizes than this one")
+        if any(mine[k].shape != theirs[k].shape for k in theirs):
             raise ConfigError("--init-from: that SASRec run has other sizes than this one")
         return self.copy_matching(source)

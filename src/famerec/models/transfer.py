@@ -1,6 +1,7 @@
 """Start FAME from a trained SASRec (paper Sec. 4.4.2).
 
-Copied: item and position embeddings, every block but the last, and from the last block its
+Copied: item and position embeddings (and item attribute embeddings, --item-attributes, where
+the SASRec run has them), every block but the last, and from the last block its
 query LayerNorm and its key and value weights (split into FAME's heads, whatever their number).
 New and random: the expert queries, routers, FFN', W_f and the head gate.
 
@@ -26,7 +27,7 @@ def transfer_map(sasrec: SASRec) -> dict[str, str]:
     last = len(sasrec.blocks) - 1
     mapping = {}
     for name in sasrec.state_dict():
-        if name.startswith(("item_embedding.", "position_embedding.")):
+        if name.startswith(("item_embedding.", "position_embedding.", "item_attribute_embedding.")):
             mapping[name] = name
         elif name.startswith("blocks."):
             index, rest = name[len("blocks.") :].split(".", 1)
