@@ -40,11 +40,16 @@ def load_bundled(name: str) -> SequenceData:
         return read_sequence_file(path, name=name)
 
 
-def load_attributes(name: str, data: SequenceData) -> dict[int, list[int]]:
-    """Attribute ids (categories and brand) of each internal item id of `data`."""
+def raw_attributes(name: str) -> dict[str, list[int]]:
+    """The bundled file as it is: {original item id: [attribute id, ...]}, in file order."""
     _check_name(name)
     with gzip.open(_resource(f"{name}_attributes.json.gz").open("rb")) as handle:
-        by_original = json.load(handle)
+        return json.load(handle)
+
+
+def load_attributes(name: str, data: SequenceData) -> dict[int, list[int]]:
+    """Attribute ids (categories and brand) of each internal item id of `data`."""
+    by_original = raw_attributes(name)
     internal = {int(original): index + 1 for index, original in enumerate(data.item_ids)}
     return {
         internal[int(item)]: list(attributes)
