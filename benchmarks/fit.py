@@ -1,0 +1,46 @@
+"""Does a model fit the training data better, or generalize better? Per model of one dataset's
+committed records: the training loss at the best-validation epoch (dropout on, the next-item
+loss alone where a run adds auxiliary terms), validation and test NDCG@10, means over seeds.
+
+    python benchmarks/fit.py results/records/fame_beauty/beauty
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from famerec.report import table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="records of one dataset: <spec>/<dataset>")
+    args = parser.parse_args()
+    rows = []
+    for model in sorted(p for p in args.folder.iterdir() if p.is_dir()):
+        losses, valid, test, best = [], [], [], []
+        for run in sorted(model.iterdir()):
+            if not (run / "metrics.json").is_file():
+                continue
+            metrics = json.loads((run / "metrics.json").read_text())
+            epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+            epoch = next(e for e in epochs if e["epoch"] == metrics["best_epoch"])
+            losses.append(epoch.get("train_losses", {}).get("next_item", epoch["train_loss"]))
+            valid.append(metrics["valid"]["NDCG@10"])
+            test.append(metrics["test"]["NDCG@10"])
+            best.append(metrics["best_epoch"])
+        if losses:
+            rows.append(
+                [model.name, len(losses), f"{statistics.mean(losses):.4f}",
+                 f"{statistics.mean(valid):.4f}", f"{statistics.mean(test):.4f}",
+                 " ".join(map(str, best))]
+            )  # fmt: skip
+    headers = ["model", "runs", "train loss (best epoch)", "valid NDCG@10", "test NDCG@10"]
+    print(table([*headers, "best epochs"], rows, align="lrrrrl"))
+
+
+if __name__ == "__main__":
+    main()
