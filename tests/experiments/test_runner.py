@@ -117,3 +117,25 @@ def test_commit_is_dirty_for_code_changes_not_for_records(tmp_path):
     (tmp_path / "code.py").write_text("x = 2\n")
     assert commit(tmp_path, (tmp_path / "records",)) == head + "-dirty"
     assert commit(tmp_path / "records") == head + "-dirty"
+
+
+def test_sigterm_stops_the_runner_cleanly_even_with_sigint_ignored(tmp_path):
+    """Scripts start background jobs with SIGINT ignored, and sessions end with SIGTERM: both
+    must stop the runner the way Ctrl-C does (jobs ended, 'interrupted', exit 130)."""
+    import signal
+    import sys
+
+    spec = tiny_spec(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "famerec", "experiment", "run", str(spec.path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    for line in process.stderr:
+        if line.startswith("start "):
+            break
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    assert "interrupted: run the same command again to resume" in rest

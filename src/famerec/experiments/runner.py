@@ -9,10 +9,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -63,6 +66,22 @@ def train_command(
     if resume:
         args.append("--resume")
     return args
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM and SIGINT both stop the runner cleanly (its jobs end, finished records stay),
+    also where SIGINT arrives ignored, as for a job started in the background by a script."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def format_seconds(seconds: float) -> str:
@@ -256,6 +275,11 @@ class Runner:
         )
         if dry_run:
             return self.dry_run(plan)
+        with interruptible():
+            return self.run_jobs(plan)
+
+    def run_jobs(self, plan: Plan) -> int:
+        """Run what is ready, J at a time, until nothing is left or the runner is stopped."""
         self.sync(plan)
         running: dict[str, Job] = {}
         failed: dict[str, str] = {}
