@@ -363,7 +363,7 @@ def add_experiment_commands(commands) -> None:
     run.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
-        help="--precision of every run (recorded in each record; default: the run's own)",
+        help="--precision of every run whose spec does not set it (recorded in each record)",
     )
     run.add_argument("--only", metavar="PATTERN", help="only run ids matching, e.g. 'beauty/*'")
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")

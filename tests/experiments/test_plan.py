@@ -180,13 +180,14 @@ def test_train_command_maps_settings_to_flags(tmp_path):
     assert "--resume" not in kept
 
 
-def test_the_runner_precision_overrides_the_spec_and_is_not_frozen(tmp_path):
-    settings = {"model.name": "sasrec", "train.precision": "bf16"}
-    args = train_command(settings, tmp_path / "run", 1, "cuda", False, precision="fp32")
-    assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == "fp32"
-    kept = train_command(settings, tmp_path / "run", 1, None, False)
-    assert kept[kept.index("--precision") + 1] == "bf16"
-    assert "train.precision" in NOT_FROZEN
+def test_the_runner_precision_applies_where_the_spec_sets_none(tmp_path):
+    plain = {"model.name": "sasrec"}
+    args = train_command(plain, tmp_path / "run", 1, "cuda", False, precision="fp32")
+    assert args[args.index("--precision") + 1] == "fp32"
+    compared = {"model.name": "sasrec", "train.precision": "bf16"}  # e.g. bf16_beauty.toml
+    args = train_command(compared, tmp_path / "run", 1, "cuda", False, precision="fp32")
+    assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == "bf16"
+    assert "train.precision" not in NOT_FROZEN  # a spec's own precision is frozen
 
 
 def test_a_spec_is_frozen_once_it_has_runs(tmp_path):

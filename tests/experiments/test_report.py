@@ -109,3 +109,8 @@ def test_a_model_is_tested_against_the_control_it_names(tmp_path):
 def test_versus_must_name_another_model(tmp_path):
     with pytest.raises(SpecError, match="versus = 'nobody' must name another model"):
         write_spec(tmp_path, VERSUS.replace('"continued"\n', '"nobody"\n', 1))
+    pending = VERSUS + '[models.later]\npending = "not yet"\n'
+    with pytest.raises(SpecError, match="versus = 'later' must name another model"):
+        write_spec(tmp_path, pending.replace('"continued"\n', '"later"\n', 1))
+    with pytest.raises(SpecError, match=r"versus = \['continued'\] must name"):
+        write_spec(tmp_path, VERSUS.replace('"continued"\n', '["continued"]\n', 1))

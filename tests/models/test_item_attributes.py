@@ -68,9 +68,25 @@ def test_zero_at_first_then_trained(name):
     assert tied.item_attribute_embedding.weight.grad.abs().sum() > 0
 
 
-def test_only_models_that_score_through_the_item_hooks_accept_it():
-    with pytest.raises(ConfigError, match="--item-attributes is not available for gru4rec"):
-        model("gru4rec")
+@pytest.mark.parametrize("name", ["gru4rec", "cl4srec", "duorec", "iclrec"])
+def test_only_sasrec_and_fame_accept_it(name):
+    with pytest.raises(ConfigError, match=f"--item-attributes is not available for {name}"):
+        model(name)
+
+
+def test_fame_starts_only_from_a_sasrec_with_the_same_attribute_table():
+    from famerec.models.transfer import init_fame_from_sasrec
+
+    sasrec = model()
+    sasrec.set_item_attributes(members())
+    with pytest.raises(ConfigError, match=r"item attribute embeddings \(4, 64\), this run none"):
+        init_fame_from_sasrec(model("fame", item_attributes=None), sasrec)
+    fame = model("fame")
+    fame.set_item_attributes(members())
+    with torch.no_grad():
+        sasrec.item_attribute_embedding.weight.normal_()
+    init_fame_from_sasrec(fame, sasrec)
+    assert torch.equal(fame.item_attribute_embedding.weight, sasrec.item_attribute_embedding.weight)
 
 
 def test_runs_save_load_and_pass_the_attributes_on_to_fame(seq_file, tmp_path):

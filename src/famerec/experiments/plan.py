@@ -34,7 +34,7 @@ from famerec.experiments.spec import (
 DONE, READY, WAITING = "done", "ready", "waiting"
 # Settings a finished run may differ in from its spec: where it ran, and paths (relative to
 # where it was started).
-NOT_FROZEN = ("train.device", "train.precision", "train.threads", "data.path")
+NOT_FROZEN = ("train.device", "train.threads", "data.path")
 RECORD = "record.json"
 _PLAIN = re.compile(r"^[A-Za-z0-9._+-]+$")
 

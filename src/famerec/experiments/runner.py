@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ def train_command(
 ) -> list[str]:
     """The `famerec train` arguments (after `python -m famerec`) of a resolved run."""
     args = ["-q", "train", "--out", relative(out)]
+    if "train.precision" in settings:  # a spec that sets it compares precisions: it wins
+        precision = None
     chosen = {"train.threads": threads, "train.device": device, "train.precision": precision}
     for key, value in settings.items():
         if key in RUNNER_KEYS and chosen[key] is not None:
@@ -74,9 +77,15 @@ def interruptible() -> Iterator[None]:
     also where SIGINT arrives ignored, as for a job started in the background by a script."""
 
     def interrupt(signum: int, frame: Any) -> None:
+        for sig in signals:  # a second signal (timeout signals the group too) must not cut
+            signal.signal(sig, signal.SIG_IGN)  # the cleanup short
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signals = (signal.SIGTERM, signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
     try:
         yield
     finally:

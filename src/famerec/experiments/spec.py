@@ -491,13 +491,16 @@ class _Loader:
     # -- whole-spec checks -------------------------------------------------------------------
 
     def check_references(self, spec: Spec) -> None:
-        names = {entry.name for entry in spec.entries}
+        runnable = {entry.name for entry in spec.entries if entry.pending is None}
         for entry in spec.entries:
             if entry.versus is not None and (
-                entry.versus not in names or entry.versus == entry.name
+                not isinstance(entry.versus, str)
+                or entry.versus not in runnable
+                or entry.versus == entry.name
             ):
                 raise self.fail(
-                    f"[models.{entry.name}] versus = '{entry.versus}' must name another model"
+                    f"[models.{entry.name}] versus = {entry.versus!r} must name another model "
+                    "that is not pending"
                 )
             for ref in entry.refs():
                 target = spec.entry(ref.selected)

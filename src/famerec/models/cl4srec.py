@@ -96,6 +96,8 @@ class MaskToken(nn.Module):
     starts_from=("sasrec", "cl4srec"),
 )
 class CL4SRec(SASRec):
+    accepts_item_attributes = False  # --item-attributes: SASRec and FAME only
+
     def __init__(self, num_items: int, config: ModelConfig, options: CL4SRecOptions | None = None):
         super().__init__(num_items, config, options or CL4SRecOptions())
         self.mask_id = num_items + 1  # an id past every item: it only ever meets `item_inputs`

@@ -157,6 +157,8 @@ class PositivePool:
     starts_from=("sasrec", "duorec"),
 )
 class DuoRec(SASRec):
+    accepts_item_attributes = False  # --item-attributes: SASRec and FAME only
+
     def __init__(self, num_items: int, config: ModelConfig, options: DuoRecOptions | None = None):
         super().__init__(num_items, config, options or DuoRecOptions())
         self.positives: PositivePool | None = None  # the training set's, built before epoch 1

@@ -185,6 +185,8 @@ class IntentClusters:
     starts_from=("sasrec", "iclrec"),
 )
 class ICLRec(SASRec):
+    accepts_item_attributes = False  # --item-attributes: SASRec and FAME only
+
     def __init__(self, num_items: int, config: ModelConfig, options: ICLRecOptions | None = None):
         super().__init__(num_items, config, options or ICLRecOptions())
         # The prototypes of the last clustering; recomputed every epoch, so never saved.

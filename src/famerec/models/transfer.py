@@ -52,6 +52,15 @@ def check_compatible(fame: FAME, sasrec: SASRec) -> None:
         theirs, ours = getattr(sasrec.config, field), getattr(fame.config, field)
         if theirs != ours:
             problems.append(f"{label} {theirs} in the SASRec run, {ours} here")
+    theirs, ours = (
+        model.item_attribute_embedding.weight.shape if model.has_item_attributes else None
+        for model in (sasrec, fame)
+    )
+    if theirs is not None and theirs != ours:
+        problems.append(
+            f"the SASRec run has item attribute embeddings {tuple(theirs)}, this run "
+            + (f"{tuple(ours)} (other --item-attributes)" if ours else "none (--item-attributes)")
+        )
     if problems:
         raise ConfigError("cannot start FAME from that SASRec run: " + "; ".join(problems))
 
