@@ -61,6 +61,8 @@ def main() -> None:
         a, b = pair.split(":")
         runs_a, runs_b = seed_runs(args.folder, a), seed_runs(args.folder, b)
         seeds = sorted(set(runs_a) & set(runs_b))
+        if not seeds:
+            raise SystemExit(f"{a} and {b} have no finished seed in common in {args.folder}")
         for split in ("valid", "test"):
             gain_a, gain_b = mean_gains(runs_a, seeds, split), mean_gains(runs_b, seeds, split)
             cells = [f"{100 * (gain_a.mean() / gain_b.mean() - 1):+.1f} %"]

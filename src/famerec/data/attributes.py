@@ -27,7 +27,7 @@ def read_attributes(source: str | None, data: SequenceData) -> dict[int, list[in
         if data.name not in BUNDLED:
             raise ConfigError(
                 f"no item attributes for dataset '{data.name}'; give a JSON file "
-                '{"item_id": [attribute_id, ...]} with --attributes'
+                '{"item_id": [attribute_id, ...]} (--attributes, or --item-attributes FILE)'
             )
         return load_attributes(data.name, data)
     try:
