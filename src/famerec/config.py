@@ -16,6 +16,8 @@ from typing import Any
 
 from famerec.errors import ConfigError
 
+BUNDLED_ATTRIBUTES = "bundled"  # an attribute source: the bundled dataset's own attributes
+
 
 def option(
     default: Any,
@@ -354,8 +356,8 @@ def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
         fields = {f.name: f for f in dataclasses.fields(sections.get(section, ModelOptions))}
         if value and name in fields and fields[name].metadata.get("paths"):
             parts = [part.strip() for part in value.split(",")]
-            result[key] = ",".join(  # 'bundled' names the dataset's own attributes, not a file
-                part if part == "bundled" else str(Path(part).expanduser().absolute())
+            result[key] = ",".join(
+                part if part == BUNDLED_ATTRIBUTES else str(Path(part).expanduser().absolute())
                 for part in parts
             )
     return result

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 
+from famerec.config import BUNDLED_ATTRIBUTES
 from famerec.data.bundled import BUNDLED, load_attributes
 from famerec.data.sequences import SequenceData
 from famerec.errors import ConfigError, DataError
-
-BUNDLED_ATTRIBUTES = "bundled"  # the source name of a bundled dataset's own attributes
 
 
 def read_attributes(source: str | None, data: SequenceData) -> dict[int, list[int]]:

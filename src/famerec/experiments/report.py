@@ -198,16 +198,7 @@ def results_table(context: Context, dataset: Dataset) -> str:
         p_t = p_boot = ""
         if baseline is not None and entry.name != baseline:
             gains = selected_ranks(context, runs)
-            if (
-                gains is None
-                or base_gains is None
-                or len(gains) != len(base_gains)
-                or len(gains) < 2
-            ):
-                p_t = p_boot = "n/a"
-            else:
-                p_t = fmt_p(paired_t_test(base_gains, gains))
-                p_boot = fmt_p(paired_bootstrap(base_gains, gains))
+            p_t, p_boot = paired_p(base_gains, gains)
         setting = describe_settings(runs[0].names) or "its one setting"
         rows.append([entry.label, setting, str(len(runs)), *cells, p_t, p_boot])
     reported = reported_rows(context, dataset)
@@ -236,6 +227,14 @@ def results_table(context: Context, dataset: Dataset) -> str:
     )
 
 
+def paired_p(base: np.ndarray | None, gains: np.ndarray | None) -> tuple[str, str]:
+    """The paired t-test and bootstrap p-values of per-user gains against base ones, as
+    cells ("n/a" unless both are there for the same users)."""
+    if base is None or gains is None or len(gains) != len(base) or len(gains) < 2:
+        return "n/a", "n/a"
+    return fmt_p(paired_t_test(base, gains)), fmt_p(paired_bootstrap(base, gains))
+
+
 def versus_table(context: Context, dataset: Dataset) -> str:
     """Each model that names a control (`versus`) against it: the comparison that says whether
     a gain is the model's own or the extra training it got (issue 11's control)."""
@@ -253,11 +252,7 @@ def versus_table(context: Context, dataset: Dataset) -> str:
             statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in group)
             for group in (runs, other_runs)
         )
-        gains, other_gains = selected_ranks(context, runs), selected_ranks(context, other_runs)
-        p_t = p_boot = "n/a"
-        if gains is not None and other_gains is not None and len(gains) == len(other_gains):
-            p_t = fmt_p(paired_t_test(other_gains, gains))
-            p_boot = fmt_p(paired_bootstrap(other_gains, gains))
+        p_t, p_boot = paired_p(selected_ranks(context, other_runs), selected_ranks(context, runs))
         change = f"{100 * (mine / theirs - 1):+.1f} %" if theirs else "n/a"
         rows.append([entry.label, other.label, fmt(mine), fmt(theirs), change, p_t, p_boot])
     if not rows:
