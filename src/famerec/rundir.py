@@ -26,7 +26,19 @@ DATASET = "dataset.npz"
 PRETRAIN = "pretrain"
 INPUT = "input.parquet"  # in-memory data given to famerec.train(), kept with its run
 RANKS = "ranks.npz"  # per-user ranks of the validation and test items
-OWN_FILES = (CONFIG, WEIGHTS, METRICS, LOG, CHECKPOINT, DATASET, PRETRAIN, INPUT, RANKS)
+ITEM_ATTRIBUTES = "item_attributes.json"  # a copy of --item-attributes FILE, kept with its run
+OWN_FILES = (
+    CONFIG,
+    WEIGHTS,
+    METRICS,
+    LOG,
+    CHECKPOINT,
+    DATASET,
+    PRETRAIN,
+    INPUT,
+    RANKS,
+    ITEM_ATTRIBUTES,
+)
 PROBE_BYTES = 64 * 1024
 
 

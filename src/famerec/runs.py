@@ -6,7 +6,7 @@ service and the analysis load runs with it, without importing the training code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,15 @@ from famerec.config import RunConfig
 from famerec.data import SequenceData
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import SequentialRecommender, build_model
-from famerec.rundir import CONFIG, DATASET, METRICS, WEIGHTS, RunDir, atomic_write
+from famerec.rundir import (
+    CONFIG,
+    DATASET,
+    ITEM_ATTRIBUTES,
+    METRICS,
+    WEIGHTS,
+    RunDir,
+    atomic_write,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,7 +90,10 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun
             raise ConfigError(f"{path} is missing {name}")
     config = RunConfig.load(run_dir / CONFIG)
     data = SequenceData.load(run_dir / DATASET)
-    model = build_model(config.model, data.num_items, config.options)
+    model_config = config.model
+    if model_config.item_attributes and (run_dir / ITEM_ATTRIBUTES).is_file():  # the run's copy
+        model_config = replace(model_config, item_attributes=str(run_dir / ITEM_ATTRIBUTES))
+    model = build_model(model_config, data.num_items, config.options)
     if config.model.item_attributes:  # its attribute embeddings are scored: read them first
         model.attach_data(data)
     load_weights(model, run_dir / WEIGHTS)

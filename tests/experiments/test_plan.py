@@ -1,5 +1,7 @@
 """Staged selection on validation, references between models, commands: from fake records."""
 
+import json
+
 import pytest
 
 from famerec.config import RunConfig
@@ -197,3 +199,14 @@ def test_a_spec_is_frozen_once_it_has_runs(tmp_path):
     changed = write_spec(tmp_path, "[base]\ntrain.lr = 0.01\n" + SASREC)
     with pytest.raises(SpecError, match="was run with train.lr = 0.001, the spec now says 0.01"):
         plan_of(changed)
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"precision": "bf16"}}))
+    plain = {"model.name": "sasrec"}
+    args = train_command(plain, run, 1, "cuda", True, precision="fp32")
+    assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == "bf16"
+    fresh = train_command(plain, tmp_path / "new", 1, "cuda", False, precision="fp32")
+    assert fresh[fresh.index("--precision") + 1] == "fp32"

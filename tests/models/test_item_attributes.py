@@ -118,3 +118,22 @@ def test_runs_save_load_and_pass_the_attributes_on_to_fame(seq_file, tmp_path):
         }
     )
     train_run(more.validate(), tmp_path / "more", progress=False)
+
+
+def test_a_run_keeps_its_attribute_file_and_loads_without_the_original(
+    seq_file, tmp_path, monkeypatch
+):
+    """Given from Python with a relative path, moved elsewhere, the original file deleted."""
+    monkeypatch.chdir(tmp_path)
+    attributes = tmp_path / "attributes.json"
+    attributes.write_text(json.dumps({str(i): [i % 4] for i in range(1, 41)}))
+    base = tiny_overrides(seq_file, **{"model.hidden_size": 64, "train.epochs": 1})
+    config = RunConfig().with_overrides({**base, "model.item_attributes": "attributes.json"})
+    train_run(config.validate(), tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["item_attributes"] == str(attributes)  # made absolute
+    scores = load_run(tmp_path / "run").model.score(torch.tensor([[0, 1, 2, 3]]))
+    attributes.unlink()
+    (tmp_path / "run").rename(tmp_path / "moved")
+    moved = load_run(tmp_path / "moved").model.score(torch.tensor([[0, 1, 2, 3]]))
+    assert torch.equal(moved, scores)

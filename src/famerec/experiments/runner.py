@@ -7,6 +7,7 @@ A run with a record (or a finished run directory) is skipped, an interrupted one
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shlex
 import signal
@@ -52,6 +53,8 @@ def train_command(
     args = ["-q", "train", "--out", relative(out)]
     if "train.precision" in settings:  # a spec that sets it compares precisions: it wins
         precision = None
+    elif resume and precision is not None:  # a run ends at the precision it started with
+        precision = started_precision(out) or precision
     chosen = {"train.threads": threads, "train.device": device, "train.precision": precision}
     for key, value in settings.items():
         if key in RUNNER_KEYS and chosen[key] is not None:
@@ -69,6 +72,15 @@ def train_command(
     if resume:
         args.append("--resume")
     return args
+
+
+def started_precision(out: Path) -> str | None:
+    """The precision a run directory's saved config trains at (None if unreadable): a
+    precision is not a resumable change, so a resumed run keeps it whatever the sitting asks."""
+    try:
+        return json.loads((out / "config.json").read_text())["train"]["precision"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @contextmanager
@@ -188,6 +200,9 @@ class Runner:
         out = self.store.run_dir(run.id)
         resume = (out / "config.json").is_file()
         args = train_command(run.settings, out, self.threads, self.device, resume, self.precision)
+        kept = started_precision(out) if resume and "train.precision" not in run.settings else None
+        if self.precision and kept and kept != self.precision:
+            self.say(f"{run.label}: resumed at {kept}, the precision it started with")
         return args, resume
 
     # -- records ----------------------------------------------------------------------------

@@ -12,11 +12,20 @@ from typing import Any
 
 import torch
 
-from famerec.config import PRESETS, RunConfig, absolute_paths
+from famerec.config import BUNDLED_ATTRIBUTES, PRESETS, RunConfig, absolute_paths
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
-from famerec.rundir import CONFIG, DATASET, METRICS, PRETRAIN, RunDir, write_json
+from famerec.rundir import (
+    CONFIG,
+    DATASET,
+    ITEM_ATTRIBUTES,
+    METRICS,
+    PRETRAIN,
+    RunDir,
+    atomic_write,
+    write_json,
+)
 from famerec.runs import TrainedRun, load_run, resolve_device
 from famerec.training import distributed
 from famerec.training.rundata import check_same_data
@@ -82,6 +91,14 @@ def absolute(path: str) -> str:
     return str(Path(path).expanduser().absolute())
 
 
+def keep_item_attributes(config: RunConfig, run_dir: RunDir) -> None:
+    """A copy of an --item-attributes FILE in the run directory, so that the finished run
+    loads (recommend, serve, famerec.load) wherever it is moved, without the original file."""
+    source = config.model.item_attributes
+    if source and source != BUNDLED_ATTRIBUTES:
+        atomic_write(run_dir / ITEM_ATTRIBUTES, Path(source).read_bytes())
+
+
 def set_threads(threads: int, processes_per_node: int = 1) -> None:
     """Use `threads`, or every core this process may run on (shared by the processes that
     torchrun started on this node); more than that is refused (a huge count crashed the
@@ -124,6 +141,7 @@ def train_run(
     if config.data.path:
         config = config.with_overrides({"data.path": absolute(config.data.path)})
     own = {f"{config.model.name}.{k}": v for k, v in dataclasses.asdict(config.options).items()}
+    own["model.item_attributes"] = config.model.item_attributes
     config = config.with_overrides(absolute_paths(own))
     run_dir = RunDir(out)
     processes = distributed.join(config.train.device)  # one process, or a torchrun job's
@@ -180,6 +198,7 @@ def _train_claimed(
     if processes.is_main:
         if not run_dir.is_started:
             data.save(run_dir / DATASET)
+            keep_item_attributes(config, run_dir)
             write_json(run_dir / CONFIG, config.to_dict())
         elif resume:  # the device or threads may have changed; everything else is identical
             write_json(run_dir / CONFIG, config.to_dict())
