@@ -60,6 +60,8 @@ for name in names:
             continue
         files = [run_dir / f for f in keep if (run_dir / f).is_file()]
         bytes_ = sum(f.stat().st_size for f in files)
+        if bytes_ > 15 * 2**20:  # may not come back: say so rather than lose it silently
+            print(f"warning: {run_dir} is {bytes_ / 2**20:.1f} MiB, over 15 MiB, in a chunk alone")
         if size + bytes_ > 15 * 2**20 and chunks[-1]:
             chunks.append([])
             size = 0
