@@ -350,7 +350,7 @@ def add_experiment_commands(commands) -> None:
         cmd_experiment_run,
         "run what is not finished yet (resumes interrupted runs)",
         "Run every run of the spec that is not finished, J at a time, each as "
-        "`python -m famerec train ... --quiet`; copies each finished run's record.",
+        "`python -m famerec -q train ...`; copies each finished run's record.",
     )
     run.add_argument(
         "--jobs",

@@ -1,4 +1,4 @@
-"""Run a spec: each run is `python -m famerec train ... --quiet` in a subprocess, J at a time.
+"""Run a spec: each run is `python -m famerec -q train ...` in a subprocess, J at a time.
 
 A run with a record (or a finished run directory) is skipped, an interrupted one continues with
 --resume, a failed one is reported with the end of its output and the others go on.
