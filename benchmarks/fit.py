@@ -1,6 +1,7 @@
 """Does a model fit the training data better, or generalize better? Per model of one dataset's
 committed records: the training loss at the best-validation epoch (dropout on, the next-item
-loss alone where a run adds auxiliary terms), validation and test NDCG@10, means over seeds.
+loss alone where a run adds auxiliary terms), validation and test NDCG@10, means over seeds, and
+how much of its validation score a run keeps on test (test / valid, mean of the runs' ratios).
 
     python benchmarks/fit.py results/records/fame_beauty/beauty
 """
@@ -36,10 +37,11 @@ def main() -> None:
             rows.append(
                 [model.name, len(losses), f"{statistics.mean(losses):.4f}",
                  f"{statistics.mean(valid):.4f}", f"{statistics.mean(test):.4f}",
+                 f"{statistics.mean(t / v for t, v in zip(test, valid)):.3f}",
                  " ".join(map(str, best))]
             )  # fmt: skip
     headers = ["model", "runs", "train loss (best epoch)", "valid NDCG@10", "test NDCG@10"]
-    print(table([*headers, "best epochs"], rows, align="lrrrrl"))
+    print(table([*headers, "test / valid", "best epochs"], rows, align="lrrrrrl"))
 
 
 if __name__ == "__main__":
