@@ -1,7 +1,9 @@
 """Does a model fit the training data better, or generalize better? Per model of one dataset's
 committed records: the training loss at the best-validation epoch (dropout on, the next-item
 loss alone where a run adds auxiliary terms), validation and test NDCG@10, means over seeds, and
-how much of its validation score a run keeps on test (test / valid, mean of the runs' ratios).
+how much of its validation score a run keeps on test (test / valid, mean of the runs' ratios),
+and how sharp the validation peak that early stopping picked is (the best epoch's validation
+NDCG@10 over the mean of the up to four epochs within two of it, as a change in %).
 
     python benchmarks/fit.py results/records/fame_beauty/beauty
 """
@@ -22,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for model in sorted(p for p in args.folder.iterdir() if p.is_dir()):
-        losses, valid, test, best = [], [], [], []
+        losses, valid, test, best, peaks = [], [], [], [], []
         for run in sorted(model.iterdir()):
             if not (run / "metrics.json").is_file():
                 continue
@@ -33,15 +35,22 @@ def main() -> None:
             valid.append(metrics["valid"]["NDCG@10"])
             test.append(metrics["test"]["NDCG@10"])
             best.append(metrics["best_epoch"])
+            curve = {e["epoch"]: e["valid"]["NDCG@10"] for e in epochs}
+            near = [curve[e] for e in range(best[-1] - 2, best[-1] + 3) if e in curve]
+            near.remove(curve[best[-1]])
+            if near:
+                peaks.append(curve[best[-1]] / statistics.mean(near) - 1)
         if losses:
             rows.append(
                 [model.name, len(losses), f"{statistics.mean(losses):.4f}",
                  f"{statistics.mean(valid):.4f}", f"{statistics.mean(test):.4f}",
                  f"{statistics.mean(t / v for t, v in zip(test, valid)):.3f}",
+                 f"{100 * statistics.mean(peaks):+.2f} %" if peaks else "",
                  " ".join(map(str, best))]
             )  # fmt: skip
     headers = ["model", "runs", "train loss (best epoch)", "valid NDCG@10", "test NDCG@10"]
-    print(table([*headers, "test / valid", "best epochs"], rows, align="lrrrrrl"))
+    extra = ["test / valid", "peak over neighbours", "best epochs"]
+    print(table([*headers, *extra], rows, align="lrrrrrrl"))
 
 
 if __name__ == "__main__":
