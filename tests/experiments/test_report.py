@@ -114,3 +114,14 @@ def test_versus_must_name_another_model(tmp_path):
         write_spec(tmp_path, pending.replace('"continued"\n', '"later"\n', 1))
     with pytest.raises(SpecError, match=r"versus = \['continued'\] must name"):
         write_spec(tmp_path, VERSUS.replace('"continued"\n', '["continued"]\n', 1))
+
+
+def test_a_spec_of_controls_only_says_that_nothing_is_selected(tmp_path):
+    controls = VERSUS.split("[models.fame]")[1].replace("continued", "sasrec", 1)
+    spec = write_spec(
+        tmp_path, "[models.fame]" + controls.replace("[models.continued]", "[models.sasrec]")
+    )
+    text = write_report(spec, out=tmp_path / "out", plots=False)
+    assert "Every model runs its one setting with seeds 1, 2; nothing is selected." in text
+    assert "validation trials per dataset" not in text
+    assert "every model gets  validation" not in text

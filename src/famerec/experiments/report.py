@@ -114,17 +114,31 @@ def header(context: Context) -> str:
         f"`{context.show(spec.records_dir)}` alone (no weights); do not edit by hand. The runs: "
         f"`famerec experiment run {spec_path}`. Protocol: `results/README.md`.",
         "",
-        f"Selection on validation {spec.metric} only: every model gets "
-        f"{' / '.join(map(str, sorted(trials)))} validation trials per dataset (seed "
-        f"{spec.seeds[0]}); its best trial is its selected setting"
-        + (f", rerun with seeds {', '.join(map(str, spec.seeds[1:]))}" if spec.seeds[1:] else "")
-        + ". Test metrics are shown for the selected settings only.",
+        selection_line(spec, trials),
         "",
         provenance(records, len(done), len(plan.runs)),
     ]
     if spec.pending():
         lines += ["", f"Not run: {spec.pending()}."]
     return "\n".join(lines)
+
+
+def selection_line(spec: Spec, trials: set[int]) -> str:
+    """How settings were selected; a spec of controls only (one setting each, every seed) has
+    no trials to select among."""
+    others = ", ".join(map(str, spec.seeds[1:]))
+    if not trials:
+        return (
+            f"Every model runs its one setting with seeds {', '.join(map(str, spec.seeds))}; "
+            f"nothing is selected. Test metrics: each model's runs."
+        )
+    return (
+        f"Selection on validation {spec.metric} only: every model gets "
+        f"{' / '.join(map(str, sorted(trials)))} validation trials per dataset (seed "
+        f"{spec.seeds[0]}); its best trial is its selected setting"
+        + (f", rerun with seeds {others}" if others else "")
+        + ". Test metrics are shown for the selected settings only."
+    )
 
 
 def provenance(records: list[dict[str, Any]], done: int, total: int) -> str:
