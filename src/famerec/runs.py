@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from famerec.config import RunConfig
+from famerec.config import ModelConfig, RunConfig
 from famerec.data import SequenceData
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import SequentialRecommender, build_model
@@ -78,6 +78,14 @@ class TrainedRun:
     metrics: dict[str, Any]
 
 
+def kept_files(config: RunConfig, run_dir: RunDir) -> ModelConfig:
+    """The run's model config reading the files the run keeps a copy of (`--item-attributes
+    FILE`) from the run directory, so a run does not need the originals once it has started."""
+    if config.model.item_attributes and (run_dir / ITEM_ATTRIBUTES).is_file():
+        return replace(config.model, item_attributes=str(run_dir / ITEM_ATTRIBUTES))
+    return config.model
+
+
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
     """A finished run directory's config, data, best weights (eval mode) and metrics."""
     run_dir = RunDir(path)
@@ -90,10 +98,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun
             raise ConfigError(f"{path} is missing {name}")
     config = RunConfig.load(run_dir / CONFIG)
     data = SequenceData.load(run_dir / DATASET)
-    model_config = config.model
-    if model_config.item_attributes and (run_dir / ITEM_ATTRIBUTES).is_file():  # the run's copy
-        model_config = replace(model_config, item_attributes=str(run_dir / ITEM_ATTRIBUTES))
-    model = build_model(model_config, data.num_items, config.options)
+    model = build_model(kept_files(config, run_dir), data.num_items, config.options)
     if config.model.item_attributes:  # its attribute embeddings are scored: read them first
         model.attach_data(data)
     load_weights(model, run_dir / WEIGHTS)

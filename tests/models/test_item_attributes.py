@@ -137,3 +137,14 @@ def test_a_run_keeps_its_attribute_file_and_loads_without_the_original(
     (tmp_path / "run").rename(tmp_path / "moved")
     moved = load_run(tmp_path / "moved").model.score(torch.tensor([[0, 1, 2, 3]]))
     assert torch.equal(moved, scores)
+
+
+def test_a_run_resumes_from_its_own_copy_of_the_attribute_file(seq_file, tmp_path):
+    attributes = tmp_path / "attributes.json"
+    attributes.write_text(json.dumps({str(i): [i % 4] for i in range(1, 41)}))
+    base = tiny_overrides(seq_file, **{"model.hidden_size": 64, "train.epochs": 2})
+    config = RunConfig().with_overrides({**base, "model.item_attributes": str(attributes)})
+    assert train_run(config.validate(), tmp_path / "run", progress=False, stop_after=1) is None
+    attributes.unlink()
+    metrics = train_run(config.validate(), tmp_path / "run", resume=True, progress=False)
+    assert metrics["epochs_run"] == 2

@@ -26,7 +26,7 @@ from famerec.rundir import (
     atomic_write,
     write_json,
 )
-from famerec.runs import TrainedRun, load_run, resolve_device
+from famerec.runs import TrainedRun, kept_files, load_run, resolve_device
 from famerec.training import distributed
 from famerec.training.rundata import check_same_data
 from famerec.training.trainer import Trainer
@@ -190,7 +190,7 @@ def _train_claimed(
         check_source(source, summary, config.model.name)
 
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model, data.num_items, config.options)
+    model = build_model(kept_files(config, run_dir), data.num_items, config.options)
     model.attach_data(data)
     if source is not None:
         model.prepare(source.model, seed=config.train.seed)
