@@ -125,3 +125,43 @@ def test_a_spec_of_controls_only_says_that_nothing_is_selected(tmp_path):
     assert "Every model runs its one setting with seeds 1, 2; nothing is selected." in text
     assert "validation trials per dataset" not in text
     assert "every model gets  validation" not in text
+
+
+SCREENED = VERSUS.replace('versus = "continued"\n', 'versus = "continued"\nscreen = true\n', 1)
+
+
+@pytest.mark.parametrize(("valid", "passes"), [(0.2, False), (0.4, True)])
+def test_a_screened_model_runs_its_other_seeds_only_if_its_first_beats_its_control(
+    tmp_path, valid, passes
+):
+    spec = write_spec(tmp_path, SCREENED)
+
+    def fame_plan():
+        return Plan(spec, Store(spec.records_dir)).entries["toys", "fame"]
+
+    def finish(name: str, score: float) -> None:
+        for run in Plan(spec, Store(spec.records_dir)).runs:
+            if run.id and run.id.split("/")[1] == name and run.seed == 1 and run.state == READY:
+                fake_record(spec, run, score)
+
+    finish("fame", valid)
+    waiting = fame_plan().reruns
+    assert [r.state for r in waiting] == ["waiting"] and "screening" in waiting[0].reason
+    finish("continued", 0.3)  # the control's first seed: the screening can decide
+    screened = fame_plan()
+    if passes:
+        assert [r.state for r in screened.reruns] == [READY] and not screened.screened_out
+    else:
+        assert screened.reruns == [] and "screened out (seed 1: valid NDCG@10 0.20000" in (
+            screened.screened_out
+        )
+        while ready := [r for r in Plan(spec, Store(spec.records_dir)).runs if r.state == READY]:
+            for run in ready:
+                fake_record(spec, run, 0.3)
+        text = write_report(spec, out=tmp_path / "out", plots=False)
+        assert text.count("screened out (seed 1") == 2  # test table and controls table
+
+
+def test_screen_needs_a_control_with_versus(tmp_path):
+    with pytest.raises(SpecError, match="screen = true"):
+        write_spec(tmp_path, SCREENED.replace('versus = "continued"\n', "", 1))

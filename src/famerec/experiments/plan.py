@@ -107,6 +107,7 @@ class EntryPlan:
     support: list[Run] = field(default_factory=list)  # started from by other models' runs
     selected: Run | None = None  # the best trial on validation (controls: their first run)
     pool: list[Run] = field(default_factory=list)  # the trials that compete for selection
+    screened_out: str = ""  # why its other seeds do not run (`screen = true`), if so
 
     @property
     def runs(self) -> list[Run]:
@@ -188,6 +189,9 @@ class Plan:
         for dataset in spec.datasets:
             for entry in spec.run_order():
                 self.entries[dataset.name, entry.name] = self.build(dataset, entry)
+        for plan in self.entries.values():
+            if plan.entry.screen:
+                self.screen(plan)
 
     @property
     def runs(self) -> list[Run]:
@@ -247,6 +251,29 @@ class Plan:
                 Run(dataset.name, entry.name, SEED_STAGE, s, None, reason=reason) for s in others
             ]
         return plan
+
+    def screen(self, plan: EntryPlan) -> None:
+        """`screen = true`: the other seeds run only if the first seed's validation score beats
+        that of the control it names (`versus`) at the same seed; chosen on validation only."""
+        first, entry, dataset = plan.trials[0], plan.entry, plan.dataset
+        if any(run.state == DONE for run in plan.reruns):  # already run: keep them in sight
+            return
+        control = self.entries[dataset.name, entry.versus].selected
+        seed = self.spec.seeds[0]
+        if first.state != DONE or control is None or control.state != DONE:
+            why = f"waits for the screening: seed {seed} of {entry.name} and of {entry.versus}"
+            plan.reruns = [
+                Run(dataset.name, entry.name, CONTROL_STAGE, run.seed, None, reason=why)
+                for run in plan.reruns
+            ]
+            return
+        mine, theirs = self.score(first), self.score(control)
+        if mine <= theirs:
+            plan.reruns = []
+            plan.screened_out = (
+                f"screened out (seed {seed}: valid {self.spec.metric} {mine:.5f}, "
+                f"{entry.versus} {theirs:.5f})"
+            )
 
     def materialize(
         self, dataset: Dataset, entry: Entry, stage: str, names: dict[str, Any], seed: int

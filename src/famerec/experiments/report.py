@@ -76,6 +76,8 @@ def load_paper(spec: Spec) -> dict[str, Any]:
 def finished_selection(entry_plan: EntryPlan) -> list[Run]:
     """The selected setting's runs (one per seed), once all of them are finished."""
     runs = entry_plan.selected_runs
+    if entry_plan.screened_out:
+        return []
     return runs if runs and all(run.state == DONE for run in runs) else []
 
 
@@ -204,7 +206,8 @@ def results_table(context: Context, dataset: Dataset) -> str:
         runs = finished_selection(entry_plan)
         if not runs:
             done = sum(r.state == DONE for r in entry_plan.runs)
-            state = f"not finished ({done} of {len(entry_plan.runs)} runs)"
+            unfinished = f"not finished ({done} of {len(entry_plan.runs)} runs)"
+            state = entry_plan.screened_out or unfinished
             rows.append([entry.label, state, "", *[""] * len(METRIC_NAMES), "", ""])
             continue
         tests = [context.store.metrics(r.id)["test"] for r in runs]
@@ -260,7 +263,8 @@ def versus_table(context: Context, dataset: Dataset) -> str:
         runs = finished_selection(context.plan.entries[dataset.name, entry.name])
         other_runs = finished_selection(context.plan.entries[dataset.name, other.name])
         if not runs or not other_runs:
-            rows.append([entry.label, other.label, "not finished", "", "", "", ""])
+            screened = context.plan.entries[dataset.name, entry.name].screened_out
+            rows.append([entry.label, other.label, screened or "not finished", "", "", "", ""])
             continue
         mine, theirs = (
             statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in group)

@@ -77,6 +77,7 @@ class Entry:
     control: bool = False  # one setting, no search: run with every seed
     select_from: tuple[str, ...] = ()  # stages whose trials compete for selection
     versus: str | None = None  # the model (its control) this one is also tested against
+    screen: bool = False  # a control whose other seeds run only if its first beats `versus`
 
     @property
     def trials(self) -> int:
@@ -370,7 +371,7 @@ class _Loader:
         meta = self.split(
             payload,
             where,
-            {"label", "paper", "pending", "control", "select_from", "versus"},
+            {"label", "paper", "pending", "control", "select_from", "versus", "screen"},
             {"stages"},
             settings=True,
         )
@@ -384,6 +385,12 @@ class _Loader:
         if pending is True:
             pending = "not implemented yet"
         control = bool(meta.get("control", False))
+        screen = meta.get("screen", False)
+        if not isinstance(screen, bool) or (screen and not (control and meta.get("versus"))):
+            raise self.fail(
+                f"{where}: screen = true (its other seeds run only if its first seed beats its "
+                "control on validation) needs control = true and versus"
+            )
         if control and stages:
             raise self.fail(f"{where}: a control runs one setting and has no stages")
         if not control and not stages and pending is None:
@@ -410,6 +417,7 @@ class _Loader:
             control=control,
             select_from=select_from,
             versus=meta.get("versus"),
+            screen=screen,
         )
 
     def stage(self, where: str, payload: Any) -> Stage:
