@@ -8,6 +8,7 @@ from famerec.cli import main
 from famerec.experiments import Plan, SpecError, Store, load_spec
 from famerec.experiments.plan import READY
 from famerec.experiments.report import write_report
+from famerec.experiments.status import status
 from tests.experiments.helpers import REPO, fake_record, write_spec
 
 SMOKE = REPO / "experiments/smoke.toml"
@@ -160,6 +161,7 @@ def test_a_screened_model_runs_its_other_seeds_only_if_its_first_beats_its_contr
                 fake_record(spec, run, 0.3)
         text = write_report(spec, out=tmp_path / "out", plots=False)
         assert text.count("screened out (seed 1") == 2  # test table and controls table
+        assert "screened out (seed 1" in status(spec)
 
 
 def test_screen_needs_a_control_with_versus(tmp_path):

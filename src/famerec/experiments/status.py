@@ -33,7 +33,8 @@ def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
                         sum(run.state == READY for run in runs),
                         sum(run.state == WAITING for run in runs),
                         best,
-                        "; ".join(sorted({run.reason for run in runs if run.state == WAITING})),
+                        entry_plan.screened_out
+                        or "; ".join(sorted({r.reason for r in runs if r.state == WAITING})),
                     ]
                 )
     headers = [
@@ -44,7 +45,7 @@ def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
         "ready",
         "waiting",
         f"best valid {spec.metric} so far",
-        "waiting for",
+        "waiting for (or why not)",
     ]
     lines = [grid_summary(spec, plan), "", table(headers, rows, align="lllrrrll")]
     selected = [
