@@ -75,9 +75,9 @@ def load_paper(spec: Spec) -> dict[str, Any]:
 
 def finished_selection(entry_plan: EntryPlan) -> list[Run]:
     """The selected setting's runs (one per seed), once all of them are finished."""
-    runs = entry_plan.selected_runs
     if entry_plan.screened_out:
         return []
+    runs = entry_plan.selected_runs
     return runs if runs and all(run.state == DONE for run in runs) else []
 
 

@@ -200,8 +200,8 @@ class Runner:
         out = self.store.run_dir(run.id)
         resume = (out / "config.json").is_file()
         args = train_command(run.settings, out, self.threads, self.device, resume, self.precision)
-        kept = started_precision(out) if resume and "train.precision" not in run.settings else None
-        if self.precision and kept and kept != self.precision:
+        kept = args[args.index("--precision") + 1] if self.precision else None
+        if resume and kept != self.precision and "train.precision" not in run.settings:
             self.say(f"{run.label}: resumed at {kept}, the precision it started with")
         return args, resume
 
