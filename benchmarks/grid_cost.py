@@ -1,0 +1,132 @@
+"""What would an experiment spec cost on this CPU? Counts the spec's runs per dataset and model
+(every stage, every seed, whether it is ready or waits for a selection) and prices each run at
+the mean wall time of the committed records (any spec's) of the same model and dataset, trained
+on the CPU from scratch or from another run as the spec's run is, with one thread (else with
+two, which is cheaper: said so). Where no such record exists, the model's Beauty mean is scaled
+by the dataset's SASRec ratio to Beauty; where a model has no finished run at all, an unfinished
+run directory (`--runs`) gives a lower bound: the minutes its epochs so far took.
+
+    python benchmarks/grid_cost.py experiments/table2.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from famerec.experiments.plan import Plan, Store
+from famerec.experiments.spec import load_spec
+from famerec.report import table
+
+Key = tuple[str, str, bool]  # dataset, model, started from another run
+
+
+def record_walls(records: Path) -> dict[tuple[Key, int], list[float]]:
+    """Minutes of wall time of every finished CPU run, by (dataset, model, started) and threads."""
+    walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
+    for path in records.glob("*/*/*/*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        train = metrics["config"]["train"]
+        if metrics.get("device") != "cpu" or not metrics.get("wall_seconds"):
+            continue
+        key = (metrics["dataset"]["name"], metrics["model"], bool(train.get("init_from")))
+        walls[key, train.get("threads")].append(metrics["wall_seconds"] / 60)
+    return walls
+
+
+def unfinished_minutes(runs: Path) -> dict[Key, float]:
+    """Minutes spent so far by the longest unfinished one-thread CPU run of each key."""
+    spent: dict[Key, float] = {}
+    for log in runs.glob("**/log.jsonl"):
+        folder = log.parent
+        if (folder / "metrics.json").is_file() or not (folder / "config.json").is_file():
+            continue
+        config = json.loads((folder / "config.json").read_text())
+        train = config["train"]
+        if train.get("threads") != 1 or train.get("device") not in ("cpu", "auto"):
+            continue
+        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        minutes = sum(e["train_seconds"] + e.get("eval_seconds", 0.0) for e in epochs) / 60
+        key = (config["data"]["dataset"], config["model"]["name"], bool(train.get("init_from")))
+        spent[key] = max(spent.get(key, 0.0), minutes)
+    return spent
+
+
+def price(
+    key: Key, walls: dict[tuple[Key, int], list[float]], spent: dict[Key, float]
+) -> tuple[float, str] | None:
+    """Minutes per run of `key` and where the figure comes from."""
+    dataset, model, started = key
+    sasrec = {}
+    for (d, m, s), threads in walls:
+        if m == "sasrec" and not s and threads == 1:
+            sasrec[d] = statistics.mean(walls[(d, m, s), threads])
+    ratio = sasrec.get(dataset, 0.0) / sasrec["beauty"] if "beauty" in sasrec else 0.0
+    for threads, note in ((1, "records"), (2, "records, 2 threads")):
+        if (key, threads) in walls:
+            return statistics.mean(walls[key, threads]), note
+    for threads, note in ((1, ""), (2, ", 2 threads")):
+        beauty = (("beauty", model, started), threads)
+        if beauty in walls and ratio:
+            minutes = statistics.mean(walls[beauty]) * ratio
+            return minutes, f"Beauty x {ratio:.2f}{note}"
+    if key in spent:
+        return spent[key], "at least (unfinished run)"
+    if ("beauty", model, started) in spent and ratio:
+        minutes = spent["beauty", model, started] * ratio
+        return minutes, f"at least (unfinished Beauty x {ratio:.2f})"
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--records", type=Path, default=Path("results/records"))
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    args = parser.parse_args()
+
+    spec = load_spec(args.spec)
+    plan = Plan(spec, Store(spec.records_dir))
+    counts: dict[Key, int] = defaultdict(int)
+    for (dataset, entry), entry_plan in plan.entries.items():
+        settings = entry_plan.entry.settings
+        model = str(settings.get("model.name", entry))
+        counts[dataset, model, "train.init_from" in settings] += len(entry_plan.runs)
+    walls = record_walls(args.records)
+    spent = unfinished_minutes(args.runs) if args.runs.is_dir() else {}
+
+    rows, total, bound, unpriced = [], 0.0, 0.0, 0
+    for key, runs in sorted(counts.items()):
+        dataset, model, started = key
+        name = f"{model} (from a run)" if started else model
+        priced = price(key, walls, spent)
+        if priced is None:
+            rows.append([dataset, name, runs, "", "", "no run yet"])
+            unpriced += runs
+            continue
+        minutes, source = priced
+        hours = runs * minutes / 60
+        if source.startswith("at least"):
+            bound += hours
+        else:
+            total += hours
+        rows.append([dataset, name, runs, f"{minutes:.1f}", f"{hours:.1f}", source])
+    print(
+        table(
+            ["dataset", "model", "runs", "min / run", "core-hours", "priced from"],
+            rows,
+            align="llrrrl",
+        )
+    )
+    print(
+        f"\n{sum(counts.values())} runs: {total:.0f} core-hours priced from finished runs, "
+        f"at least {bound:.0f} more from unfinished ones, {unpriced} runs not priced (no run yet); "
+        f"at least {(total + bound) / 2:.0f} h of wall on two cores, one run per core"
+    )
+
+
+if __name__ == "__main__":
+    main()
