@@ -105,6 +105,14 @@ def test_a_model_is_tested_against_the_control_it_names(tmp_path):
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:5] == ["fame", "continued", "0.2200", "0.2500", "-12.0 %"]
     assert "| sasrec " not in section  # only models that name a control
+    # every seed of a control is in the validation table (its speed, its spread), none selected
+    trials = text.split("### Trials (validation)")[1].split("###")[0].splitlines()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in trials]
+    control = [row for row in rows if row[0] == "continued"]
+    assert [(row[1], row[3], row[-1]) for row in control] == [
+        ("control", "1", ""),
+        ("control", "2", ""),
+    ]
 
 
 def test_versus_must_name_another_model(tmp_path):

@@ -300,10 +300,10 @@ def trials_table(context: Context, dataset: Dataset) -> str:
     spec, plan = context.spec, context.plan
     rows = []
     for entry in spec.run_order():
-        if entry.control:  # one setting: nothing to select
-            continue
         entry_plan = plan.entries[dataset.name, entry.name]
-        for run in entry_plan.trials + entry_plan.support:
+        # a control selects nothing: all its seeds are listed, for their speed and validation
+        runs = entry_plan.runs if entry.control else entry_plan.trials + entry_plan.support
+        for run in runs:
             if run.state != DONE:
                 continue
             metrics = context.store.metrics(run.id)
@@ -311,7 +311,7 @@ def trials_table(context: Context, dataset: Dataset) -> str:
                 epoch_seconds = sorted(r["train_seconds"] for r in context.store.read(run.id, LOG))
             except SpecError:  # a record without its log
                 epoch_seconds = []
-            mark = "selected" if run is entry_plan.selected else ""
+            mark = "selected" if run is entry_plan.selected and not entry.control else ""
             rows.append(
                 [
                     entry.name,
@@ -342,7 +342,8 @@ def trials_table(context: Context, dataset: Dataset) -> str:
     ]
     caption = (
         "Every finished trial on the validation split (what selection reads; support runs are "
-        "the settings other models start from, not trials). Test metrics of trials that were "
+        "the settings other models start from, not trials), and every seed of each control "
+        "(stage `control`, nothing selected). Test metrics of trials that were "
         "not selected stay in the records and are not shown. s / epoch: the median training "
         "seconds per epoch in the run's log (epoch hooks included), on the record's machine with "
         "that many threads."
