@@ -1,0 +1,31 @@
+"""benchmarks/grid_cost.py: how a run without its own record is priced."""
+
+from benchmarks.grid_cost import price
+
+WALLS = {
+    (("beauty", "sasrec", False), 1): [10.0, 12.0],
+    (("toys", "sasrec", False), 1): [22.0],
+    (("beauty", "core", False), 1): [8.0],
+    (("beauty", "gru4rec", False), 2): [6.0],
+}
+
+
+def test_a_run_is_priced_from_its_own_records_first():
+    assert price(("beauty", "sasrec", False), WALLS, {}) == (11.0, "records")
+    assert price(("beauty", "gru4rec", False), WALLS, {}) == (6.0, "records, 2 threads")
+
+
+def test_another_dataset_scales_beauty_by_sasrecs_ratio():
+    minutes, source = price(("toys", "core", False), WALLS, {})
+    assert minutes == 8.0 * 2 and source == "Beauty x 2.00"
+
+
+def test_an_unfinished_run_gives_a_lower_bound_and_nothing_gives_none():
+    spent = {("beauty", "miasrec", False): 120.0}
+    assert price(("beauty", "miasrec", False), WALLS, spent) == (120.0, "at least (unfinished run)")
+    minutes, source = price(("toys", "miasrec", False), WALLS, spent)
+    assert minutes == 240.0 and source.startswith("at least (unfinished Beauty")
+    assert price(("beauty", "msgifsr", False), WALLS, spent) is None
+    assert (
+        price(("beauty", "sasrec", True), WALLS, spent) is None
+    )  # started from a run: not priced as a scratch run
