@@ -1,5 +1,6 @@
 """Reports from records alone: the committed smoke report is what its records give."""
 
+import json
 import statistics
 
 import pytest
@@ -175,3 +176,30 @@ def test_a_screened_model_runs_its_other_seeds_only_if_its_first_beats_its_contr
 def test_screen_needs_a_control_with_versus(tmp_path):
     with pytest.raises(SpecError, match="screen = true"):
         write_spec(tmp_path, SCREENED.replace('versus = "continued"\n', "", 1))
+
+
+def test_status_says_how_far_an_unfinished_run_got(tmp_path):
+    spec = write_spec(tmp_path, VERSUS)
+    first = next(r for r in Plan(spec, Store(spec.records_dir)).runs if r.state == READY)
+    folder = spec.runs_dir / first.id
+    folder.mkdir(parents=True)
+    epochs = [(1, 0.10, 0), (2, 0.15, 0), (3, 0.12, 1)]
+    (folder / "log.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "train_seconds": 60.0,
+                    "eval_seconds": 0.0,
+                    "valid": {"NDCG@10": valid},
+                    "stopping": {"epochs_without_best": since, "patience": 10},
+                }
+            )
+            + "\n"
+            for epoch, valid, since in epochs
+        )
+    )
+    text = status(spec).split("started, not finished (they resume):")[1]
+    row = next(line for line in text.splitlines() if line.startswith(f"| {first.id} "))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:] == ["3", "0.1500 (2)", "1 / 10", "3m00s"]

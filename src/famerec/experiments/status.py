@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from famerec.experiments.plan import DONE, READY, WAITING, Plan, Store, describe_settings
-from famerec.experiments.runner import grid_summary
+from famerec.experiments.plan import DONE, READY, WAITING, Plan, Run, Store, describe_settings
+from famerec.experiments.runner import format_seconds, grid_summary
 from famerec.experiments.spec import Spec
 from famerec.report import table
 
@@ -55,6 +56,24 @@ def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
     ]
     if selected:
         lines += ["", f"selected on validation {spec.metric}:", *selected]
+    started = [
+        row
+        for run in plan.runs
+        if run.state == READY and (row := progress(store, run, spec.metric))
+    ]
+    if started:
+        headers = [
+            "run",
+            "epochs",
+            f"best valid {spec.metric} (epoch)",
+            "since best / patience",
+            "time",
+        ]
+        lines += [
+            "",
+            "started, not finished (they resume):",
+            table(headers, started, align="lrlrr"),
+        ]
     unrecorded = [r.id for r in plan.runs if r.state == DONE and not store.has_record(r.id)]
     if unrecorded:
         lines += [
@@ -63,3 +82,29 @@ def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
             "`famerec experiment run` records them",
         ]
     return "\n".join(lines)
+
+
+def progress(store: Store, run: Run, metric: str) -> list | None:
+    """An unfinished run's epochs so far, from its run directory's log; None if it has none
+    (long runs such as MiaSRec's span sittings: this says how far they got)."""
+    if store.runs_dir is None or run.id is None:
+        return None
+    try:
+        text = (store.run_dir(run.id) / "log.jsonl").read_text()
+        epochs = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError):
+        return None
+    epochs = [e for e in epochs if metric in e.get("valid", {})]
+    if not epochs:
+        return None
+    best = max(epochs, key=lambda e: e["valid"][metric])
+    stopping = epochs[-1].get("stopping", {})
+    since = f"{stopping.get('epochs_without_best', '')} / {stopping.get('patience', '')}"
+    seconds = sum(e.get("train_seconds", 0.0) + e.get("eval_seconds", 0.0) for e in epochs)
+    return [
+        run.id,
+        epochs[-1]["epoch"],
+        f"{best['valid'][metric]:.4f} ({best['epoch']})",
+        since if stopping else "",
+        format_seconds(seconds),
+    ]
