@@ -20,6 +20,7 @@ from pathlib import Path
 from famerec.experiments.plan import Plan, Store
 from famerec.experiments.spec import load_spec
 from famerec.report import table
+from famerec.rundir import CONFIG, LOG, METRICS, RunDir
 
 Key = tuple[str, str, bool]  # dataset, model, started from another run
 
@@ -27,7 +28,7 @@ Key = tuple[str, str, bool]  # dataset, model, started from another run
 def record_walls(records: Path) -> dict[tuple[Key, int], list[float]]:
     """Minutes of wall time of every finished CPU run, by (dataset, model, started) and threads."""
     walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
-    for path in records.glob("*/*/*/*/metrics.json"):
+    for path in records.glob(f"*/*/*/*/{METRICS}"):
         metrics = json.loads(path.read_text())
         train = metrics["config"]["train"]
         if metrics.get("device") != "cpu" or not metrics.get("wall_seconds"):
@@ -40,15 +41,15 @@ def record_walls(records: Path) -> dict[tuple[Key, int], list[float]]:
 def unfinished_minutes(runs: Path) -> dict[Key, float]:
     """Minutes spent so far by the longest unfinished one-thread CPU run of each key."""
     spent: dict[Key, float] = {}
-    for log in runs.glob("**/log.jsonl"):
-        folder = log.parent
-        if (folder / "metrics.json").is_file() or not (folder / "config.json").is_file():
+    for log in runs.glob(f"**/{LOG}"):
+        folder = RunDir(log.parent)
+        if (folder / METRICS).is_file() or not (folder / CONFIG).is_file():
             continue
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / CONFIG).read_text())
         train = config["train"]
         if train.get("threads") != 1 or train.get("device") not in ("cpu", "auto"):
             continue
-        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        epochs = folder.read_log()
         minutes = sum(e["train_seconds"] + e.get("eval_seconds", 0.0) for e in epochs) / 60
         key = (config["data"]["dataset"], config["model"]["name"], bool(train.get("init_from")))
         spent[key] = max(spent.get(key, 0.0), minutes)

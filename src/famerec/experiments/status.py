@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from famerec.experiments.plan import DONE, READY, WAITING, Plan, Run, Store, describe_settings
 from famerec.experiments.runner import format_seconds, grid_summary
 from famerec.experiments.spec import Spec
 from famerec.report import table
+from famerec.rundir import RunDir
 
 
 def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
@@ -90,9 +90,8 @@ def progress(store: Store, run: Run, metric: str) -> list | None:
     if store.runs_dir is None or run.id is None:
         return None
     try:
-        text = (store.run_dir(run.id) / "log.jsonl").read_text()
-        epochs = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
+        epochs = RunDir(store.run_dir(run.id)).read_log()
+    except OSError:
         return None
     epochs = [e for e in epochs if metric in e.get("valid", {})]
     if not epochs:
