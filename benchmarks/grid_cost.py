@@ -1,8 +1,8 @@
 """What would an experiment spec cost on this CPU? Counts the spec's runs per dataset and model
 (every stage, every seed, whether it is ready or waits for a selection) and prices each run at
 the mean wall time of the committed records (any spec's) of the same model and dataset, trained
-on the CPU from scratch or from another run as the spec's run is, with one thread (else with
-two, which is cheaper: said so). Where no such record exists, the model's Beauty mean is scaled
+on the CPU in float32, from scratch or from another run as the spec's run is, with one thread
+(else with two, which is cheaper: said so). Where no such record exists, the model's Beauty mean is scaled
 by the dataset's SASRec ratio to Beauty; where a model has no finished run at all, an unfinished
 run directory (`--runs`) gives a lower bound: the minutes its epochs so far took.
 
@@ -31,7 +31,8 @@ def record_walls(records: Path) -> dict[tuple[Key, int], list[float]]:
     for path in records.glob(f"*/*/*/*/{METRICS}"):
         metrics = json.loads(path.read_text())
         train = metrics["config"]["train"]
-        if metrics.get("device") != "cpu" or not metrics.get("wall_seconds"):
+        cpu = metrics.get("device") == "cpu" and metrics.get("precision", "fp32") == "fp32"
+        if not cpu or not metrics.get("wall_seconds"):
             continue
         key = (metrics["dataset"]["name"], metrics["model"], bool(train.get("init_from")))
         walls[key, train.get("threads")].append(metrics["wall_seconds"] / 60)
