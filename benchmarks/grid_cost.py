@@ -2,9 +2,10 @@
 (every stage, every seed, whether it is ready or waits for a selection) and prices each run at
 the mean wall time of the committed records (any spec's) of the same model and dataset, trained
 on the CPU in float32, from scratch or from another run as the spec's run is, with one thread
-(else with two, which is cheaper: said so). Where no such record exists, the model's Beauty mean is scaled
-by the dataset's SASRec ratio to Beauty; where a model has no finished run at all, an unfinished
-run directory (`--runs`) gives a lower bound: the minutes its epochs so far took.
+(else with two, which is cheaper: said so). Where no such record exists, the model's Beauty
+mean is scaled by the dataset's SASRec ratio to Beauty; where a model has no finished run at
+all, an unfinished run directory (`--runs`) gives a lower bound: the minutes its epochs so far
+took.
 
     python benchmarks/grid_cost.py experiments/table2.toml
 """
