@@ -10,8 +10,14 @@
 # at the repository root, check `famerec experiment status SPEC`, regenerate the report and
 # commit) and weights-*.tar.gz: the weights of finished runs whose id matches WEIGHTS (default
 # '*/sasrec/*'; the runs that later runs start from), without checkpoints, in files of at most
-# 15 MiB. A run cut off by the time limit starts over next time. The machine needs no polars:
-# reading the bundled datasets does not import it.
+# 15 MiB. Runs cut off by the time limit come back too (RESUME, default '*', picks them): their
+# checkpoints and logs in checkpoints.tar.gz, split into parts of at most 15 MiB
+# (checkpoints.tar.gz.part-aa, -ab, ...); `cat checkpoints.tar.gz.part-* | tar xzf -` at the
+# repository root puts them back in runs/, and the next sitting, here or on the CPU, resumes
+# them after their last GPU epoch (the device may change between sittings: checkpoints load
+# onto the device of the run that resumes them). At most 8 files come back from a device call:
+# the log says when the parts would pass that. The machine needs no polars: reading the
+# bundled datasets does not import it.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -19,6 +25,7 @@ SECONDS_LEFT=${1:?usage: gpu_sitting.sh SECONDS PRECISION SPEC:JOBS:CORES...}
 PRECISION=${2:?precision: auto, fp32 or bf16}
 shift 2
 WEIGHTS=${WEIGHTS:-*/sasrec/*}
+RESUME=${RESUME:-*}
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 LOG=$OUT/sitting.log
 {
@@ -40,7 +47,7 @@ wait
 for name in "${names[@]}"; do
   grep -v "^start" "$OUT/$name.log" | tail -n 40 >>"$LOG"
   rm -f "$OUT/$name.log"
-  echo "$name: $(find "results/records/$name" -name record.json | wc -l) records" >>"$LOG"
+  echo "$name: $(find "results/records/$name" -name record.json 2>/dev/null | wc -l) records" >>"$LOG"
 done
 echo "wall $(($(date +%s) - start)) s" >>"$LOG"
 dirs=$(for name in "${names[@]}"; do echo "results/records/$name"; done)
@@ -73,4 +80,27 @@ for i, files in enumerate(c for c in chunks if c):
             tar.add(f)
     print(f"weights-{i}.tar.gz: {len(files)} files")
 PY
+# Unfinished runs (a checkpoint, no record) whose id matches RESUME: what resuming needs.
+python3 - "$RESUME" "${names[@]}" <<'PY' >"$OUT/unfinished.txt" 2>>"$LOG"
+import fnmatch, pathlib, sys
+pattern, names = sys.argv[1], sys.argv[2:]
+keep = ("config.json", "dataset.npz", "log.jsonl", "model.safetensors", "checkpoint.pt")
+for name in names:
+    runs = pathlib.Path("runs") / name
+    for checkpoint in sorted(runs.glob("*/*/*/checkpoint.pt")):
+        run_id = str(checkpoint.parent.relative_to(runs))
+        record = pathlib.Path("results/records") / name / run_id / "record.json"
+        if record.is_file() or not fnmatch.fnmatch(run_id, pattern):
+            continue
+        for f in keep:
+            if (checkpoint.parent / f).is_file():
+                print(checkpoint.parent / f)
+PY
+if [ -s "$OUT/unfinished.txt" ]; then
+  tar czf - -T "$OUT/unfinished.txt" | split -b 15M - "$OUT/checkpoints.tar.gz.part-"
+  echo "unfinished runs back: $(sed -n 's|/checkpoint.pt$||p' "$OUT/unfinished.txt" | tr '\n' ' ')" >>"$LOG"
+  files=$(find "$OUT" -maxdepth 1 -type f ! -name unfinished.txt | wc -l)
+  [ "$files" -le 8 ] || echo "warning: $files files in \$OUT, only 8 come back: narrow RESUME or WEIGHTS" >>"$LOG"
+fi
+rm -f "$OUT/unfinished.txt"
 cat "$LOG"

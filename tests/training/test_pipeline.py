@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from famerec.config import RunConfig
-from famerec.errors import ConfigError
+from famerec.errors import ConfigError, FamerecError
 from famerec.evaluation import metrics_from_ranks
 from famerec.rundir import read_ranks
 from famerec.training import load_run, resolve_config, train_run
@@ -104,6 +104,37 @@ def test_resume_refuses_changed_settings(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match="hidden_size"):
         resolve_config(out, {"model.hidden_size": 32}, resume=True)
     assert resolve_config(out, {"train.threads": 2}, resume=True).train.threads == 2
+
+
+def test_resume_follows_moved_data_but_refuses_other_data(seq_file, tmp_path):
+    """A run cut off on one machine resumes on another, where the data lies elsewhere."""
+    config = RunConfig().with_overrides(tiny_overrides(seq_file, **{"train.epochs": 3}))
+    whole = train_run(config, tmp_path / "whole", progress=False)
+    out = tmp_path / "cut"
+    train_run(config, out, progress=False, stop_after=1)
+    moved = tmp_path / "elsewhere" / "data.txt"
+    moved.parent.mkdir()
+    moved.write_bytes(seq_file.read_bytes())
+    resumed = train_run(
+        resolve_config(out, {"data.path": str(moved)}, resume=True),
+        out,
+        resume=True,
+        progress=False,
+    )
+    assert resumed["test"] == whole["test"]
+    assert json.loads((out / "config.json").read_text())["data"]["path"] == str(moved)
+
+    other = tmp_path / "other.txt"
+    other.write_text("".join(sorted(seq_file.read_text().splitlines(keepends=True))[1:]))
+    cut = tmp_path / "cut2"
+    train_run(config, cut, progress=False, stop_after=1)
+    with pytest.raises(FamerecError, match="is not the data this run started with"):
+        train_run(
+            resolve_config(cut, {"data.path": str(other)}, resume=True),
+            cut,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_fame_from_sasrec_run_records_its_origin(seq_file, tmp_path):

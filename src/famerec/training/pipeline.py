@@ -35,8 +35,16 @@ __all__ = ["TrainedRun", "load_run", "resolve_config", "train_run"]
 
 log = logging.getLogger("famerec")
 
-# Settings that may change when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = {"train.device", "train.threads", "train.compile", "train.eval_batch_size"}
+# Settings that may change when a run is resumed: they do not change what is computed. The
+# data file may move (another checkout, another machine): what it holds must still be the
+# data of the run's dataset.npz (check_same_data).
+RESUMABLE_CHANGES = {
+    "train.device",
+    "train.threads",
+    "train.compile",
+    "train.eval_batch_size",
+    "data.path",
+}
 
 
 def dataset_summary(data: SequenceData) -> dict[str, Any]:
@@ -200,7 +208,7 @@ def _train_claimed(
             data.save(run_dir / DATASET)
             keep_item_attributes(config, run_dir)
             write_json(run_dir / CONFIG, config.to_dict())
-        elif resume:  # the device or threads may have changed; everything else is identical
+        elif resume:  # device, threads or data path may have changed; nothing else
             write_json(run_dir / CONFIG, config.to_dict())
 
     started = time.perf_counter()
