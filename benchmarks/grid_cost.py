@@ -45,7 +45,7 @@ def unfinished_minutes(runs: Path) -> dict[Key, float]:
     spent: dict[Key, float] = {}
     for log in runs.glob(f"**/{LOG}"):
         folder = RunDir(log.parent)
-        if (folder / METRICS).is_file() or not (folder / CONFIG).is_file():
+        if folder.is_finished or not folder.is_started:
             continue
         config = json.loads((folder / CONFIG).read_text())
         train = config["train"]
