@@ -56,7 +56,7 @@ tar czf "$OUT/records.tar.gz" $dirs 2>>"$LOG"
 python3 - "$OUT" "$WEIGHTS" "${names[@]}" <<'PY' >>"$LOG" 2>&1
 import fnmatch, pathlib, sys, tarfile
 out, pattern, names = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-keep = ("config.json", "dataset.npz", "model.safetensors", "metrics.json")
+keep = ("config.json", "dataset.npz", "model.safetensors", "metrics.json", "item_attributes.json")
 chunks, size = [[]], 0
 for name in names:
     records = pathlib.Path("results/records") / name
@@ -84,7 +84,8 @@ PY
 python3 - "$RESUME" "${names[@]}" <<'PY' >"$OUT/unfinished.txt" 2>>"$LOG"
 import fnmatch, pathlib, sys
 pattern, names = sys.argv[1], sys.argv[2:]
-keep = ("config.json", "dataset.npz", "log.jsonl", "model.safetensors", "checkpoint.pt")
+keep = ("config.json", "dataset.npz", "log.jsonl", "model.safetensors", "checkpoint.pt",
+        "item_attributes.json")
 for name in names:
     runs = pathlib.Path("runs") / name
     for checkpoint in sorted(runs.glob("*/*/*/checkpoint.pt")):
@@ -95,6 +96,8 @@ for name in names:
         for f in keep:
             if (checkpoint.parent / f).is_file():
                 print(checkpoint.parent / f)
+        for f in sorted((checkpoint.parent / "inputs").glob("*")):  # the run's attribute files
+            print(f)
 PY
 if [ -s "$OUT/unfinished.txt" ]; then
   tar czf - -T "$OUT/unfinished.txt" | split -b 15M - "$OUT/checkpoints.tar.gz.part-"

@@ -363,6 +363,24 @@ def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def file_settings(config: RunConfig) -> dict[str, list[str]]:
+    """The set values of `paths` fields, by key ("model.item_attributes", "fame.attributes"),
+    split into their comma-separated parts: the files a run reads besides its data."""
+    sections = {
+        "data": config.data,
+        "model": config.model,
+        "train": config.train,
+        config.model.name: config.options,
+    }
+    found = {}
+    for section_name, section in sections.items():
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if f.metadata.get("paths") and value:
+                found[f"{section_name}.{f.name}"] = [part.strip() for part in value.split(",")]
+    return found
+
+
 def _flag_of(section: str, name: str) -> str:
     sections = {**SECTIONS, **_model_sections()}
     for f in dataclasses.fields(sections.get(section, ModelOptions)):

@@ -27,6 +27,7 @@ PRETRAIN = "pretrain"
 INPUT = "input.parquet"  # in-memory data given to famerec.train(), kept with its run
 RANKS = "ranks.npz"  # per-user ranks of the validation and test items
 ITEM_ATTRIBUTES = "item_attributes.json"  # a copy of --item-attributes FILE, kept with its run
+INPUTS = "inputs"  # copies of the other files a run's settings name (FAME's --attributes)
 OWN_FILES = (
     CONFIG,
     WEIGHTS,
@@ -38,6 +39,7 @@ OWN_FILES = (
     INPUT,
     RANKS,
     ITEM_ATTRIBUTES,
+    INPUTS,
 )
 PROBE_BYTES = 64 * 1024
 

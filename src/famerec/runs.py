@@ -6,7 +6,7 @@ service and the analysis load runs with it, without importing the training code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from famerec.config import ModelConfig, RunConfig
+from famerec.config import BUNDLED_ATTRIBUTES, RunConfig, file_settings
 from famerec.data import SequenceData
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import SequentialRecommender, build_model
 from famerec.rundir import (
     CONFIG,
     DATASET,
+    INPUTS,
     ITEM_ATTRIBUTES,
     METRICS,
     WEIGHTS,
@@ -78,12 +79,24 @@ class TrainedRun:
     metrics: dict[str, Any]
 
 
-def kept_files(config: RunConfig, run_dir: RunDir) -> ModelConfig:
-    """The run's model config reading the files the run keeps a copy of (`--item-attributes
-    FILE`) from the run directory, so a run does not need the originals once it has started."""
-    if config.model.item_attributes and (run_dir / ITEM_ATTRIBUTES).is_file():
-        return replace(config.model, item_attributes=str(run_dir / ITEM_ATTRIBUTES))
-    return config.model
+def input_copy(run_dir: RunDir, key: str, part: int) -> Path:
+    """Where a run keeps its copy of file `part` (0-based) of setting `key` (file_settings)."""
+    if key == "model.item_attributes":
+        return run_dir / ITEM_ATTRIBUTES  # the name runs have kept it under from the start
+    return run_dir / INPUTS / f"{key}-{part + 1}.json"
+
+
+def kept_inputs(config: RunConfig, run_dir: RunDir) -> RunConfig:
+    """`config` reading its files (`--item-attributes FILE`, FAME's `--attributes`) from the
+    copies its run keeps, so that a started run needs the originals no more."""
+    kept = {}
+    for key, parts in file_settings(config).items():
+        copies = [input_copy(run_dir, key, i) for i in range(len(parts))]
+        kept[key] = ",".join(
+            str(copy) if part != BUNDLED_ATTRIBUTES and copy.is_file() else part
+            for part, copy in zip(parts, copies)
+        )
+    return config.with_overrides(kept)
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
@@ -98,7 +111,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun
             raise ConfigError(f"{path} is missing {name}")
     config = RunConfig.load(run_dir / CONFIG)
     data = SequenceData.load(run_dir / DATASET)
-    model = build_model(kept_files(config, run_dir), data.num_items, config.options)
+    kept = kept_inputs(config, run_dir)
+    model = build_model(kept.model, data.num_items, kept.options)
     if config.model.item_attributes:  # its attribute embeddings are scored: read them first
         model.attach_data(data)
     load_weights(model, run_dir / WEIGHTS)

@@ -10,7 +10,7 @@ from famerec.config import ModelConfig, RunConfig
 from famerec.errors import ConfigError
 from famerec.models import FAMEOptions, build_model
 from famerec.runs import load_run
-from famerec.training import train_run
+from famerec.training import resolve_config, train_run
 from tests.conftest import tiny_overrides
 
 NUM_ITEMS = 12
@@ -139,12 +139,17 @@ def test_a_run_keeps_its_attribute_file_and_loads_without_the_original(
     assert torch.equal(moved, scores)
 
 
-def test_a_run_resumes_from_its_own_copy_of_the_attribute_file(seq_file, tmp_path):
+def test_a_run_resumes_from_its_own_copy_of_the_attribute_file_wherever_it_lies(seq_file, tmp_path):
     attributes = tmp_path / "attributes.json"
     attributes.write_text(json.dumps({str(i): [i % 4] for i in range(1, 41)}))
     base = tiny_overrides(seq_file, **{"model.hidden_size": 64, "train.epochs": 2})
     config = RunConfig().with_overrides({**base, "model.item_attributes": str(attributes)})
     assert train_run(config.validate(), tmp_path / "run", progress=False, stop_after=1) is None
-    attributes.unlink()
-    metrics = train_run(config.validate(), tmp_path / "run", resume=True, progress=False)
+    moved = tmp_path / "elsewhere.json"
+    attributes.rename(moved)
+    with pytest.raises(ConfigError, match="not the same files"):
+        resolve_config(tmp_path / "run", {"model.item_attributes": str(seq_file)}, resume=True)
+    config = resolve_config(tmp_path / "run", {"model.item_attributes": str(moved)}, resume=True)
+    moved.unlink()
+    metrics = train_run(config, tmp_path / "run", resume=True, progress=False)
     assert metrics["epochs_run"] == 2

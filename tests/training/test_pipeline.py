@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -306,3 +307,47 @@ def test_path_options_are_saved_absolute_so_resume_works_anywhere(tmp_path, monk
     genre, actor = config.options.attributes.split(",")
     assert genre == str(tmp_path / "genre.json")
     assert actor.endswith("/actor.json") and "~" not in actor
+
+
+def test_runs_keep_their_attribute_files_and_resume_where_they_lie_elsewhere(seq_file, tmp_path):
+    """FAME's --attributes files move with their run: a cut-off run resumes from another path
+    holding the same bytes (another checkout), other files are refused."""
+    kinds = []
+    for name, modulus in (("a", 3), ("b", 4)):
+        path = tmp_path / "here" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({str(i): [i % modulus] for i in range(1, 41)}))
+        kinds.append(path)
+    overrides = tiny_overrides(
+        seq_file,
+        **{"model.name": "fame", "model.hidden_size": 64, "train.epochs": 2},
+        **{"fame.attribute_weight": 0.5, "fame.attributes": ",".join(map(str, kinds))},
+    )
+    config = RunConfig().with_overrides(overrides)
+    whole = train_run(config, tmp_path / "whole", progress=False)
+    out = tmp_path / "cut"
+    assert train_run(config, out, progress=False, stop_after=1) is None
+    assert sorted(p.name for p in (out / "inputs").iterdir()) == [
+        "fame.attributes-1.json",
+        "fame.attributes-2.json",
+    ]
+    (tmp_path / "here").rename(tmp_path / "there")  # the originals are gone from their path
+    moved = ",".join(str(tmp_path / "there" / k.name) for k in kinds)
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({str(i): [i % 5] for i in range(1, 41)}))
+    for asked in (f"{other},{tmp_path / 'there' / 'b.json'}", str(tmp_path / "there/a.json")):
+        with pytest.raises(ConfigError, match="attributes .*not the same files"):
+            resolve_config(out, {"fame.attributes": asked}, resume=True)
+
+    resumed_config = resolve_config(out, {"fame.attributes": moved}, resume=True)
+    shutil.rmtree(tmp_path / "there")  # the run reads its own copies
+    resumed = train_run(resumed_config, out, resume=True, progress=False)
+    assert resumed["test"] == whole["test"]
+    assert json.loads((out / "config.json").read_text())["fame"]["attributes"] == moved
+
+    out.rename(tmp_path / "elsewhere")
+    items = torch.tensor([[0, 1, 2, 3]])
+    with torch.no_grad():
+        scores = load_run(tmp_path / "elsewhere").model.score(items)
+        assert torch.equal(scores, load_run(tmp_path / "whole").model.score(items))

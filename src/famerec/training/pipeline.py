@@ -12,21 +12,20 @@ from typing import Any
 
 import torch
 
-from famerec.config import BUNDLED_ATTRIBUTES, PRESETS, RunConfig, absolute_paths
+from famerec.config import BUNDLED_ATTRIBUTES, PRESETS, RunConfig, absolute_paths, file_settings
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
 from famerec.rundir import (
     CONFIG,
     DATASET,
-    ITEM_ATTRIBUTES,
     METRICS,
     PRETRAIN,
     RunDir,
     atomic_write,
     write_json,
 )
-from famerec.runs import TrainedRun, kept_files, load_run, resolve_device
+from famerec.runs import TrainedRun, input_copy, kept_inputs, load_run, resolve_device
 from famerec.training import distributed
 from famerec.training.rundata import check_same_data
 from famerec.training.trainer import Trainer
@@ -79,10 +78,15 @@ def resolve_config(
     if resume and saved_path.is_file():
         saved = RunConfig.load(saved_path)
         flat = {f"{s}.{k}": v for s, section in saved.to_dict().items() for k, v in section.items()}
+        files = file_settings(saved)
         changed = [
-            f"{key.split('.', 1)[1]} (run has {flat[key]!r}, asked {value!r})"
+            f"{key.split('.', 1)[1]} (run has {flat[key]!r}, asked {value!r}"
+            + (": not the same files as the run's copies" if key in files else "")
+            + ")"
             for key, value in overrides.items()
-            if flat.get(key) != value and key not in RESUMABLE_CHANGES
+            if flat.get(key) != value
+            and key not in RESUMABLE_CHANGES
+            and not (key in files and same_files(RunDir(out), key, value, flat[key]))
         ]
         if changed:
             raise ConfigError("cannot change settings of a run on --resume: " + ", ".join(changed))
@@ -99,12 +103,39 @@ def absolute(path: str) -> str:
     return str(Path(path).expanduser().absolute())
 
 
-def keep_item_attributes(config: RunConfig, run_dir: RunDir) -> None:
-    """A copy of an --item-attributes FILE in the run directory, so that the finished run
-    loads (recommend, serve, famerec.load) wherever it is moved, without the original file."""
-    source = config.model.item_attributes
-    if source and source != BUNDLED_ATTRIBUTES:
-        atomic_write(run_dir / ITEM_ATTRIBUTES, Path(source).read_bytes())
+def keep_inputs(config: RunConfig, run_dir: RunDir) -> None:
+    """A copy in the run directory of every file the run's settings name (`--item-attributes
+    FILE`, FAME's `--attributes`), so that the run resumes and loads (recommend, serve,
+    famerec.load) wherever it is moved, without the originals. A run started before the
+    copies were kept gets them on resume."""
+    for key, parts in file_settings(config).items():
+        for i, part in enumerate(parts):
+            copy = input_copy(run_dir, key, i)
+            if part != BUNDLED_ATTRIBUTES and not copy.is_file():
+                copy.parent.mkdir(exist_ok=True)
+                atomic_write(copy, Path(part).read_bytes())
+
+
+def same_files(run_dir: RunDir, key: str, asked: Any, saved: Any) -> bool:
+    """Whether setting `key` names, at `asked`, the files the run keeps copies of: a run may
+    resume where its files lie elsewhere (another checkout, another machine)."""
+    if not asked or not saved:
+        return False
+    asked_parts = [part.strip() for part in str(asked).split(",")]
+    saved_parts = [part.strip() for part in str(saved).split(",")]
+    if len(asked_parts) != len(saved_parts):
+        return False
+    for i, (new, old) in enumerate(zip(asked_parts, saved_parts)):
+        if (new == BUNDLED_ATTRIBUTES) != (old == BUNDLED_ATTRIBUTES):
+            return False
+        copy = input_copy(run_dir, key, i)
+        if new != BUNDLED_ATTRIBUTES:
+            try:
+                if not copy.is_file() or Path(new).read_bytes() != copy.read_bytes():
+                    return False
+            except OSError:
+                return False
+    return True
 
 
 def set_threads(threads: int, processes_per_node: int = 1) -> None:
@@ -198,17 +229,18 @@ def _train_claimed(
         check_source(source, summary, config.model.name)
 
     torch.manual_seed(config.train.seed)
-    model = build_model(kept_files(config, run_dir), data.num_items, config.options)
+    kept = kept_inputs(config, run_dir)  # a started run reads its own copies of its files
+    model = build_model(kept.model, data.num_items, kept.options)
     model.attach_data(data)
     if source is not None:
         model.prepare(source.model, seed=config.train.seed)
 
     if processes.is_main:
+        keep_inputs(config, run_dir)
         if not run_dir.is_started:
             data.save(run_dir / DATASET)
-            keep_item_attributes(config, run_dir)
             write_json(run_dir / CONFIG, config.to_dict())
-        elif resume:  # device, threads or data path may have changed; nothing else
+        elif resume:  # device, threads or file paths may have changed; nothing else
             write_json(run_dir / CONFIG, config.to_dict())
 
     started = time.perf_counter()
