@@ -355,10 +355,9 @@ def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
         section, name = key.split(".", 1)
         fields = {f.name: f for f in dataclasses.fields(sections.get(section, ModelOptions))}
         if value and name in fields and fields[name].metadata.get("paths"):
-            parts = [part.strip() for part in value.split(",")]
             result[key] = ",".join(
                 part if part == BUNDLED_ATTRIBUTES else str(Path(part).expanduser().absolute())
-                for part in parts
+                for part in path_parts(value)
             )
     return result
 
@@ -377,8 +376,13 @@ def file_settings(config: RunConfig) -> dict[str, list[str]]:
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
             if f.metadata.get("paths") and value:
-                found[f"{section_name}.{f.name}"] = [part.strip() for part in value.split(",")]
+                found[f"{section_name}.{f.name}"] = path_parts(value)
     return found
+
+
+def path_parts(value: str) -> list[str]:
+    """The comma-separated paths of a `paths` field's value."""
+    return [part.strip() for part in value.split(",")]
 
 
 def _flag_of(section: str, name: str) -> str:

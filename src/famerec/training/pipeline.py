@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-from famerec.config import BUNDLED_ATTRIBUTES, PRESETS, RunConfig, absolute_paths, file_settings
+from famerec.config import (
+    BUNDLED_ATTRIBUTES,
+    PRESETS,
+    RunConfig,
+    absolute_paths,
+    file_settings,
+    path_parts,
+)
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
@@ -86,7 +93,7 @@ def resolve_config(
             for key, value in overrides.items()
             if flat.get(key) != value
             and key not in RESUMABLE_CHANGES
-            and not (key in files and same_files(RunDir(out), key, value, flat[key]))
+            and not (key in files and same_files(RunDir(out), key, value, files[key]))
         ]
         if changed:
             raise ConfigError("cannot change settings of a run on --resume: " + ", ".join(changed))
@@ -116,25 +123,23 @@ def keep_inputs(config: RunConfig, run_dir: RunDir) -> None:
                 atomic_write(copy, Path(part).read_bytes())
 
 
-def same_files(run_dir: RunDir, key: str, asked: Any, saved: Any) -> bool:
-    """Whether setting `key` names, at `asked`, the files the run keeps copies of: a run may
-    resume where its files lie elsewhere (another checkout, another machine)."""
-    if not asked or not saved:
+def same_files(run_dir: RunDir, key: str, asked: Any, saved: list[str]) -> bool:
+    """Whether setting `key` names, at `asked`, the files `saved` the run keeps copies of: a
+    run may resume where its files lie elsewhere (another checkout, another machine)."""
+    asked_parts = path_parts(str(asked)) if asked else []
+    if len(asked_parts) != len(saved):
         return False
-    asked_parts = [part.strip() for part in str(asked).split(",")]
-    saved_parts = [part.strip() for part in str(saved).split(",")]
-    if len(asked_parts) != len(saved_parts):
-        return False
-    for i, (new, old) in enumerate(zip(asked_parts, saved_parts)):
-        if (new == BUNDLED_ATTRIBUTES) != (old == BUNDLED_ATTRIBUTES):
-            return False
-        copy = input_copy(run_dir, key, i)
-        if new != BUNDLED_ATTRIBUTES:
-            try:
-                if not copy.is_file() or Path(new).read_bytes() != copy.read_bytes():
-                    return False
-            except OSError:
+    for i, (new, old) in enumerate(zip(asked_parts, saved)):
+        if new == BUNDLED_ATTRIBUTES or old == BUNDLED_ATTRIBUTES:
+            if new != old:
                 return False
+            continue
+        copy = input_copy(run_dir, key, i)
+        try:
+            if Path(new).read_bytes() != copy.read_bytes():
+                return False
+        except OSError:  # either file missing or unreadable: not known to be the same
+            return False
     return True
 
 
