@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
+from famerec.config import ModelConfig, ModelOptions, TrainConfig, option, path_parts
 from famerec.data.attributes import attribute_matrix, read_attributes
 from famerec.data.batching import TrainBatch
 from famerec.data.sequences import SequenceData
@@ -163,7 +163,7 @@ class FAMEOptions(ModelOptions):
         """One source per attribute kind; None: the bundled dataset's attributes."""
         if self.attributes is None:
             return [None]
-        return [source.strip() for source in self.attributes.split(",")]
+        return path_parts(self.attributes)
 
     @property
     def uses_attributes(self) -> bool:
