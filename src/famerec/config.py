@@ -178,8 +178,8 @@ class TrainConfig:
     )
     init_from: str | None = option(
         None,
-        "start from this finished run directory (FAME, CL4SRec, DuoRec, ICLRec: a SASRec run or "
-        "one of their own kind; SASRec: a SASRec run to train on)",
+        "start from this finished run directory (FAME: a SASRec run; CL4SRec, DuoRec, ICLRec: a "
+        "SASRec run or one of their own kind; SASRec: a SASRec run to train on)",
     )
     pretrain: bool = option(
         False, "first train the model's pretraining model (FAME: SASRec) into OUT/pretrain"
