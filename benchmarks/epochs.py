@@ -26,6 +26,7 @@ from famerec.config import RunConfig  # noqa: E402
 from famerec.data import leave_one_out, load_bundled  # noqa: E402
 from famerec.data.batching import TrainBatches, train_tensors  # noqa: E402
 from famerec.models import MODELS, EpochContext, build_model, model_spec  # noqa: E402
+from famerec.training.memory import keep_freed_memory  # noqa: E402
 
 
 def training_setup(name: str, split, num_items: int):
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()  # as `famerec train` does
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data = load_bundled("beauty")

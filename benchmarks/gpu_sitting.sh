@@ -81,24 +81,7 @@ for i, files in enumerate(c for c in chunks if c):
     print(f"weights-{i}.tar.gz: {len(files)} files")
 PY
 # Unfinished runs (a checkpoint, no record) whose id matches RESUME: what resuming needs.
-python3 - "$RESUME" "${names[@]}" <<'PY' >"$OUT/unfinished.txt" 2>>"$LOG"
-import fnmatch, pathlib, sys
-pattern, names = sys.argv[1], sys.argv[2:]
-keep = ("config.json", "dataset.npz", "log.jsonl", "model.safetensors", "checkpoint.pt",
-        "item_attributes.json")
-for name in names:
-    runs = pathlib.Path("runs") / name
-    for checkpoint in sorted(runs.glob("*/*/*/checkpoint.pt")):
-        run_id = str(checkpoint.parent.relative_to(runs))
-        record = pathlib.Path("results/records") / name / run_id / "record.json"
-        if record.is_file() or not fnmatch.fnmatch(run_id, pattern):
-            continue
-        for f in keep:
-            if (checkpoint.parent / f).is_file():
-                print(checkpoint.parent / f)
-        for f in sorted((checkpoint.parent / "inputs").glob("*")):  # the run's attribute files
-            print(f)
-PY
+python3 benchmarks/carry_runs.py files --pattern "$RESUME" "${names[@]}" >"$OUT/unfinished.txt" 2>>"$LOG"
 if [ -s "$OUT/unfinished.txt" ]; then
   tar czf - -T "$OUT/unfinished.txt" | split -b 15M - "$OUT/checkpoints.tar.gz.part-"
   echo "unfinished runs back: $(sed -n 's|/checkpoint.pt$||p' "$OUT/unfinished.txt" | tr '\n' ' ')" >>"$LOG"

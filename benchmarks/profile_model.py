@@ -24,6 +24,7 @@ from epochs import training_setup  # noqa: E402
 
 from famerec.data import leave_one_out, load_bundled  # noqa: E402
 from famerec.models import MODELS  # noqa: E402
+from famerec.training.memory import keep_freed_memory  # noqa: E402
 
 
 def main() -> None:
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", type=int, default=15, help="operators to print")
     args = parser.parse_args()
+    keep_freed_memory()  # as `famerec train` does
     torch.set_num_threads(args.threads)
     data = load_bundled("beauty")
     split = leave_one_out(data)

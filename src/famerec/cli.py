@@ -92,7 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from famerec.report import metrics_table
     from famerec.training import resolve_config, train_run
     from famerec.training.distributed import environment_rank
+    from famerec.training.memory import keep_freed_memory
 
+    keep_freed_memory()  # a quarter less CPU time for some models; results unchanged
     config = resolve_config(args.out, _overrides(args), preset=args.preset, resume=args.resume)
     metrics = train_run(
         config,

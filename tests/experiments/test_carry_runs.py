@@ -1,0 +1,86 @@
+"""benchmarks/carry_runs.py: unfinished runs survive a sitting through a committed archive."""
+
+import json
+import tarfile
+from pathlib import Path
+
+from benchmarks.carry_runs import main
+
+UNFINISHED = Path("runs/tiny/toys/sasrec/seed=1")
+FINISHED = Path("runs/tiny/toys/sasrec/seed=2")
+
+
+def fake_run(run_dir: Path, epochs: int, weights: bytes = b"w") -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text("{}")
+    log = "".join(json.dumps({"epoch": e}) + "\n" for e in range(1, epochs + 1))
+    (run_dir / "log.jsonl").write_text(log)
+    (run_dir / "checkpoint.pt").write_bytes(weights * epochs)
+    (run_dir / "model.safetensors").write_bytes(weights)
+    (run_dir / "inputs").mkdir(exist_ok=True)
+    (run_dir / "inputs" / "attributes.json").write_text("{}")
+    (run_dir / "notes.txt").write_text("not needed to resume")
+
+
+def setup(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "experiments" / "tiny.toml"
+    spec.parent.mkdir()
+    spec.write_text('name = "tiny"\n')
+    fake_run(UNFINISHED, epochs=3)
+    fake_run(FINISHED, epochs=5)
+    record = Path("results/records/tiny/toys/sasrec/seed=2/record.json")
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    return spec
+
+
+def test_save_then_restore_puts_back_what_resuming_needs(tmp_path, monkeypatch, capsys):
+    spec = setup(tmp_path, monkeypatch)
+    main(["save", str(spec)])
+    archive = Path("experiments/checkpoints/tiny.tar.gz")
+    with tarfile.open(archive) as tar:
+        packed = {Path(name) for name in tar.getnames()}
+    assert {p.parent for p in packed} == {UNFINISHED, UNFINISHED / "inputs"}  # not the finished one
+    assert "seed=1: after epoch 3" in capsys.readouterr().out
+
+    original = {p: p.read_bytes() for p in UNFINISHED.rglob("*") if p.is_file()}
+    for path in original:
+        path.unlink()
+    main(["restore", str(spec)])
+    restored = {p for p in UNFINISHED.rglob("*") if p.is_file()}
+    assert restored == set(original) - {UNFINISHED / "notes.txt"}
+    assert all(p.read_bytes() == original[p] for p in restored)
+    assert "resumes after epoch 3" in capsys.readouterr().out
+
+
+def test_restore_keeps_a_run_that_is_as_far_along_and_replaces_one_behind(
+    tmp_path, monkeypatch, capsys
+):
+    spec = setup(tmp_path, monkeypatch)
+    main(["save", str(spec)])
+    main(["restore", str(spec)])
+    assert "here after epoch 3, archive after 3; kept" in capsys.readouterr().out
+
+    fake_run(UNFINISHED, epochs=1, weights=b"x")  # behind the archive
+    main(["restore", str(spec)])
+    assert (UNFINISHED / "checkpoint.pt").read_bytes() == b"www"
+    assert (UNFINISHED / "notes.txt").exists() is False  # the stale directory is replaced whole
+
+
+def test_the_archive_holds_no_finished_run_and_goes_once_none_is_unfinished(
+    tmp_path, monkeypatch, capsys
+):
+    spec = setup(tmp_path, monkeypatch)
+    main(["files", "tiny"])
+    listed = capsys.readouterr().out.split()
+    assert listed and all(p.startswith(str(UNFINISHED)) for p in listed)
+
+    main(["save", str(spec)])
+    record = Path("results/records/tiny/toys/sasrec/seed=1/record.json")
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    main(["restore", str(spec)])
+    assert "finished (it has a record); the archive is stale" in capsys.readouterr().out
+    main(["save", str(spec)])
+    assert not Path("experiments/checkpoints/tiny.tar.gz").exists()
