@@ -38,6 +38,7 @@ RESUME_FILES = (
     "item_attributes.json",
 )
 ARCHIVES = Path("experiments/checkpoints")
+PRETRAIN = "pretrain"  # a --pretrain run's first stage, inside its run directory
 
 
 def spec_name(spec: Path) -> str:
@@ -45,23 +46,45 @@ def spec_name(spec: Path) -> str:
         return tomllib.load(file)["name"]
 
 
+def resume_files(run_dir: Path, finished_too: bool = False) -> list[Path]:
+    names = RESUME_FILES + (("metrics.json",) if finished_too else ())
+    files = [run_dir / f for f in names if (run_dir / f).is_file()]
+    return files + sorted(p for p in (run_dir / "inputs").glob("*") if p.is_file())
+
+
 def unfinished_files(name: str, pattern: str = "*") -> list[Path]:
-    """Files of the runs of spec `name` that have a checkpoint and no record, ids matching."""
+    """Files of the runs of spec `name` that have a checkpoint (their own, or that of the
+    pretraining run in their `pretrain/`) and no record, ids matching `pattern`."""
     runs = Path("runs") / name
     files = []
-    for checkpoint in sorted(runs.glob("*/*/*/checkpoint.pt")):
-        run_id = str(checkpoint.parent.relative_to(runs))
+    for run_dir in sorted(p for p in runs.glob("*/*/*") if p.is_dir()):
+        run_id = str(run_dir.relative_to(runs))
         record = Path("results/records") / name / run_id / "record.json"
         if record.is_file() or not fnmatch.fnmatch(run_id, pattern):
             continue
-        files += [checkpoint.parent / f for f in RESUME_FILES if (checkpoint.parent / f).is_file()]
-        files += sorted(p for p in (checkpoint.parent / "inputs").glob("*") if p.is_file())
+        pretrain = run_dir / PRETRAIN
+        if not (run_dir / "checkpoint.pt").is_file() and not (pretrain / "log.jsonl").is_file():
+            continue
+        files += resume_files(run_dir) + resume_files(pretrain, finished_too=True)
     return files
 
 
 def epochs_in(log_text: str) -> int:
     lines = [line for line in log_text.splitlines() if line.strip()]
     return json.loads(lines[-1])["epoch"] if lines else 0
+
+
+def describe(epochs: tuple[int, int]) -> str:
+    return f"epoch {epochs[0]}" + (f" (pretraining: {epochs[1]})" if epochs[1] else "")
+
+
+def local_text(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
+
+
+def progress(read, run_dir: Path) -> tuple[int, int]:
+    """(epochs, pretraining epochs) of a run, `read(path)` giving a log's text or None."""
+    return tuple(epochs_in(read(d / "log.jsonl") or "") for d in (run_dir, run_dir / PRETRAIN))
 
 
 def save(spec: Path) -> None:
@@ -82,7 +105,8 @@ def save(spec: Path) -> None:
             tar.add(path)
     partial.replace(archive)
     for log in (f for f in files if f.name == "log.jsonl"):
-        print(f"{log.parent}: after epoch {epochs_in(log.read_text())}")
+        stage = " (pretraining)" if log.parent.name == PRETRAIN else ""
+        print(f"{log.parent}: after epoch {epochs_in(log.read_text())}{stage}")
     print(f"{archive}: {len(files)} files, {archive.stat().st_size / 2**20:.1f} MiB")
 
 
@@ -103,19 +127,23 @@ def restore(spec: Path) -> None:
             members.setdefault(run_dir, []).append(member)
         for run_dir, run_members in members.items():
             run_id = run_dir.relative_to(root)
-            log = next(m for m in run_members if Path(m.name).name == "log.jsonl")
-            saved = epochs_in(tar.extractfile(log).read().decode())
-            local_log = run_dir / "log.jsonl"
-            local = epochs_in(local_log.read_text()) if local_log.is_file() else 0
+            logs = {
+                Path(m.name): tar.extractfile(m).read().decode()
+                for m in run_members
+                if Path(m.name).name == "log.jsonl"
+            }
+            saved, local = progress(logs.get, run_dir), progress(local_text, run_dir)
+            here = any((d / "checkpoint.pt").is_file() for d in (run_dir, run_dir / PRETRAIN))
             if (Path("results/records") / name / run_id / "record.json").is_file():
                 print(f"{run_dir}: finished (it has a record); the archive is stale, skipped")
-            elif (run_dir / "checkpoint.pt").is_file() and local >= saved:
-                print(f"{run_dir}: here after epoch {local}, archive after {saved}; kept")
+            elif here and local >= saved:
+                here_after, saved_after = describe(local), describe(saved)
+                print(f"{run_dir}: here after {here_after}, archive after {saved_after}; kept")
             else:
                 if run_dir.exists():
                     shutil.rmtree(run_dir)
                 tar.extractall(members=run_members, filter="data")
-                print(f"{run_dir}: restored, resumes after epoch {saved}")
+                print(f"{run_dir}: restored, resumes after {describe(saved)}")
 
 
 def main(argv: list[str] | None = None) -> None:

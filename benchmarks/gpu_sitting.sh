@@ -11,7 +11,7 @@
 # commit) and weights-*.tar.gz: the weights of finished runs whose id matches WEIGHTS (default
 # '*/sasrec/*'; the runs that later runs start from), without checkpoints, in files of at most
 # 15 MiB. Runs cut off by the time limit come back too (RESUME, default '*', picks them): their
-# checkpoints and logs in checkpoints.tar.gz, split into parts of at most 15 MiB
+# checkpoints and logs (a --pretrain run's pretrain/ too; `carry_runs.py files`) in checkpoints.tar.gz, split into parts of at most 15 MiB
 # (checkpoints.tar.gz.part-aa, -ab, ...); `cat checkpoints.tar.gz.part-* | tar xzf -` at the
 # repository root puts them back in runs/, and the next sitting, here or on the CPU, resumes
 # them after their last GPU epoch (the device may change between sittings: checkpoints load

@@ -1,6 +1,7 @@
 """benchmarks/carry_runs.py: unfinished runs survive a sitting through a committed archive."""
 
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_restore_keeps_a_run_that_is_as_far_along_and_replaces_one_behind(
     spec = setup(tmp_path, monkeypatch)
     main(["save", str(spec)])
     main(["restore", str(spec)])
-    assert "here after epoch 3, archive after 3; kept" in capsys.readouterr().out
+    assert "here after epoch 3, archive after epoch 3; kept" in capsys.readouterr().out
 
     fake_run(UNFINISHED, epochs=1, weights=b"x")  # behind the archive
     main(["restore", str(spec)])
@@ -84,3 +85,20 @@ def test_the_archive_holds_no_finished_run_and_goes_once_none_is_unfinished(
     assert "finished (it has a record); the archive is stale" in capsys.readouterr().out
     main(["save", str(spec)])
     assert not Path("experiments/checkpoints/tiny.tar.gz").exists()
+
+
+def test_a_run_cut_off_in_its_pretraining_stage_is_carried_with_it(tmp_path, monkeypatch, capsys):
+    spec = setup(tmp_path, monkeypatch)
+    fame = Path("runs/tiny/toys/fame/seed=1")
+    fake_run(fame / "pretrain", epochs=4)  # the fine-tuning stage has not started
+    (fame / "pretrain" / "notes.txt").unlink()
+    main(["save", str(spec)])
+    assert "fame/seed=1/pretrain: after epoch 4 (pretraining)" in capsys.readouterr().out
+
+    shutil.rmtree("runs")
+    main(["restore", str(spec)])
+    assert (fame / "pretrain" / "checkpoint.pt").read_bytes() == b"wwww"
+    assert "seed=1: restored, resumes after epoch 0 (pretraining: 4)" in capsys.readouterr().out
+    main(["restore", str(spec)])  # now as far along here
+    both = "epoch 0 (pretraining: 4)"
+    assert f"here after {both}, archive after {both}; kept" in capsys.readouterr().out
