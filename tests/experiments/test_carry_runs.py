@@ -18,6 +18,7 @@ def fake_run(run_dir: Path, epochs: int, weights: bytes = b"w") -> None:
     (run_dir / "log.jsonl").write_text(log)
     (run_dir / "checkpoint.pt").write_bytes(weights * epochs)
     (run_dir / "model.safetensors").write_bytes(weights)
+    (run_dir / "input.parquet").write_bytes(b"in-memory data given to famerec.train")
     (run_dir / "inputs").mkdir(exist_ok=True)
     (run_dir / "inputs" / "attributes.json").write_text("{}")
     (run_dir / "notes.txt").write_text("not needed to resume")
@@ -48,7 +49,9 @@ def test_save_then_restore_puts_back_what_resuming_needs(tmp_path, monkeypatch, 
     original = {p: p.read_bytes() for p in UNFINISHED.rglob("*") if p.is_file()}
     for path in original:
         path.unlink()
+    monkeypatch.chdir(tmp_path / "experiments")  # paths follow the spec, not the cwd
     main(["restore", str(spec)])
+    monkeypatch.chdir(tmp_path)
     restored = {p for p in UNFINISHED.rglob("*") if p.is_file()}
     assert restored == set(original) - {UNFINISHED / "notes.txt"}
     assert all(p.read_bytes() == original[p] for p in restored)
@@ -93,7 +96,7 @@ def test_a_run_cut_off_in_its_pretraining_stage_is_carried_with_it(tmp_path, mon
     fake_run(fame / "pretrain", epochs=4)  # the fine-tuning stage has not started
     (fame / "pretrain" / "notes.txt").unlink()
     main(["save", str(spec)])
-    assert "fame/seed=1/pretrain: after epoch 4 (pretraining)" in capsys.readouterr().out
+    assert "fame/seed=1: after epoch 0 (pretraining: 4)" in capsys.readouterr().out
 
     shutil.rmtree("runs")
     main(["restore", str(spec)])
