@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from famerec.training.distributed import environment_rank
     from famerec.training.memory import keep_freed_memory
 
-    keep_freed_memory()  # a quarter less CPU time for some models; results unchanged
+    keep_freed_memory()  # up to 1.37x less CPU per batch (benchmarks/RESULTS.md); same results
     config = resolve_config(args.out, _overrides(args), preset=args.preset, resume=args.resume)
     metrics = train_run(
         config,

@@ -1,12 +1,13 @@
 """Keep freed memory in the process, so that training does not page-fault its way through.
 
 Every training step allocates and frees the same large tensors (scores over every item, their
-gradients). glibc's malloc serves each block over 32 MiB from a fresh `mmap` and unmaps it when
-freed, so the kernel maps and zeroes every page again at the next step: on the project's CPU
-a quarter of MiaSRec's CPU time went there (`benchmarks/allocator.py`; RESULTS.md). Taking
-every block from the heap (`M_MMAP_MAX` 0) and not trimming it (`M_TRIM_THRESHOLD`) makes the
-next step reuse the same pages; what is computed does not change, only where the bytes live.
-The cost: the process holds its peak memory until it ends (a few hundred MiB more on Beauty).
+gradients). glibc's malloc serves each block over its mmap threshold (128 KiB at first, at
+most 32 MiB) from a fresh `mmap` and unmaps it when freed, so the kernel maps and zeroes every
+page again at the next step: on the project's CPU a quarter of MiaSRec's CPU time went there
+(`benchmarks/allocator.py`; RESULTS.md). Taking every block from the heap (`M_MMAP_MAX` 0)
+and not trimming it (`M_TRIM_THRESHOLD`) makes the next step reuse the same pages; what is
+computed does not change, only where the bytes live. The cost: the process holds its peak
+memory until it ends (a few hundred MiB more on Beauty).
 """
 
 from __future__ import annotations
