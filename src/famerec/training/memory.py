@@ -7,7 +7,8 @@ page again at the next step: on the project's CPU a quarter of MiaSRec's CPU tim
 (`benchmarks/allocator.py`; RESULTS.md). Taking every block from the heap (`M_MMAP_MAX` 0)
 and not trimming it (`M_TRIM_THRESHOLD`) makes the next step reuse the same pages; what is
 computed does not change, only where the bytes live. The cost: the process holds its peak
-memory until it ends (a few hundred MiB more on Beauty).
+memory until it ends (Beauty, 1 thread, training with evaluation: MiaSRec 3.5 GiB resident
+against 2.2 GiB with glibc's default, MSGIFSR 4.6 against 4.1 GiB, read with `ps`).
 """
 
 from __future__ import annotations
