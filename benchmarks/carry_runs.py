@@ -6,9 +6,10 @@ dataset cache, input copies; a `--pretrain` run's `pretrain/` too) is committed.
 the unfinished runs of a spec (a checkpoint, no record) into `experiments/checkpoints/<spec
 name>.tar.gz` beside the spec, or deletes that archive once none is left; `restore` puts them
 back in `runs/`, unless a run there is as far along or already finished. `files` lists what
-resuming needs, one path per line, relative to the repository root (for `gpu_sitting.sh`).
-Paths follow the runner's defaults: `runs/<name>` and `results/records/<name>` in the folder
-above the spec's.
+resuming needs, one path per line, relative to the current folder (for `gpu_sitting.sh`).
+The run and record folders are the spec's own (`famerec.experiments.load_spec`: by default
+`runs/<name>` and `results/records/<name>` in the folder above the spec's); the archive holds
+paths from that folder.
 
     python benchmarks/carry_runs.py restore experiments/defaults_beauty.toml   # sitting start
     python benchmarks/carry_runs.py save experiments/defaults_beauty.toml      # sitting end
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import shutil
 import sys
 import tarfile
@@ -28,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from famerec.experiments import load_spec  # noqa: E402
+from famerec.experiments.plan import RECORD  # noqa: E402
 from famerec.rundir import (  # noqa: E402
     CHECKPOINT,
     CONFIG,
@@ -41,21 +45,14 @@ from famerec.rundir import (  # noqa: E402
     WEIGHTS,
 )
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 RESUME_FILES = (CONFIG, DATASET, LOG, WEIGHTS, CHECKPOINT, ITEM_ATTRIBUTES, INPUT)
-RECORD = "record.json"  # the runner's mark of a finished run (famerec.experiments.plan)
 
 
-def spec_paths(spec: Path) -> tuple[str, Path, Path]:
-    """(spec name, repository root, archive path) of a spec file."""
-    with open(spec, "rb") as file:
-        name = tomllib.load(file)["name"]
-    spec = spec.resolve()
-    return name, spec.parents[1], spec.parent / "checkpoints" / f"{name}.tar.gz"
+def archive_of(spec) -> tuple[Path, Path]:
+    """The spec's archive, and the folder its member paths start from (the repository root:
+    the folder above the spec's)."""
+    spec_file = spec.path.resolve()
+    return spec_file.parent / "checkpoints" / f"{spec.name}.tar.gz", spec_file.parents[1]
 
 
 def resume_files(run_dir: Path, finished_too: bool = False) -> list[Path]:
@@ -64,22 +61,21 @@ def resume_files(run_dir: Path, finished_too: bool = False) -> list[Path]:
     return files + sorted(p for p in (run_dir / INPUTS).glob("*") if p.is_file())
 
 
-def unfinished_files(root: Path, name: str, pattern: str = "*") -> list[Path]:
-    """Files (relative to `root`) of the runs of spec `name` that have a checkpoint, their
+def unfinished_files(spec, pattern: str = "*") -> list[Path]:
+    """Files (relative to the spec's run folder) of its runs that have a checkpoint, their
     own or their pretraining stage's, and no record; run ids matching `pattern`."""
-    runs = root / "runs" / name
     files = []
-    for run_dir in sorted(p for p in runs.glob("*/*/*") if p.is_dir()):
-        run_id = str(run_dir.relative_to(runs))
-        if (root / "results/records" / name / run_id / RECORD).is_file():
+    for run_dir in sorted(p for p in spec.runs_dir.glob("*/*/*") if p.is_dir()):
+        run_id = run_dir.relative_to(spec.runs_dir)
+        if (spec.records_dir / run_id / RECORD).is_file():
             continue
-        if not fnmatch.fnmatch(run_id, pattern):
+        if not fnmatch.fnmatch(str(run_id), pattern):
             continue
         pretrain = run_dir / PRETRAIN
         if not (run_dir / CHECKPOINT).is_file() and not (pretrain / LOG).is_file():
             continue
         files += resume_files(run_dir) + resume_files(pretrain, finished_too=True)
-    return [f.relative_to(root) for f in files]
+    return [f.relative_to(spec.runs_dir) for f in files]
 
 
 def epochs_in(log_text: str | None) -> int:
@@ -100,80 +96,75 @@ def local_text(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
-def save(spec: Path) -> None:
-    name, root, archive = spec_paths(spec)
-    files = unfinished_files(root, name)
+def save(spec) -> None:
+    (archive, root), runs = archive_of(spec), spec.runs_dir
+    files = unfinished_files(spec)
     if not files:
         if archive.exists():
             archive.unlink()
-            print(f"{name}: no unfinished run; deleted {archive}")
+            print(f"{spec.name}: no unfinished run; deleted {archive}")
         else:
-            print(f"{name}: no unfinished run; nothing to save")
+            print(f"{spec.name}: no unfinished run; nothing to save")
         return
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(archive.name + ".partial")
     with tarfile.open(partial, "w:gz") as tar:
         for path in files:
-            tar.add(root / path, arcname=str(path))
+            tar.add(runs / path, arcname=os.path.relpath(runs / path, root))
     partial.replace(archive)
     logs = [f.parent for f in files if f.name == LOG]
-    for run_dir in sorted({d.parent if d.name == PRETRAIN else d for d in logs}):
-        print(f"{run_dir}: after {describe(progress(local_text, root / run_dir))}")
+    for run_id in sorted({d.parent if d.name == PRETRAIN else d for d in logs}):
+        print(f"{spec.name}/{run_id}: after {describe(progress(local_text, runs / run_id))}")
     print(f"{archive}: {len(files)} files, {archive.stat().st_size / 2**20:.1f} MiB")
 
 
-def restore(spec: Path) -> None:
-    name, root, archive = spec_paths(spec)
+def restore(spec) -> None:
+    (archive, root), runs = archive_of(spec), spec.runs_dir.resolve()
     if not archive.is_file():
-        print(f"{name}: no archive {archive}; nothing to restore")
+        print(f"{spec.name}: no archive {archive}; nothing to restore")
         return
-    runs = Path("runs") / name
     with tarfile.open(archive, "r:gz") as tar:
         by_run: dict[Path, list[tarfile.TarInfo]] = {}
         for member in tar.getmembers():
-            path = Path(member.name)
-            if not member.isfile() or not path.is_relative_to(runs) or ".." in path.parts:
+            path = (root / member.name).resolve()
+            if not member.isfile() or not path.is_relative_to(runs):
                 sys.exit(f"error: {archive}: unexpected member {member.name}")
-            run_dir = runs.joinpath(*path.relative_to(runs).parts[:3])
-            by_run.setdefault(run_dir, []).append(member)
-        for run_dir, members in by_run.items():
+            by_run.setdefault(Path(*path.relative_to(runs).parts[:3]), []).append(member)
+        for run_id, members in by_run.items():
             logs = {
-                Path(m.name): tar.extractfile(m).read().decode()
+                (root / m.name).resolve(): tar.extractfile(m).read().decode()
                 for m in members
                 if Path(m.name).name == LOG
             }
-            saved = progress(logs.get, run_dir)
-            local = progress(lambda p: local_text(root / p), run_dir)
-            here = any((root / d / CHECKPOINT).is_file() for d in (run_dir, run_dir / PRETRAIN))
-            record = root / "results/records" / name / run_dir.relative_to(runs) / RECORD
-            if record.is_file():
-                print(f"{run_dir}: finished (it has a record); the archive is stale, skipped")
+            run_dir = runs / run_id
+            saved, local = progress(logs.get, run_dir), progress(local_text, run_dir)
+            here = any((d / CHECKPOINT).is_file() for d in (run_dir, run_dir / PRETRAIN))
+            where = f"{spec.name}/{run_id}"
+            if (spec.records_dir / run_id / RECORD).is_file():
+                print(f"{where}: finished (it has a record); the archive is stale, skipped")
             elif here and local >= saved:
                 here_after, saved_after = describe(local), describe(saved)
-                print(f"{run_dir}: here after {here_after}, archive after {saved_after}; kept")
+                print(f"{where}: here after {here_after}, archive after {saved_after}; kept")
             else:
-                if (root / run_dir).exists():
-                    shutil.rmtree(root / run_dir)
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
                 tar.extractall(path=root, members=members, filter="data")
-                print(f"{run_dir}: restored, resumes after {describe(saved)}")
+                print(f"{where}: restored, resumes after {describe(saved)}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in ("save", "restore"):
+    for command in ("save", "restore", "files"):
         commands.add_parser(command).add_argument("specs", nargs="+", type=Path)
-    files = commands.add_parser("files", help="list, from the repository root")
-    files.add_argument("--pattern", default="*", help="only run ids matching")
-    files.add_argument("names", nargs="+", help="spec names")
+    parser.add_argument("--pattern", default="*", help="files: only run ids matching")
     args = parser.parse_args(argv)
-    if args.command == "files":
-        for name in args.names:
-            for path in unfinished_files(Path.cwd(), name, args.pattern):
-                print(path)
-        return
-    for spec in args.specs:
-        (save if args.command == "save" else restore)(spec)
+    for spec in map(load_spec, args.specs):
+        if args.command == "files":
+            for path in unfinished_files(spec, args.pattern):
+                print(os.path.relpath(spec.runs_dir / path))
+        else:
+            (save if args.command == "save" else restore)(spec)
 
 
 if __name__ == "__main__":

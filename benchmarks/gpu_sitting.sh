@@ -11,7 +11,8 @@
 # commit) and weights-*.tar.gz: the weights of finished runs whose id matches WEIGHTS (default
 # '*/sasrec/*'; the runs that later runs start from), without checkpoints, in files of at most
 # 15 MiB. Runs cut off by the time limit come back too (RESUME, default '*', picks them): their
-# checkpoints and logs (a --pretrain run's pretrain/ too; `carry_runs.py files`) in checkpoints.tar.gz, split into parts of at most 15 MiB
+# checkpoints and logs (a --pretrain run's pretrain/ too; `carry_runs.py files`) in
+# checkpoints.tar.gz, split into parts of at most 15 MiB
 # (checkpoints.tar.gz.part-aa, -ab, ...); `cat checkpoints.tar.gz.part-* | tar xzf -` at the
 # repository root puts them back in runs/, and the next sitting, here or on the CPU, resumes
 # them after their last GPU epoch (the device may change between sittings: checkpoints load
@@ -35,10 +36,12 @@ LOG=$OUT/sitting.log
 } >>"$LOG" 2>&1
 start=$(date +%s)
 names=()
+specs=()
 for item in "$@"; do
   IFS=: read -r spec jobs cores <<<"$item"
   name=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$spec")
   names+=("$name")
+  specs+=("$spec")
   timeout --signal=INT --kill-after=60 "$SECONDS_LEFT" taskset -c "$cores" python3 -m famerec \
     experiment run "$spec" --jobs "$jobs" --device "${DEVICE:-cuda}" --precision "$PRECISION" \
     >"$OUT/$name.log" 2>&1 &
@@ -81,7 +84,7 @@ for i, files in enumerate(c for c in chunks if c):
     print(f"weights-{i}.tar.gz: {len(files)} files")
 PY
 # Unfinished runs (a checkpoint, no record) whose id matches RESUME: what resuming needs.
-python3 benchmarks/carry_runs.py files --pattern "$RESUME" "${names[@]}" >"$OUT/unfinished.txt" 2>>"$LOG"
+python3 benchmarks/carry_runs.py --pattern "$RESUME" files "${specs[@]}" >"$OUT/unfinished.txt" 2>>"$LOG"
 if [ -s "$OUT/unfinished.txt" ]; then
   tar czf - -T "$OUT/unfinished.txt" | split -b 15M - "$OUT/checkpoints.tar.gz.part-"
   echo "unfinished runs back: $(sed -n 's|/checkpoint.pt$||p' "$OUT/unfinished.txt" | tr '\n' ' ')" >>"$LOG"

@@ -7,6 +7,15 @@ from pathlib import Path
 
 from benchmarks.carry_runs import main
 
+SPEC = """name = "tiny"
+[selection]
+seeds = [1]
+[datasets.toys]
+[models.sasrec]
+[[models.sasrec.stages]]
+name = "defaults"
+points = [{ model.hidden_size = 16 }]
+"""
 UNFINISHED = Path("runs/tiny/toys/sasrec/seed=1")
 FINISHED = Path("runs/tiny/toys/sasrec/seed=2")
 
@@ -28,7 +37,7 @@ def setup(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     spec = tmp_path / "experiments" / "tiny.toml"
     spec.parent.mkdir()
-    spec.write_text('name = "tiny"\n')
+    spec.write_text(SPEC)
     fake_run(UNFINISHED, epochs=3)
     fake_run(FINISHED, epochs=5)
     record = Path("results/records/tiny/toys/sasrec/seed=2/record.json")
@@ -76,7 +85,7 @@ def test_the_archive_holds_no_finished_run_and_goes_once_none_is_unfinished(
     tmp_path, monkeypatch, capsys
 ):
     spec = setup(tmp_path, monkeypatch)
-    main(["files", "tiny"])
+    main(["files", str(spec)])
     listed = capsys.readouterr().out.split()
     assert listed and all(p.startswith(str(UNFINISHED)) for p in listed)
 
