@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from famerec.experiments import load_spec  # noqa: E402
-from famerec.experiments.plan import RECORD  # noqa: E402
+from famerec.experiments.plan import Store  # noqa: E402
 from famerec.rundir import (  # noqa: E402
     CHECKPOINT,
     CONFIG,
@@ -64,10 +64,10 @@ def resume_files(run_dir: Path, finished_too: bool = False) -> list[Path]:
 def unfinished_files(spec, pattern: str = "*") -> list[Path]:
     """Files (relative to the spec's run folder) of its runs that have a checkpoint, their
     own or their pretraining stage's, and no record; run ids matching `pattern`."""
-    files = []
+    files, store = [], Store(spec.records_dir)
     for run_dir in sorted(p for p in spec.runs_dir.glob("*/*/*") if p.is_dir()):
         run_id = run_dir.relative_to(spec.runs_dir)
-        if (spec.records_dir / run_id / RECORD).is_file():
+        if store.has_record(str(run_id)):
             continue
         if not fnmatch.fnmatch(str(run_id), pattern):
             continue
@@ -120,6 +120,7 @@ def save(spec) -> None:
 
 def restore(spec) -> None:
     (archive, root), runs = archive_of(spec), spec.runs_dir.resolve()
+    store = Store(spec.records_dir)
     if not archive.is_file():
         print(f"{spec.name}: no archive {archive}; nothing to restore")
         return
@@ -140,7 +141,7 @@ def restore(spec) -> None:
             saved, local = progress(logs.get, run_dir), progress(local_text, run_dir)
             here = any((d / CHECKPOINT).is_file() for d in (run_dir, run_dir / PRETRAIN))
             where = f"{spec.name}/{run_id}"
-            if (spec.records_dir / run_id / RECORD).is_file():
+            if store.has_record(str(run_id)):
                 print(f"{where}: finished (it has a record); the archive is stale, skipped")
             elif here and local >= saved:
                 here_after, saved_after = describe(local), describe(saved)
