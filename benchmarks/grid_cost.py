@@ -1,11 +1,11 @@
 """What would an experiment spec cost on this CPU? Counts the spec's runs per dataset and model
 (every stage, every seed, whether it is ready or waits for a selection) and prices each run at
-the mean wall time of the committed records (any spec's) of the same model and dataset, trained
-on the CPU in float32, from scratch or from another run as the spec's run is, with one thread
-(else with two, which is cheaper: said so). Where no such record exists, the model's Beauty
-mean is scaled by the dataset's SASRec ratio to Beauty; where a model has no finished run at
-all, an unfinished run directory (`--runs`) gives a lower bound: the minutes its epochs so far
-took.
+the mean wall time (over all its sittings: at least its log's time) of the committed records
+(any spec's) of the same model and dataset, trained on the CPU in float32, from scratch or from
+another run as the spec's run is, with one thread (else with two, which is cheaper: said so).
+Where no such record exists, the model's Beauty mean is scaled by the dataset's SASRec ratio to
+Beauty; where a model has no finished run at all, an unfinished run directory (`--runs`, any
+thread count) gives a lower bound: the minutes its epochs so far took.
 
     python benchmarks/grid_cost.py experiments/table2.toml
 """
@@ -36,12 +36,14 @@ def record_walls(records: Path) -> dict[tuple[Key, int], list[float]]:
         if not cpu or not metrics.get("wall_seconds"):
             continue
         key = (metrics["dataset"]["name"], metrics["model"], bool(train.get("init_from")))
-        walls[key, train.get("threads")].append(metrics["wall_seconds"] / 60)
+        # runs resumed before wall time was carried between sittings hold the last one's only
+        wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
+        walls[key, train.get("threads")].append(wall / 60)
     return walls
 
 
 def unfinished_minutes(runs: Path) -> dict[Key, float]:
-    """Minutes spent so far by the longest unfinished one-thread CPU run of each key."""
+    """Minutes spent so far by the longest unfinished CPU run of each key."""
     spent: dict[Key, float] = {}
     for log in runs.glob(f"**/{LOG}"):
         folder = RunDir(log.parent)
@@ -49,10 +51,9 @@ def unfinished_minutes(runs: Path) -> dict[Key, float]:
             continue
         config = json.loads((folder / CONFIG).read_text())
         train = config["train"]
-        if train.get("threads") != 1 or train.get("device") not in ("cpu", "auto"):
-            continue
-        epochs = folder.read_log()
-        minutes = sum(e["train_seconds"] + e.get("eval_seconds", 0.0) for e in epochs) / 60
+        if train.get("device") not in ("cpu", "auto"):
+            continue  # any thread count: more threads only shorten it, so still a lower bound
+        minutes = folder.logged_seconds() / 60
         key = (config["data"]["dataset"], config["model"]["name"], bool(train.get("init_from")))
         spent[key] = max(spent.get(key, 0.0), minutes)
     return spent

@@ -44,6 +44,12 @@ OWN_FILES = (
 PROBE_BYTES = 64 * 1024
 
 
+def logged_seconds(epochs: list[dict]) -> float:
+    """Training and validation seconds of logged epochs: a run's time less its start-ups, its
+    test and any epoch an interruption cut short, so a lower bound of its wall time."""
+    return sum(e.get("train_seconds", 0.0) + e.get("eval_seconds", 0.0) for e in epochs)
+
+
 def write_error(path: Path, error: OSError) -> FamerecError:
     return FamerecError(f"cannot write {path}: {error.strerror or error}")
 
@@ -228,6 +234,12 @@ class RunDir:
             except json.JSONDecodeError:
                 break
         return records
+
+    def logged_seconds(self, last_epoch: int | None = None) -> float:
+        """Seconds of training and validation in the log (up to `last_epoch`)."""
+        return logged_seconds(
+            [r for r in self.read_log() if last_epoch is None or r.get("epoch", 0) <= last_epoch]
+        )
 
     def truncate_log(self, last_epoch: int) -> None:
         """Drop log records after `last_epoch` (written after the last checkpoint)."""

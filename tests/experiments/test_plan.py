@@ -150,6 +150,20 @@ def test_finished_runs_count_as_done_without_records(tmp_path):
     assert Plan(spec, Store(spec.records_dir)).by_id[run.id].state == READY  # records only
 
 
+def test_wall_time_of_a_run_is_at_least_its_logged_time(tmp_path):
+    """Records of runs resumed before wall time was carried between sittings hold the last
+    sitting's only; their logs have every epoch's time."""
+    spec = write_spec(tmp_path, SASREC)
+    run = plan_of(spec).entries["toys", "sasrec"].trials[0]
+    fake_record(spec, run, valid=0.1)  # wall_seconds 10.0
+    store = Store(spec.records_dir)
+    assert store.wall_seconds(run.id) == 10.0  # no log
+    epochs = [{"epoch": e, "train_seconds": 6.0, "eval_seconds": 1.5} for e in (1, 2)]
+    log = "".join(json.dumps(e) + "\n" for e in epochs)
+    (spec.records_dir / run.id / "log.jsonl").write_text(log)
+    assert Store(spec.records_dir).wall_seconds(run.id) == 15.0
+
+
 def test_train_command_maps_settings_to_flags(tmp_path):
     settings = {
         "model.name": "fame",

@@ -73,7 +73,10 @@ def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
         assert info["wall_seconds"] > 0 and info["machine"]["cores"] >= 1
         assert {"torch", "commit", "command", "threads", "jobs"} <= set(info)
         assert "--threads" in info["command"] and "--quiet" not in info["command"]
-    assert json.loads((spec.records_dir / first.id / "record.json").read_text())["resumed"]
+    resumed = json.loads((spec.records_dir / first.id / "record.json").read_text())
+    assert resumed["resumed"]  # its wall time counts both sittings, the runner saw the second
+    metrics = json.loads((spec.records_dir / first.id / "metrics.json").read_text())
+    assert resumed["wall_seconds"] == metrics["wall_seconds"] > 0 and resumed["sitting_seconds"]
     log = (spec.records_dir / first.id / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]
 

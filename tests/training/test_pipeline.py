@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from famerec.config import RunConfig
 from famerec.errors import ConfigError, FamerecError
 from famerec.evaluation import metrics_from_ranks
-from famerec.rundir import read_ranks
+from famerec.rundir import RunDir, read_ranks
 from famerec.training import load_run, resolve_config, train_run
 from tests.conftest import tiny_overrides, write_sequences
 
@@ -97,6 +97,29 @@ def test_finished_run_is_not_overwritten_silently(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match="holds a finished run"):
         train_run(tiny_config, out, progress=False)
     assert train_run(tiny_config, out, overwrite=True, progress=False)["epochs_run"] == 2
+
+
+@pytest.mark.parametrize("old_checkpoint", [False, True])
+def test_wall_time_counts_every_sitting(seq_file, tmp_path, old_checkpoint):
+    """A run resumed over sittings reports the wall time of all of them, not of the last; a
+    checkpoint written before it kept wall time counts its log's time instead."""
+    config = RunConfig().with_overrides(tiny_overrides(seq_file, **{"train.epochs": 3}))
+    out = tmp_path / "run"
+    train_run(config, out, progress=False, stop_after=2)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    earlier = RunDir(out).logged_seconds()
+    assert checkpoint["state"]["wall_seconds"] >= earlier > 0
+    if old_checkpoint:
+        del checkpoint["state"]["wall_seconds"]
+        torch.save(checkpoint, out / "checkpoint.pt")
+    else:
+        earlier = checkpoint["state"]["wall_seconds"]
+    resumed = train_run(config, out, resume=True, progress=False)
+    last_epoch = RunDir(out).read_log()[-1]
+    assert last_epoch["epoch"] == 3
+    this_sitting = last_epoch["train_seconds"] + last_epoch["eval_seconds"]
+    assert resumed["wall_seconds"] >= round(earlier + this_sitting, 2)
+    assert resumed["wall_seconds"] >= resumed["train_seconds"]
 
 
 def test_resume_refuses_changed_settings(tiny_config, tmp_path):

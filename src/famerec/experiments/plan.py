@@ -30,6 +30,7 @@ from famerec.experiments.spec import (
     SpecError,
     relative,
 )
+from famerec.rundir import LOG, logged_seconds
 
 DONE, READY, WAITING = "done", "ready", "waiting"
 # Settings a finished run may differ in from its spec: where it ran, and paths (relative to
@@ -172,6 +173,19 @@ class Store:
 
     def record(self, run_id: str) -> dict[str, Any]:
         return self.read(run_id, RECORD) if self.has_record(run_id) else {}
+
+    def wall_seconds(self, run_id: str) -> float:
+        """A finished run's wall time over all its sittings: the recorded figure, or its log's
+        time where that is more (runs resumed before the trainer carried wall time between
+        sittings recorded the last sitting's only)."""
+        recorded = self.record(run_id).get("wall_seconds") or self.metrics(run_id).get(
+            "wall_seconds"
+        )
+        try:
+            logged = logged_seconds(self.read(run_id, LOG))
+        except SpecError:  # a record without its log
+            logged = 0.0
+        return max(float(recorded or 0.0), logged)
 
     def forget(self, run_id: str) -> None:
         for key in [k for k in self._cache if k[0] == run_id]:

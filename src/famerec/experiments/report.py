@@ -118,7 +118,7 @@ def header(context: Context) -> str:
         "",
         selection_line(spec, trials),
         "",
-        provenance(records, len(done), len(plan.runs)),
+        provenance(records, sum(map(store.wall_seconds, (run.id for run in done))), len(plan.runs)),
     ]
     if spec.pending():
         lines += ["", f"Not run: {spec.pending()}."]
@@ -143,7 +143,9 @@ def selection_line(spec: Spec, trials: set[int]) -> str:
     )
 
 
-def provenance(records: list[dict[str, Any]], done: int, total: int) -> str:
+def provenance(records: list[dict[str, Any]], wall_seconds: float, total: int) -> str:
+    """Where the records come from; `wall_seconds`: of all runs, over all their sittings."""
+
     def listed(values) -> str:
         counts = Counter(v for v in values if v is not None)
         return ", ".join(f"{value} ({n})" for value, n in sorted(counts.items())) or "none"
@@ -152,9 +154,9 @@ def provenance(records: list[dict[str, Any]], done: int, total: int) -> str:
         info = record.get("machine", {})
         return f"{info.get('gpu') or info.get('cpu', '?')}, {info.get('cores', '?')} cores"
 
-    hours = sum(float(r.get("wall_seconds") or 0) for r in records) / 3600
+    hours = wall_seconds / 3600
     return (
-        f"Records: {done} of {total} runs finished. Commits (runs): "
+        f"Records: {len(records)} of {total} runs finished. Commits (runs): "
         f"{listed(r.get('commit') for r in records)}. Machines: "
         f"{listed(machine(r) for r in records)}. Devices: "
         f"{listed(r.get('device') for r in records)}; precision: "

@@ -225,7 +225,11 @@ class Runner:
             "torch": metrics.get("torch", "unknown"),
             "machine": machine(device),
             "commit": commit(Path(self.spec.path).resolve().parent, self.outputs),
-            "wall_seconds": round(wall, 1) if wall is not None else metrics.get("wall_seconds"),
+            # a resumed run's own figure covers its earlier sittings; the runner saw this one
+            "wall_seconds": metrics.get("wall_seconds")
+            if resumed or wall is None
+            else round(wall, 1),
+            "sitting_seconds": round(wall, 1) if wall is not None else None,
             "threads": self.threads,
             "jobs": self.jobs,
             "resumed": resumed,
@@ -249,7 +253,7 @@ class Runner:
         walls: dict[tuple[str, str], list[float]] = {}
         for run in plan.runs:
             if run.state == DONE:
-                wall = self.store.record(run.id).get("wall_seconds")
+                wall = self.store.wall_seconds(run.id)
                 if wall:
                     walls.setdefault((run.dataset, run.entry), []).append(float(wall))
         if not walls:

@@ -8,7 +8,7 @@ from famerec.experiments.plan import DONE, READY, WAITING, Plan, Run, Store, des
 from famerec.experiments.runner import format_seconds, grid_summary
 from famerec.experiments.spec import Spec
 from famerec.report import table
-from famerec.rundir import RunDir
+from famerec.rundir import RunDir, logged_seconds
 
 
 def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
@@ -99,7 +99,7 @@ def progress(store: Store, run: Run, metric: str) -> list | None:
     best = max(epochs, key=lambda e: e["valid"][metric])
     stopping = epochs[-1].get("stopping", {})
     since = f"{stopping.get('epochs_without_best', '')} / {stopping.get('patience', '')}"
-    seconds = sum(e.get("train_seconds", 0.0) + e.get("eval_seconds", 0.0) for e in epochs)
+    seconds = logged_seconds(epochs)
     return [
         run.id,
         epochs[-1]["epoch"],

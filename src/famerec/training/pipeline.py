@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +247,6 @@ def _train_claimed(
         elif resume:  # device, threads or file paths may have changed; nothing else
             write_json(run_dir / CONFIG, config.to_dict())
 
-    started = time.perf_counter()
     trainer = Trainer(
         model,
         config,
@@ -277,7 +275,7 @@ def _train_claimed(
         "device": str(device),
         "precision": "bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32",
         "torch": torch.__version__,
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        "wall_seconds": round(trainer.wall_seconds, 2),  # every sitting's, when resumed
     }
     if processes.world_size > 1:
         metrics["processes"] = processes.world_size

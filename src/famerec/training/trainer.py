@@ -62,6 +62,7 @@ class TrainState:
     best_metric: float = float("-inf")
     bad_epochs: int = 0
     train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # wall time of every sitting up to the last checkpoint
     steps: int = 0  # optimizer steps so far
     stopped: bool = False  # the stopping rule ended the run
 
@@ -124,6 +125,8 @@ class Trainer:
         self.test_batches = EvalBatches(split.test, max_len, eval_batch_size, device)
         self.state = TrainState()
         self.rule = StoppingRule.from_config(config.train)
+        self.sitting_started = time.perf_counter()
+        self.earlier_sittings = 0.0  # wall seconds of the sittings before this one
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -164,11 +167,21 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         state = dict(payload["state"])
         state.setdefault("steps", state["epoch"] * len(self.train_batches))  # older checkpoints
+        if "wall_seconds" not in state:  # older checkpoints: their log's time, a lower bound
+            state["wall_seconds"] = self.run_dir.logged_seconds(state["epoch"])
         self.state = TrainState(**state)
+        self.earlier_sittings = self.state.wall_seconds
+        self.sitting_started = time.perf_counter()
         torch.set_rng_state(payload["torch_rng"].cpu())
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
         if "cuda_rng" in payload and self.device.type == "cuda":
             torch.cuda.set_rng_state(payload["cuda_rng"].cpu(), self.device)
+
+    @property
+    def wall_seconds(self) -> float:
+        """Wall time of the run so far, over every sitting: the earlier ones up to their last
+        checkpoint (an epoch cut short is lost with its time), this one since it began."""
+        return self.earlier_sittings + time.perf_counter() - self.sitting_started
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -268,6 +281,7 @@ class Trainer:
                 self.state.bad_epochs += 1
             self.state.epoch = epoch
             self.state.train_seconds += seconds
+            self.state.wall_seconds = self.wall_seconds
             stopping = self.rule.state(epoch, self.state.best_epoch, self.state.steps)
             self.state.stopped = stopping["stop"]
             record = {
