@@ -80,6 +80,7 @@ class Trainer:
     ):
         """`processes`: this process's part of a torchrun job (`training.distributed`); it
         trains on its share of each batch, and only process 0 writes `run_dir`."""
+        self.sitting_started = time.perf_counter()
         self.config = config
         self.processes = processes
         self.train_config = config.train
@@ -125,7 +126,6 @@ class Trainer:
         self.test_batches = EvalBatches(split.test, max_len, eval_batch_size, device)
         self.state = TrainState()
         self.rule = StoppingRule.from_config(config.train)
-        self.sitting_started = time.perf_counter()
         self.earlier_sittings = 0.0  # wall seconds of the sittings before this one
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -171,7 +171,6 @@ class Trainer:
             state["wall_seconds"] = self.run_dir.logged_seconds(state["epoch"])
         self.state = TrainState(**state)
         self.earlier_sittings = self.state.wall_seconds
-        self.sitting_started = time.perf_counter()
         torch.set_rng_state(payload["torch_rng"].cpu())
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
         if "cuda_rng" in payload and self.device.type == "cuda":
