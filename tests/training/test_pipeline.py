@@ -192,6 +192,9 @@ def test_pretrain_runs_both_stages_and_keeps_both(seq_file, tmp_path):
     assert load_run(tmp_path / "fame/pretrain").config.model.name == "sasrec"
     assert metrics["init_from"]["run"] == str(tmp_path / "fame/pretrain")
     assert load_run(tmp_path / "fame").config.model.name == "fame"
+    stage_one = json.loads((tmp_path / "fame/pretrain/metrics.json").read_text())
+    for cost in ("train_seconds", "wall_seconds"):  # both stages' time can be summed
+        assert metrics["init_from"][cost] == stage_one[cost] > 0
 
 
 def test_init_from_other_dataset_fails_before_writing(seq_file, tmp_path):

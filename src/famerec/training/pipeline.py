@@ -284,6 +284,9 @@ def _train_claimed(
             "run": str(source.path),
             "best_epoch": source.metrics["best_epoch"],
             "test": source.metrics["test"],
+            # what this run's starting point cost, so `--pretrain`'s two stages can be summed
+            "train_seconds": source.metrics.get("train_seconds"),
+            "wall_seconds": source.metrics.get("wall_seconds"),
         }
     processes.on_main(lambda: write_json(run_dir / METRICS, metrics))
     return metrics
