@@ -416,7 +416,10 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     """The whole command line; `train` offers the shared flags and `model`'s own."""
     parser = ArgumentParser(
         prog="famerec",
-        description="Sequential recommendation with FAME and SASRec: train, explain, serve.",
+        description=(
+            "Sequential recommendation with FAME, SASRec and nine baselines: train, compare, "
+            "explain, serve."
+        ),
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     commands = parser.add_subparsers(
