@@ -312,6 +312,8 @@ def test_explain_facets_needs_attributes_for_user_data(trained_runs, tmp_path, c
     run = str(trained_runs["fame"])
     code, _, err = run_cli(["explain", "--run", run, "--facets"], capsys)
     assert_one_line_error(code, err, "--attributes")
+    code, _, err = run_cli(["explain", "--run", run, "--facets", "--keep-seen"], capsys)
+    assert_one_line_error(code, err, "--keep-seen applies to --user")
     attributes = tmp_path / "attributes.json"
     attributes.write_text(json.dumps({f"i{n}": [n % 3, 10 + n % 2] for n in range(1, 31)}))
     code, stdout, err = run_cli(

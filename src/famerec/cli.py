@@ -171,6 +171,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     if args.facets:
+        if args.keep_seen:  # the lists it compares are what the model would recommend
+            raise FamerecError(
+                "--keep-seen applies to --user; --facets always leaves each user's own items out"
+            )
         return _explain_facets(args)
     if args.user is None:
         raise FamerecError("name a user with --user USER_ID, or ask for --facets")
