@@ -2,7 +2,8 @@
 # Several experiment specs at once on a lent GPU machine, in one device call, records back.
 #   run(command="bash benchmarks/gpu_sitting.sh 450 fp32 experiments/fame_beauty.toml:6:0-7 \
 #       experiments/fame_toys.toml:4:8-11", carry=["runs/fame_beauty/beauty/sasrec"], timeout_s=590)
-# Arguments: SECONDS before every runner is interrupted (they stop their jobs cleanly), the
+# Arguments: SECONDS before every runner is interrupted (they stop their jobs cleanly; 10 s
+# before, their --time-limit has their runs pause between epochs, so none is cut short), the
 # --precision of every run (auto = bf16 autocast on CUDA; fp32 matches CPU records), then
 # SPEC:JOBS:CORES per spec. Each runner is pinned to its CPU cores (taskset), so its jobs get
 # cores / jobs threads and the runners do not slow each other down on the CPU.
@@ -44,7 +45,7 @@ for item in "$@"; do
   specs+=("$spec")
   timeout --signal=INT --kill-after=60 "$SECONDS_LEFT" taskset -c "$cores" python3 -m famerec \
     experiment run "$spec" --jobs "$jobs" --device "${DEVICE:-cuda}" --precision "$PRECISION" \
-    >"$OUT/$name.log" 2>&1 &
+    --time-limit "$((SECONDS_LEFT - 10))" >"$OUT/$name.log" 2>&1 &
 done
 wait
 for name in "${names[@]}"; do

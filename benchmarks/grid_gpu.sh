@@ -25,7 +25,8 @@ name=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb
 before=$(find "results/records/$name" -name record.json 2>/dev/null | wc -l)
 start=$(date +%s)
 timeout --signal=INT --kill-after=60 "$SECONDS_LEFT" python3 -m famerec experiment run "$SPEC" \
-  --jobs "$JOBS" --device cuda ${ONLY:+--only "$ONLY"} 2>&1 | grep -v "^start"
+  --jobs "$JOBS" --device cuda --time-limit "$((SECONDS_LEFT - 10))" ${ONLY:+--only "$ONLY"} 2>&1 |
+  grep -v "^start"
 after=$(find "results/records/$name" -name record.json 2>/dev/null | wc -l)
 echo "$name: $((after - before)) runs finished in $(( $(date +%s) - start )) s wall, $JOBS jobs"
 python3 -m famerec experiment status "$SPEC" 2>&1 | head -5

@@ -212,3 +212,43 @@ def test_written_files_respect_the_umask(tmp_path, capsys, data, umask):
     assert code == 0, err
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
     assert modes == dict.fromkeys(modes, 0o666 & ~umask) and len(modes) == 7
+
+
+def test_time_limit_pauses_between_epochs_and_resume_finishes_the_same_run(tmp_path, capsys, data):
+    """No epoch starts that the last one's time says would end past --time-limit: a first
+    epoch (nothing timed yet) runs, then the run pauses, exit 75, and --resume continues it
+    into the same run as one uninterrupted sitting."""
+    args = ["train", "--data", str(data), *TINY, "--epochs", "3"]
+    code, _, _ = run_cli([*args, "--out", str(tmp_path / "whole")], capsys)
+    assert code == 0
+    out = tmp_path / "run"
+    code, stdout, err = run_cli([*args, "--out", str(out), "--time-limit", "0"], capsys)
+    assert code == 75 and stdout == ""
+    assert f"paused at --time-limit after epoch 1; continue with: famerec train --out {out}" in err
+    assert log_epochs(out) == [1] and not (out / "metrics.json").exists()
+    # resumed with no time left: the log's epoch says the next one would not fit, so none starts
+    code, _, err = run_cli([*args, "--out", str(out), "--resume", "--time-limit", "0s"], capsys)
+    assert code == 75 and "after epoch 1;" in err and log_epochs(out) == [1]
+    code, _, _ = run_cli([*args, "--out", str(out), "--resume", "--time-limit", "2h30m"], capsys)
+    assert code == 0 and log_epochs(out) == [1, 2, 3]
+    whole = json.loads((tmp_path / "whole/metrics.json").read_text())
+    paused = json.loads((out / "metrics.json").read_text())
+    for key in ("valid", "test", "best_epoch", "epochs_run"):
+        assert paused[key] == whole[key], key
+
+
+@pytest.mark.parametrize(
+    "text, seconds", [("5400", 5400), ("90m", 5400), ("2h30m", 9000), ("1h", 3600), ("7.5s", 7.5)]
+)
+def test_time_limit_reads_durations(text, seconds):
+    from famerec.cli import duration
+
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten", "5x", "1m2h", "-3"])
+def test_bad_time_limit_is_a_usage_error(tmp_path, capsys, data, text):
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--time-limit", text]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "give a duration such as 90m, 2h30m or 5400 (seconds)" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()

@@ -6,12 +6,13 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from famerec.config import PRESETS, SECTIONS, RunConfig, config_options
-from famerec.errors import FamerecError
+from famerec.errors import PAUSED, FamerecError
 
 log = logging.getLogger("famerec")
 
@@ -90,6 +91,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from famerec.report import metrics_table
+    from famerec.rundir import RunDir
     from famerec.training import resolve_config, train_run
     from famerec.training.distributed import environment_rank
     from famerec.training.memory import keep_freed_memory
@@ -102,7 +104,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
+        time_limit=args.time_limit,
     )
+    if metrics is None:  # paused between epochs at --time-limit
+        if environment_rank() == 0:
+            print(
+                f"paused at --time-limit after epoch {len(RunDir(args.out).read_log())}; "
+                f"continue with: famerec train --out {args.out} --resume",
+                file=sys.stderr,
+            )
+        return PAUSED
     if environment_rank() == 0:  # under torchrun, process 0 speaks for the job
         print(metrics_table(metrics))
         print(f"run directory: {args.out}")
@@ -296,6 +307,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         only=args.only,
         runs_dir=args.runs,
         precision=args.precision,
+        time_limit=args.time_limit,
     )
     return runner.run(dry_run=args.dry_run)
 
@@ -373,6 +385,11 @@ def add_experiment_commands(commands) -> None:
     )
     run.add_argument("--only", metavar="PATTERN", help="only run ids matching, e.g. 'beauty/*'")
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    add_time_limit(
+        run,
+        "runs start only before it, and no epoch that would end after it; they pause between "
+        "epochs and the same command continues them",
+    )
     spec_command(
         "status",
         cmd_experiment_status,
@@ -416,6 +433,26 @@ def model_in(argv: Sequence[str]) -> str:
     return name if name in MODELS else RunConfig().model.name
 
 
+def duration(text: str) -> float:
+    """'90m', '2h30m', '45s' or plain seconds ('5400') -> seconds."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d*)?)s?)?", text.strip())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(
+            f"give a duration such as 90m, 2h30m or 5400 (seconds), got {text!r}"
+        )
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    return 3600 * hours + 60 * minutes + seconds
+
+
+def add_time_limit(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--time-limit",
+        type=duration,
+        metavar="DURATION",
+        help=f"wall time of this sitting, e.g. 2h30m: {what} (exit {PAUSED})",
+    )
+
+
 def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     """The whole command line; `train` offers the shared flags and `model`'s own."""
     parser = ArgumentParser(
@@ -443,6 +480,9 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=sorted(PRESETS), help="named bundle of settings")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_time_limit(
+        train, "no epoch starts that would end after it; the run pauses and --resume continues it"
+    )
     add_config_flags(train, model)
     train.set_defaults(handler=cmd_train)
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Exit status of `famerec train` and `famerec experiment run` when --time-limit paused them
+# between epochs: nothing failed, the same command (train: with --resume) continues. 75 is
+# sysexits' EX_TEMPFAIL, "try again later", which batch schedulers may requeue on.
+PAUSED = 75
+
 
 class FamerecError(Exception):
     """A problem with the user's input or configuration, reported without a traceback."""

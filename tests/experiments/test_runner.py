@@ -142,3 +142,32 @@ def test_sigterm_stops_the_runner_cleanly_even_with_sigint_ignored(tmp_path):
     rest = process.stderr.read()
     assert process.wait(timeout=60) == 130
     assert "interrupted: run the same command again to resume" in rest
+
+
+def test_time_limit_pauses_runs_between_epochs_and_the_next_sitting_resumes(tmp_path, capsys):
+    """A run whose next epoch would end past --time-limit pauses (not a failure), the others
+    go on while there is time, and the same command without the limit finishes the grid."""
+    spec = tiny_spec(tmp_path)
+    spec_file = str(spec.path)
+    first, second = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    out = spec.runs_dir / first.id
+    assert train_run(resolve_config(out, first.settings), out, progress=False, stop_after=1) is None
+    log = out / "log.jsonl"
+    record = json.loads(log.read_text())
+    record["train_seconds"] = 1e6  # its next epoch cannot fit in an hour
+    log.write_text(json.dumps(record) + "\n")
+
+    assert main(["experiment", "run", spec_file, "--only", "ok/*", "--time-limit", "1h"]) == 75
+    err = capsys.readouterr().err
+    assert f"paused {first.id} at --time-limit after epoch 1" in err
+    assert f"done  {second.id}" in err and "FAILED" not in err
+    assert "1 run(s) paused at --time-limit: run the same command again to resume" in err
+    assert "--time-limit 3" in (spec.runs_dir / f"{first.id}.log").read_text()  # what was left
+    assert not (spec.records_dir / first.id).exists()
+    info = json.loads((spec.records_dir / second.id / "record.json").read_text())
+    assert "--time-limit" not in info["command"]  # a sitting's limit is not the run's
+
+    assert main(["experiment", "run", spec_file, "--only", "ok/*"]) == 0
+    assert f"done  {first.id}" in capsys.readouterr().err
+    log = (spec.records_dir / first.id / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]

@@ -25,6 +25,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 import famerec
+from famerec.errors import PAUSED
 from famerec.experiments.plan import (
     DONE,
     READY,
@@ -36,6 +37,7 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
 from famerec.experiments.spec import Spec, known_options, relative
+from famerec.rundir import RunDir
 
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device", "train.precision")
@@ -167,6 +169,7 @@ class Runner:
         runs_dir: Path | None = None,
         stream: IO[str] | None = None,
         poll_seconds: float = 0.2,
+        time_limit: float | None = None,
     ):
         self.spec = spec
         self.jobs = max(1, jobs)
@@ -177,6 +180,9 @@ class Runner:
         self.store = Store(spec.records_dir, runs_dir or spec.runs_dir)
         self.stream = stream or sys.stderr
         self.poll_seconds = poll_seconds
+        self.time_limit = time_limit  # seconds from run(); each job gets what is left
+        self.deadline: float | None = None
+        self.paused: set[str] = set()
         self.bar: tqdm | None = None
         # what the experiment commands rewrite: not a reason to call the code "dirty"
         report = spec.report_dir
@@ -280,11 +286,14 @@ class Runner:
         env = dict(os.environ)
         source = str(Path(famerec.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+        sitting = []  # not part of the run's command (its record's)
+        if self.deadline is not None:
+            sitting = ["--time-limit", f"{max(0.0, self.deadline - time.monotonic()):.0f}"]
         with open(log_path, "a") as log:
-            log.write(f"$ famerec {shlex.join(args)}\n")
+            log.write(f"$ famerec {shlex.join(args + sitting)}\n")
             log.flush()
             process = subprocess.Popen(
-                [sys.executable, "-m", "famerec", *args],
+                [sys.executable, "-m", "famerec", *args, *sitting],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -303,6 +312,8 @@ class Runner:
         )
         if dry_run:
             return self.dry_run(plan)
+        if self.time_limit is not None:
+            self.deadline = time.monotonic() + self.time_limit
         with interruptible():
             return self.run_jobs(plan)
 
@@ -330,7 +341,10 @@ class Runner:
                     and self.wanted(run)
                     and run.id not in running
                     and run.id not in failed
+                    and run.id not in self.paused
                 ]
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    ready = []  # past --time-limit: let the running jobs pause, start none
                 while ready and len(running) < self.jobs:
                     run = ready.pop(0)
                     running[run.id] = self.start(run)
@@ -363,7 +377,12 @@ class Runner:
         return self.summary(self.plan(), finished, failed, time.monotonic() - began)
 
     def counts_as_left(self, run: Run, failed: dict[str, str]) -> bool:
-        return run.state != DONE and self.wanted(run) and run.id not in failed
+        return (
+            run.state != DONE
+            and self.wanted(run)
+            and run.id not in failed
+            and run.id not in self.paused
+        )
 
     def finish(self, job: Job, failed: dict[str, str]) -> int:
         """Record a finished run, or report a failed one; 1 if it finished."""
@@ -376,6 +395,11 @@ class Runner:
                 f"in {format_seconds(wall)}"
             )
             return 1
+        if job.process.returncode == PAUSED:
+            self.paused.add(job.run.id)
+            epochs = len(RunDir(self.store.run_dir(job.run.id)).read_log())
+            self.say(f"paused {job.run.id} at --time-limit after epoch {epochs}")
+            return 0
         failed[job.run.id] = tail(job.log_path)
         self.say(
             f"FAILED {job.run.id} (exit {job.process.returncode}) after "
@@ -402,7 +426,12 @@ class Runner:
         )
         for reason, count in reasons.items():
             self.say(f"  {count} run(s) left: {reason}")
-        return 1 if failed else 0
+        if self.paused:
+            self.say(
+                f"  {len(self.paused)} run(s) paused at --time-limit: run the same command "
+                "again to resume"
+            )
+        return 1 if failed else PAUSED if self.paused else 0
 
     def dry_run(self, plan: Plan) -> int:
         for run in plan.runs:

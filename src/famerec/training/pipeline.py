@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,15 +173,18 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    time_limit: float | None = None,
 ) -> dict[str, Any] | None:
     """Run `config` into directory `out`; returns metrics.json's content.
 
-    Returns None when `stop_after` ended training early (the run stays resumable). A run that
+    Returns None when `stop_after` or `time_limit` (seconds from now: no epoch starts that
+    would end after it) ended training early; the run stays resumable. A run that
     fails leaves nothing behind, unless it has a completed epoch to resume from. Under torchrun
     every process calls it (`training.distributed`); process 0 writes the run directory, and
     all return once it is written.
     """
     config.validate()
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     if config.data.path:
         config = config.with_overrides({"data.path": absolute(config.data.path)})
     own = {f"{config.model.name}.{k}": v for k, v in dataclasses.asdict(config.options).items()}
@@ -197,7 +201,14 @@ def train_run(
     processes.on_main(run_dir.claim)
     try:
         return _train_claimed(
-            config, run_dir, device, resume, progress and processes.is_main, stop_after, processes
+            config,
+            run_dir,
+            device,
+            resume,
+            progress and processes.is_main,
+            stop_after,
+            processes,
+            deadline,
         )
     except Exception as error:
         kept = processes.is_main and run_dir.release()
@@ -214,6 +225,7 @@ def _train_claimed(
     progress: bool,
     stop_after: int | None,
     processes: distributed.OneProcess,
+    deadline: float | None = None,
 ) -> dict[str, Any] | None:
     """train_run's work once the run directory is known to be writable."""
     data = load_dataset(config.data)
@@ -224,7 +236,16 @@ def _train_claimed(
     source = None
     if config.train.pretrain:
         log.info("stage 1 of 2: SASRec pretraining into %s", run_dir / PRETRAIN)
-        train_run(pretrain_config(config), run_dir / PRETRAIN, resume=True, progress=progress)
+        left = None if deadline is None else deadline - time.monotonic()
+        stage = train_run(
+            pretrain_config(config),
+            run_dir / PRETRAIN,
+            resume=True,
+            progress=progress,
+            time_limit=left,
+        )
+        if stage is None:  # paused at the time limit; the next sitting resumes it
+            return None
         source = load_run(run_dir / PRETRAIN, device="cpu")
         log.info("stage 2 of 2: FAME fine-tuning into %s", run_dir)
     elif config.train.init_from:
@@ -256,7 +277,7 @@ def _train_claimed(
         progress=progress,
         processes=processes,
     )
-    state = trainer.fit(resume=resume, stop_after=stop_after)
+    state = trainer.fit(resume=resume, stop_after=stop_after, deadline=deadline)
     if state.epoch < config.train.epochs and not state.stopped:
         processes.barrier()  # process 0 has written the checkpoint
         return None

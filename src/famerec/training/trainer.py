@@ -246,14 +246,29 @@ class Trainer:
             shard=self.processes,
         )
 
-    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainState:
+    def fit(
+        self, resume: bool = False, stop_after: int | None = None, deadline: float | None = None
+    ) -> TrainState:
         """Train to early stop (or `epochs`); `stop_after` ends early after that epoch, as an
-        interruption would (used to test resuming)."""
+        interruption would (used to test resuming). With a `deadline` (`time.monotonic()`),
+        an epoch starts only if it should end before it, as long as the epochs so far took;
+        the run then pauses between epochs, resumable, and no time is lost to a cut epoch."""
         if resume:
             self.load_checkpoint()
         config = self.train_config
+        estimate = self.last_logged_epoch_seconds()  # until this sitting has timed one
+        first_epoch = self.state.epoch + 1
         while self.state.epoch < config.epochs and not self.state.stopped:
             epoch = self.state.epoch + 1
+            if not self.epoch_fits(deadline, estimate):
+                log.info(
+                    "paused after epoch %d: another epoch (about %.0fs) would end past the "
+                    "time limit",
+                    self.state.epoch,
+                    estimate,
+                )
+                break
+            epoch_started = time.perf_counter()
             context = EpochContext(
                 epoch, self.train_tensors, self.device, config.batch_size, self.progress
             )
@@ -312,6 +327,9 @@ class Trainer:
                 eval_seconds,
                 "  *best" if improved else "",
             )
+            # the longest epoch of this sitting (the log's may be from another machine)
+            took = time.perf_counter() - epoch_started
+            estimate = took if epoch == first_epoch else max(estimate, took)
             if stop_after is not None and epoch >= stop_after:
                 break
         wait = self.rule.wait(self.state.best_epoch)
@@ -325,6 +343,26 @@ class Trainer:
                 config.epochs,
             )
         return self.state
+
+    def last_logged_epoch_seconds(self) -> float | None:
+        """Training and validation seconds of the log's last epoch (a resumed run's estimate of
+        its next one); None before the first."""
+
+        def read() -> float | None:
+            records = self.run_dir.read_log()
+            last = records[-1] if records else {}
+            return last.get("train_seconds", 0) + last.get("eval_seconds", 0) if last else None
+
+        return self.processes.on_main(read)
+
+    def epoch_fits(self, deadline: float | None, estimate: float | None) -> bool:
+        """Whether an epoch of about `estimate` seconds would end before `deadline`; every
+        process of a torchrun job must agree (else they would wait on each other for ever)."""
+        if deadline is None or estimate is None:
+            return True
+        fits = torch.tensor([float(time.monotonic() + estimate <= deadline)], device=self.device)
+        self.processes.sum_(fits)
+        return int(fits.item()) == self.processes.world_size
 
     def check_finite(self, epoch: int, loss: float) -> None:
         """A NaN or infinite loss or weight means training diverged: stop before the epoch is
