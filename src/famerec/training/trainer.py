@@ -256,10 +256,11 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         config = self.train_config
-        estimate = self.last_logged_epoch_seconds()  # until this sitting has timed one
-        first_epoch = self.state.epoch + 1
+        logged = self.last_logged_epoch_seconds() if deadline is not None else None
+        longest = 0.0  # this sitting's longest epoch (the log's may be from another machine)
         while self.state.epoch < config.epochs and not self.state.stopped:
             epoch = self.state.epoch + 1
+            estimate = longest or logged  # the log's last epoch until this sitting timed one
             if not self.epoch_fits(deadline, estimate):
                 log.info(
                     "paused after epoch %d: another epoch (about %.0fs) would end past the "
@@ -327,9 +328,7 @@ class Trainer:
                 eval_seconds,
                 "  *best" if improved else "",
             )
-            # the longest epoch of this sitting (the log's may be from another machine)
-            took = time.perf_counter() - epoch_started
-            estimate = took if epoch == first_epoch else max(estimate, took)
+            longest = max(longest, time.perf_counter() - epoch_started)
             if stop_after is not None and epoch >= stop_after:
                 break
         wait = self.rule.wait(self.state.best_epoch)
@@ -350,8 +349,7 @@ class Trainer:
 
         def read() -> float | None:
             records = self.run_dir.read_log()
-            last = records[-1] if records else {}
-            return last.get("train_seconds", 0) + last.get("eval_seconds", 0) if last else None
+            return records[-1]["train_seconds"] + records[-1]["eval_seconds"] if records else None
 
         return self.processes.on_main(read)
 
