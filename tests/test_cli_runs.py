@@ -237,6 +237,20 @@ def test_time_limit_pauses_between_epochs_and_resume_finishes_the_same_run(tmp_p
         assert paused[key] == whole[key], key
 
 
+def test_time_limit_pauses_a_pretrain_run_in_its_first_stage(tmp_path, capsys, data):
+    """A --pretrain run paused in its SASRec stage says which stage; --resume goes on there."""
+    out = tmp_path / "fame"
+    args = ["train", "--model", "fame", "--pretrain", "--data", str(data), "--out", str(out)]
+    args += [*TINY, "--hidden", "64", "--heads", "2", "--epochs", "2"]
+    code, stdout, err = run_cli([*args, "--time-limit", "0"], capsys)
+    assert code == 75 and stdout == ""
+    assert "paused at --time-limit after pretraining epoch 1; continue with:" in err
+    assert log_epochs(out / "pretrain") == [1] and not (out / "log.jsonl").exists()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert log_epochs(out / "pretrain") == [1, 2] and log_epochs(out) == [1, 2]
+
+
 @pytest.mark.parametrize(
     "text, seconds", [("5400", 5400), ("90m", 5400), ("2h30m", 9000), ("1h", 3600), ("7.5s", 7.5)]
 )

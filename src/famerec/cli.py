@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if metrics is None:  # paused between epochs at --time-limit
         if environment_rank() == 0:
             print(
-                f"paused at --time-limit after epoch {len(RunDir(args.out).read_log())}; "
+                f"paused at --time-limit after {RunDir(args.out).reached()}; "
                 f"continue with: famerec train --out {args.out} --resume",
                 file=sys.stderr,
             )

@@ -235,6 +235,15 @@ class RunDir:
                 break
         return records
 
+    def reached(self) -> str:
+        """Where a paused run stands: its last logged epoch, or, for a --pretrain run paused
+        before its second stage logged one, its pretraining stage's."""
+        epochs = len(self.read_log())
+        stage = RunDir(self.path / PRETRAIN)
+        if not epochs and stage.is_started and not stage.is_finished:
+            return f"pretraining epoch {len(stage.read_log())}"
+        return f"epoch {epochs}"
+
     def logged_seconds(self, last_epoch: int | None = None) -> float:
         """Seconds of training and validation in the log (up to `last_epoch`)."""
         return logged_seconds(

@@ -57,8 +57,11 @@ def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
     assert "--resume" not in commands[second] and "--threads" in commands[second]
     assert not (spec.records_dir).exists()
 
-    assert main(["experiment", "run", spec_file]) == 1  # the broken dataset's runs fail
+    # the broken dataset's runs fail; two at a time, each run counted once in the progress
+    assert main(["experiment", "run", spec_file, "--jobs", "2"]) == 1
     err = capsys.readouterr().err
+    progress = [line.split()[0] for line in err.splitlines() if " elapsed " in line]
+    assert progress == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"], err
     assert "FAILED broken/sasrec/dropout=0.1,seed=1" in err and "file not found" in err
     logs = sorted(p.name for p in (spec.runs_dir / "broken/sasrec").glob("*.log"))
     assert logs == ["dropout=0.1,seed=1.log", "dropout=0.2,seed=1.log"]
@@ -162,6 +165,8 @@ def test_time_limit_pauses_runs_between_epochs_and_the_next_sitting_resumes(tmp_
     assert f"paused {first.id} at --time-limit after epoch 1" in err
     assert f"done  {second.id}" in err and "FAILED" not in err
     assert "1 run(s) paused at --time-limit: run the same command again to resume" in err
+    progress = [line.split()[0] for line in err.splitlines() if " elapsed " in line]
+    assert progress == ["[1/2]", "[2/2]"] and "about 0s left" not in err, err
     assert "--time-limit 3" in (spec.runs_dir / f"{first.id}.log").read_text()  # what was left
     assert not (spec.records_dir / first.id).exists()
     info = json.loads((spec.records_dir / second.id / "record.json").read_text())

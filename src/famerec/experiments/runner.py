@@ -350,16 +350,23 @@ class Runner:
                     running[run.id] = self.start(run)
                 if not running:
                     break
-                for job in self.wait(running):
+                ended = self.wait(running)
+                for job in ended:
                     del running[job.run.id]
+                for count, job in enumerate(ended, 1):
                     finished += self.finish(job, failed)
                     plan = self.plan()
                     left = [r for r in plan.runs if self.counts_as_left(r, failed)]
-                    self.bar.total = finished + len(failed) + len(left) + len(running)
+                    handled = finished + len(failed) + len(self.paused)
+                    # runs still to handle: those left, those running and those that ended with
+                    # this one (the plan counts a run done once its metrics.json is written)
+                    to_handle = {r.id for r in left} | set(running)
+                    to_handle |= {j.run.id for j in ended[count:]}
+                    self.bar.total = handled + len(to_handle)
                     self.bar.update(1)
-                    eta = self.estimate(plan, left)
+                    eta = self.estimate(plan, left) if left else None
                     self.say(
-                        f"[{finished + len(failed)}/{self.bar.total}] "
+                        f"[{handled}/{self.bar.total}] "
                         f"elapsed {format_seconds(time.monotonic() - began)}"
                         + (f", about {format_seconds(eta)} left" if eta is not None else "")
                     )
@@ -397,8 +404,8 @@ class Runner:
             return 1
         if job.process.returncode == PAUSED:
             self.paused.add(job.run.id)
-            epochs = len(RunDir(self.store.run_dir(job.run.id)).read_log())
-            self.say(f"paused {job.run.id} at --time-limit after epoch {epochs}")
+            reached = RunDir(self.store.run_dir(job.run.id)).reached()
+            self.say(f"paused {job.run.id} at --time-limit after {reached}")
             return 0
         failed[job.run.id] = tail(job.log_path)
         self.say(
