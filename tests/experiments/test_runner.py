@@ -125,6 +125,32 @@ def test_commit_is_dirty_for_code_changes_not_for_records(tmp_path):
     assert commit(tmp_path / "records") == head + "-dirty"
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_record_names_the_commit_its_sitting_started_from(tmp_path):
+    """A checkout that moves on while a run trains does not relabel the code the run ran."""
+    from famerec.experiments.runner import Runner
+
+    def git(*args):
+        command = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+        return subprocess.run([*command, *args], check=True, capture_output=True, text=True)
+
+    spec = tiny_spec(tmp_path)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    started = git("rev-parse", "--short", "HEAD").stdout.strip()
+    run = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials[0]
+    runner = Runner(spec)
+    job = runner.start(run)
+    (tmp_path / "code.py").write_text("x = 2\n")
+    git("commit", "-qam", "second")
+    assert job.process.wait(timeout=300) == 0
+    assert runner.finish(job, {}) == 1
+    info = json.loads((spec.records_dir / run.id / "record.json").read_text())
+    assert info["commit"] == started != git("rev-parse", "--short", "HEAD").stdout.strip()
+
+
 def test_sigterm_stops_the_runner_cleanly_even_with_sigint_ignored(tmp_path):
     """Scripts start background jobs with SIGINT ignored, and sessions end with SIGTERM: both
     must stop the runner the way Ctrl-C does (jobs ended, 'interrupted', exit 130)."""

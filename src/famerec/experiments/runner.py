@@ -156,6 +156,7 @@ class Job:
     started: float
     resumed: bool
     command: list[str]
+    commit: str  # the checkout the job started from: the code this sitting of the run ran
 
 
 class Runner:
@@ -213,7 +214,16 @@ class Runner:
 
     # -- records ----------------------------------------------------------------------------
 
-    def save_record(self, run: Run, wall: float | None, resumed: bool, args: list[str]) -> None:
+    def save_record(
+        self,
+        run: Run,
+        wall: float | None,
+        resumed: bool,
+        args: list[str],
+        code: str | None = None,
+    ) -> None:
+        """Copy a finished run into its record; `code` is the commit its last sitting started
+        from (the checkout may have moved on while it ran), else the checkout now."""
         run_dir = self.store.run_dir(run.id)
         metrics = self.store.metrics(run.id)
         device = str(metrics.get("device", "unknown"))
@@ -230,7 +240,7 @@ class Runner:
             "precision": metrics.get("precision", "unknown"),
             "torch": metrics.get("torch", "unknown"),
             "machine": machine(device),
-            "commit": commit(Path(self.spec.path).resolve().parent, self.outputs),
+            "commit": code or self.checkout(),
             # a resumed run's own figure covers its earlier sittings; the runner saw this one
             "wall_seconds": metrics.get("wall_seconds")
             if resumed or wall is None
@@ -243,6 +253,9 @@ class Runner:
         }
         copy_record(run_dir, self.store.record_dir(run.id), info)
         self.store.forget(run.id)
+
+    def checkout(self) -> str:
+        return commit(Path(self.spec.path).resolve().parent, self.outputs)
 
     def sync(self, plan: Plan) -> None:
         """Copy the records of runs that finished here but were not recorded (interrupted)."""
@@ -286,6 +299,7 @@ class Runner:
         env = dict(os.environ)
         source = str(Path(famerec.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+        code = self.checkout()
         sitting = []  # not part of the run's command (its record's)
         if self.deadline is not None:
             sitting = ["--time-limit", f"{max(0.0, self.deadline - time.monotonic()):.0f}"]
@@ -300,7 +314,7 @@ class Runner:
                 env=env,
             )
         self.say(f"start {run.id}" + (" (resuming)" if resumed else ""))
-        return Job(run, process, log_path, time.monotonic(), resumed, args)
+        return Job(run, process, log_path, time.monotonic(), resumed, args, code)
 
     def run(self, dry_run: bool = False) -> int:
         plan = self.plan()
@@ -395,7 +409,7 @@ class Runner:
         """Record a finished run, or report a failed one; 1 if it finished."""
         wall = time.monotonic() - job.started
         if job.process.returncode == 0 and self.store.finished_locally(job.run.id):
-            self.save_record(job.run, wall, job.resumed, job.command)
+            self.save_record(job.run, wall, job.resumed, job.command, job.commit)
             score = self.store.metrics(job.run.id)["valid"][self.spec.metric]
             self.say(
                 f"done  {job.run.id}: valid {self.spec.metric} {score:.4f} "
