@@ -22,7 +22,7 @@ from famerec.errors import FamerecError
 from famerec.evaluation import evaluate
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.losses import NegativeSampler
-from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
+from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write, logged_seconds
 from famerec.runs import load_weights, resolve_device, save_weights
 from famerec.training.distributed import ONE_PROCESS, OneProcess
 from famerec.training.stopping import StoppingRule
@@ -349,7 +349,7 @@ class Trainer:
 
         def read() -> float | None:
             records = self.run_dir.read_log()
-            return records[-1]["train_seconds"] + records[-1]["eval_seconds"] if records else None
+            return logged_seconds(records[-1:]) if records else None
 
         return self.processes.on_main(read)
 
