@@ -146,6 +146,19 @@ class TrainConfig:
     )
     lr: float = option(1e-3, "Adam learning rate")
     weight_decay: float = option(0.0, "Adam weight decay")
+    lr_schedule: str = option(
+        "constant",
+        "learning-rate schedule after the warmup: constant, linear or cosine decay to "
+        "--lr-floor over --decay-epochs, or step (x --step-factor every --step-epochs)",
+        choices=("constant", "linear", "cosine", "step"),
+    )
+    warmup_steps: int = option(0, "optimizer steps of linear warmup to --lr, 0 = none")
+    decay_epochs: int = option(
+        0, "linear/cosine: the decay ends after this many epochs (warmup included), 0 = --epochs"
+    )
+    lr_floor: float = option(0.0, "linear/cosine: the rate at the decay's end, a share of --lr")
+    step_epochs: int = option(3, "step: epochs between rate changes")
+    step_factor: float = option(0.1, "step: the rate's factor at each change")
     batch_size: int = option(256, "training sequences per batch")
     eval_batch_size: int = option(256, "sequences per evaluation batch")
     seed: int = option(42, "random seed (CPU runs repeat exactly)")
@@ -200,6 +213,14 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.warmup_steps < 0 or self.decay_epochs < 0:
+            raise ConfigError("--warmup-steps and --decay-epochs must be 0 or more")
+        if not 0.0 <= self.lr_floor <= 1.0:
+            raise ConfigError(f"--lr-floor must be a share of --lr in [0, 1], got {self.lr_floor}")
+        if self.step_epochs <= 0:
+            raise ConfigError(f"--step-epochs must be a positive integer, got {self.step_epochs}")
+        if not 0.0 < self.step_factor <= 1.0:
+            raise ConfigError(f"--step-factor must be in (0, 1], got {self.step_factor}")
         if self.negatives <= 0:
             raise ConfigError(f"--negatives must be a positive integer, got {self.negatives}")
         if self.threads < 0 or self.loss_chunk < 0:

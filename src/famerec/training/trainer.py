@@ -25,6 +25,7 @@ from famerec.models.losses import NegativeSampler
 from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write, logged_seconds
 from famerec.runs import load_weights, resolve_device, save_weights
 from famerec.training.distributed import ONE_PROCESS, OneProcess
+from famerec.training.schedule import scheduler
 from famerec.training.stopping import StoppingRule
 
 __all__ = ["Trainer", "TrainState", "load_weights", "resolve_device", "save_weights"]
@@ -122,11 +123,14 @@ class Trainer:
             split_by_length=config.train.bucketing,
             device=device,
         )
+        # The rate of every optimizer step (training.schedule); stepped after each one.
+        self.scheduler = scheduler(self.optimizer, config.train, len(self.train_batches))
         self.valid_batches = EvalBatches(split.valid, max_len, eval_batch_size, device)
         self.test_batches = EvalBatches(split.test, max_len, eval_batch_size, device)
         self.state = TrainState()
         self.rule = StoppingRule.from_config(config.train)
         self.earlier_sittings = 0.0  # wall seconds of the sittings before this one
+        self.last_lr = config.train.lr  # the rate of the last optimizer step
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class Trainer:
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "state": vars(self.state),
             "torch_rng": torch.get_rng_state(),
             "shuffle_rng": self.shuffle_rng.get_state(),
@@ -170,6 +175,11 @@ class Trainer:
         if "wall_seconds" not in state:  # older checkpoints: their log's time, a lower bound
             state["wall_seconds"] = self.run_dir.logged_seconds(state["epoch"])
         self.state = TrainState(**state)
+        # Older checkpoints (before schedules) ran at a constant rate: their step count is all
+        # the schedule needs.
+        self.scheduler.load_state_dict(
+            payload.get("scheduler", {"last_epoch": self.state.steps, "_step_count": 1})
+        )
         self.earlier_sittings = self.state.wall_seconds
         torch.set_rng_state(payload["torch_rng"].cpu())
         self.shuffle_rng.set_state(payload["shuffle_rng"].cpu())
@@ -215,6 +225,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             (loss if weight == 1.0 else loss * weight).backward()
             self.optimizer.step()
+            self.last_lr = self.optimizer.param_groups[0]["lr"]  # this step's rate
+            self.scheduler.step()
             if len(losses) > 1:
                 losses = {"loss": loss, **losses}
             for name, value in losses.items():
@@ -309,6 +321,7 @@ class Trainer:
                 ),
                 "train_seconds": round(seconds, 3),
                 "eval_seconds": round(eval_seconds, 3),
+                "lr": float(f"{self.last_lr:.6g}"),  # the rate of the epoch's last step
                 "positions_per_second": round(self.num_positions / seconds, 1),
                 "valid": {k: round(v, 6) for k, v in valid.items()},
                 "best": improved,

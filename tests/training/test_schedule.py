@@ -1,0 +1,109 @@
+import json
+import math
+
+import pytest
+import torch
+
+from famerec.config import RunConfig, TrainConfig
+from famerec.errors import ConfigError
+from famerec.training import train_run
+from famerec.training.schedule import rate_factor, scheduler
+from tests.conftest import tiny_overrides
+
+
+def rates(config: TrainConfig, steps_per_epoch: int, steps: int) -> list[float]:
+    """The rate factor of each of the first `steps` optimizer steps, as LambdaLR applies it."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    schedule = scheduler(optimizer, config, steps_per_epoch)
+    seen = []
+    for _ in range(steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return seen
+
+
+def test_constant_rate_with_and_without_warmup():
+    assert rates(TrainConfig(), 5, 4) == [1.0] * 4
+    assert rates(TrainConfig(warmup_steps=4), 5, 6) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1])
+
+
+def test_linear_decay_reaches_its_floor_at_the_end_of_decay_epochs_and_stays():
+    config = TrainConfig(lr_schedule="linear", decay_epochs=2, lr_floor=0.2, epochs=50)
+    seen = rates(config, 5, 14)  # 10 steps of decay, then the floor
+    assert seen[0] == 1.0
+    assert seen[5] == pytest.approx(0.2 + 0.8 * 0.5)
+    assert seen[10:] == pytest.approx([0.2] * 4)
+
+
+def test_cosine_after_warmup_follows_half_a_cosine_over_epochs():
+    config = TrainConfig(lr_schedule="cosine", warmup_steps=2, epochs=3, lr_floor=0.0)
+    seen = rates(config, 4, 12)  # 2 warmup steps, then 10 steps of decay
+    assert seen[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert seen[2 + 5] == pytest.approx(0.5)  # halfway
+    assert seen[2 + 3] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.3)))
+    assert seen[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+
+
+def test_step_decay_changes_the_rate_only_between_epochs():
+    config = TrainConfig(lr_schedule="step", step_epochs=2, step_factor=0.1)
+    seen = rates(config, 3, 15)  # epochs of 3 steps: x0.1 after epochs 2 and 4
+    assert seen == pytest.approx([1.0] * 6 + [0.1] * 6 + [0.01] * 3)
+    assert rate_factor(3 * 2 * 9, config, 3) == pytest.approx(1e-9)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.lr_schedule": "exp"}, "unknown --lr-schedule value 'exp'"),
+        ({"train.warmup_steps": -1}, "--warmup-steps and --decay-epochs must be 0 or more"),
+        ({"train.lr_floor": 1.5}, "--lr-floor must be a share of --lr"),
+        ({"train.step_epochs": 0}, "--step-epochs must be a positive integer"),
+        ({"train.step_factor": 0.0}, "--step-factor must be in"),
+    ],
+)
+def test_bad_schedule_settings_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig().with_overrides(overrides).validate()
+
+
+SCHEDULED = {
+    "train.epochs": 4,
+    "train.patience": 10,
+    "train.lr": 3e-3,
+    "train.lr_schedule": "cosine",
+    "train.warmup_steps": 3,
+    "train.lr_floor": 0.1,
+}
+
+
+def test_log_records_each_epochs_rate_and_config_the_schedule(seq_file, tmp_path):
+    config = RunConfig().with_overrides(tiny_overrides(seq_file, **SCHEDULED))
+    train_run(config, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run/config.json").read_text())["train"]
+    assert saved["lr_schedule"] == "cosine" and saved["warmup_steps"] == 3
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    steps = log[0]["stopping"]["steps"]  # steps per epoch
+    for record in log:
+        last_step = record["epoch"] * steps - 1
+        expected = 3e-3 * rate_factor(last_step, config.train, steps)
+        assert record["lr"] == pytest.approx(expected, rel=1e-5)
+    assert log[-1]["lr"] < log[0]["lr"]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_a_scheduled_run_resumes_exactly(seq_file, tmp_path, schedule):
+    settings = {**SCHEDULED, "train.lr_schedule": schedule, "train.step_epochs": 1}
+    config = RunConfig().with_overrides(tiny_overrides(seq_file, **settings))
+    whole = train_run(config, tmp_path / "whole", progress=False)
+    assert train_run(config, tmp_path / "cut", progress=False, stop_after=2) is None
+    resumed = train_run(config, tmp_path / "cut", resume=True, progress=False)
+    for key in ("valid", "test", "best_epoch", "epochs_run"):
+        assert resumed[key] == whole[key], key
+
+    def history(run: str) -> list[tuple]:
+        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
+        return [(r["epoch"], r["train_loss"], r["lr"], r["valid"]) for r in map(json.loads, lines)]
+
+    assert history("cut") == history("whole")
