@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 	$(BIN)/famerec train --model fame $(QUICK) --init-from $(DEMO)/sasrec --out $(DEMO)/fame
 	@echo; echo "== 3/3: what each FAME head recommends to user 230, and why"
 	$(BIN)/famerec explain --run $(DEMO)/fame --user 230 -k 10
-	@echo; echo "quick-preset demo done: runs in $(DEMO); full runs: README.md, Training"
+	@echo; echo "quick-preset demo done: runs in $(DEMO); full runs: README.md and docs/training.md"
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
