@@ -1,19 +1,19 @@
-"""Carry unfinished experiment runs from one sitting to the next through git.
+"""Carry unfinished experiment runs from one sitting (or machine) to the next, outside git.
 
-A sitting's machine keeps only what is committed: `runs/` is ignored, so a run cut off when
-the sitting ends is lost unless what resuming needs (config, log, checkpoint, best weights,
-dataset cache, input copies; a `--pretrain` run's `pretrain/` too) is committed. `save` packs
-the unfinished runs of a spec (a checkpoint, no record) into `experiments/checkpoints/<spec
-name>.tar.gz` beside the spec, or deletes that archive once none is left; `restore` puts them
-back in `runs/`, unless a run there is as far along or already finished. `files` lists what
-resuming needs, one path per line, relative to the current folder (for `gpu_sitting.sh`).
-The run and record folders are the spec's own (`famerec.experiments.load_spec`: by default
-`runs/<name>` and `results/records/<name>` in the folder above the spec's); the archive holds
-paths from that folder.
+`runs/` is ignored, so a run cut off when a sitting ends is lost with the machine unless what
+resuming needs (config, log, checkpoint, best weights, dataset cache, input copies; a
+`--pretrain` run's `pretrain/` too) is copied elsewhere. `save` packs the unfinished runs of a
+spec (a checkpoint, no record) into `experiments/checkpoints/<spec name>.tar.gz` beside the
+spec (git-ignored: copy it to the next machine with scp or rsync, never commit it), or deletes
+that archive once none is left; `restore` puts them back in `runs/`, unless a run there is as
+far along or already finished. `files` lists what resuming needs, one path per line, relative
+to the current folder (for `gpu_sitting.sh`). The run and record folders are the spec's own
+(`famerec.experiments.load_spec`: by default `runs/<name>` and `results/records/<name>` in the
+folder above the spec's); the archive holds paths from that folder. See docs/long-runs.md.
 
-    python benchmarks/carry_runs.py restore experiments/defaults_beauty.toml   # sitting start
     python benchmarks/carry_runs.py save experiments/defaults_beauty.toml      # sitting end
-    git add experiments/checkpoints && git commit ...
+    rsync -av experiments/checkpoints/ othermachine:famerec/experiments/checkpoints/
+    python benchmarks/carry_runs.py restore experiments/defaults_beauty.toml   # next sitting
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The experiment runner on a GPU, in one device call (see DEVELOPERS.md):
-#   run(command="bash benchmarks/experiments_gpu.sh", carry=[".whl"], timeout_s=480)
+# The experiment runner on a GPU (docs/gpu.md). On the GPU machine, from the repository root
+# (with polars' wheels in .whl/ if the machine lacks polars; about 8 minutes):
+#   export OUT=$PWD/gpu-out && mkdir -p "$OUT" && bash benchmarks/experiments_gpu.sh
 # Runs experiments/probe.toml (8 short runs on Beauty and Sports) with 4 jobs sharing the GPU,
 # then its 4 Beauty runs again one at a time, and prints seconds per epoch and wall times: the
 # numbers behind the cost estimate of experiments/table2.toml. Records come back in $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
 test -d src/famerec/experiments || { echo "no famerec experiments here"; exit 3; }
 if [ -d .whl ]; then  # wheels missing on the GPU image (polars), as for benchmarks/gpu.sh
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

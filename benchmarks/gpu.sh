@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# GPU checks for a session that is lent an H100/H200 (see DEVELOPERS.md), in one call:
-#   run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=540)
+# GPU checks on a machine with an H100/H200 (docs/gpu.md). On the GPU machine, from the
+# repository root (with polars' wheels in .whl/ if the machine lacks polars; about 9 minutes):
+#   export OUT=$PWD/gpu-out && mkdir -p "$OUT" && bash benchmarks/gpu.sh
 # Prints the speed table on CUDA and a timed Beauty FAME run (SASRec pretraining + fine-tuning
 # to early stop, --device auto => bf16 autocast, tensors on the GPU).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
 if [ -d .whl ]; then  # wheels of packages missing on the GPU image (polars, safetensors, ...)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}

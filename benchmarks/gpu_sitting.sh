@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Several experiment specs at once on a lent GPU machine, in one device call, records back.
-#   run(command="bash benchmarks/gpu_sitting.sh 450 fp32 experiments/fame_beauty.toml:6:0-7 \
-#       experiments/fame_toys.toml:4:8-11", carry=["runs/fame_beauty/beauty/sasrec"], timeout_s=590)
+# Several experiment specs at once on a GPU machine, records back (docs/gpu.md). On the GPU
+# machine, from the repository root, with the run directories the specs start from copied there
+# first (here runs/fame_beauty/beauty/sasrec):
+#   export OUT=$PWD/gpu-out && mkdir -p "$OUT"
+#   bash benchmarks/gpu_sitting.sh 450 fp32 experiments/fame_beauty.toml:6:0-7 \
+#       experiments/fame_toys.toml:4:8-11
 # Arguments: SECONDS before every runner is interrupted (they stop their jobs cleanly; 10 s
 # before, their --time-limit has their runs pause between epochs, so none is cut short), the
 # --precision of every run (auto = bf16 autocast on CUDA; fp32 matches CPU records), then
@@ -17,12 +20,13 @@
 # (checkpoints.tar.gz.part-aa, -ab, ...); `cat checkpoints.tar.gz.part-* | tar xzf -` at the
 # repository root puts them back in runs/, and the next sitting, here or on the CPU, resumes
 # them after their last GPU epoch (the device may change between sittings: checkpoints load
-# onto the device of the run that resumes them). At most 8 files come back from a device call:
-# the log says when the parts would pass that. The machine needs no polars: reading the
+# onto the device of the run that resumes them). The log warns when more than 8 files would
+# come back (copy fewer: narrow RESUME or WEIGHTS). The machine needs no polars: reading the
 # bundled datasets does not import it.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
 SECONDS_LEFT=${1:?usage: gpu_sitting.sh SECONDS PRECISION SPEC:JOBS:CORES...}
 PRECISION=${2:?precision: auto, fp32 or bf16}
 shift 2

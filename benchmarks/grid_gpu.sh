@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# As much of an experiment grid as fits in one device call (see DEVELOPERS.md), records back:
-#   run(command="bash benchmarks/grid_gpu.sh experiments/table2.toml 6 480", carry=[".whl"],
-#       timeout_s=590)
+# As much of an experiment grid as fits in SECONDS on a GPU machine, records back
+# (docs/gpu.md). On the GPU machine, from the repository root (with polars' wheels in .whl/ if
+# the machine lacks polars):
+#   export OUT=$PWD/gpu-out && mkdir -p "$OUT" && bash benchmarks/grid_gpu.sh experiments/table2.toml 6 480
 # Arguments: SPEC, JOBS sharing the GPU (default 6), SECONDS before the runner is interrupted
 # (default 480; it stops its jobs cleanly), and an optional --only PATTERN ('beauty/*').
 # Finished runs' records come back in $OUT/records.tar.gz: unpack them at the repository root
@@ -10,6 +11,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
 SPEC=${1:?usage: grid_gpu.sh SPEC [JOBS] [SECONDS] [PATTERN]}
 JOBS=${2:-6}
 SECONDS_LEFT=${3:-480}

@@ -1,4 +1,4 @@
-"""benchmarks/carry_runs.py: unfinished runs survive a sitting through a committed archive."""
+"""benchmarks/carry_runs.py: unfinished runs survive a sitting in an archive kept outside git."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""The checks every session model passes (the protocol of issue 10): it learns on a tiny
+"""The checks every session model passes (Atten-Mixer, MiaSRec, MSGIFSR): it learns on a tiny
 dataset, a saved run reloads to the very same scores, its own flags reach the CLI, and a
 loaded run recommends. A model's test file runs them with
 

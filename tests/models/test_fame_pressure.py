@@ -1,4 +1,4 @@
-"""FAME's facet-pressure terms (issue 12): attribute supervision per head, gate balance, head
+"""FAME's facet-pressure terms: attribute supervision per head, gate balance, head
 diversity. Each is off by default and adds a named loss beside the unchanged next-item loss."""
 
 import json

@@ -1,4 +1,4 @@
-"""--item-attributes: item vectors add the mean embedding of the item's attributes (issue 12's
+"""--item-attributes: item vectors add the mean embedding of the item's attributes (a form of
 "sub-embeddings tied to attribute embeddings"), for SASRec and FAME."""
 
 import json

@@ -256,7 +256,8 @@ def paired_p(base: np.ndarray | None, gains: np.ndarray | None) -> tuple[str, st
 
 def versus_table(context: Context, dataset: Dataset) -> str:
     """Each model that names a control (`versus`) against it: the comparison that says whether
-    a gain is the model's own or the extra training it got (issue 11's control)."""
+    a gain is the model's own or the extra training it got (e.g. FAME against SASRec trained on
+    from the same weights for as long)."""
     rows = []
     for entry in context.spec.entries:
         if entry.versus is None or entry.pending is not None:

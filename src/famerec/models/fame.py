@@ -22,7 +22,7 @@ items instead of their scores, p(v) = sum_h g_h softmax_h(v), trained with -log 
 Eq. 11's mixture of scores collapses to one dot product per user (below); a mixture of
 softmaxes does not, so it is strictly more expressive, at H softmaxes per position.
 
-Facet pressure, not in the paper, off by default (issue 12: on planted facets nothing in the
+Facet pressure, not in the paper, off by default (on planted facets nothing in the
 paper's objective pushes the heads apart; each head alone already follows the user's facet):
 * `--attribute-weight`: head k predicts the next item's attributes of kind k (one JSON file per
   kind, `--attributes`): cross-entropy of softmax_a(F^(k) . p_a), where attribute a is its
