@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from famerec.config import PRESETS, SECTIONS, RunConfig, config_options
-from famerec.errors import PAUSED, FamerecError
+from famerec.errors import PAUSED, FamerecError, printable
 
 log = logging.getLogger("famerec")
 
@@ -576,7 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except FamerecError as error:
         where = f" (torchrun process {rank})" if rank else ""
-        print(f"famerec: error{where}: {error}", file=sys.stderr)
+        # one line of printable text, whatever the message quotes (a path, a file's bytes)
+        print(f"famerec: error{where}: {printable(error, limit=None)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("famerec: interrupted", file=sys.stderr)

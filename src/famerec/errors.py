@@ -22,7 +22,18 @@ class DataError(FamerecError):
     def __init__(self, message: str, path: str | None = None, line: int | None = None):
         where = ""
         if path is not None:
-            where = f"{path}:{line}: " if line is not None else f"{path}: "
+            shown = printable(path, limit=None)
+            where = f"{shown}:{line}: " if line is not None else f"{shown}: "
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+def printable(text: object, limit: int | None = 200) -> str:
+    """`text` fit to show in a one-line error: characters that are not printable (control
+    characters such as ESC or a newline, bidirectional overrides, undecodable bytes) written as
+    repr writes them (\\x1b, \\n, \\u202e), and with `limit`, cut to that many characters."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    if limit is not None and len(shown) > limit:
+        return shown[:limit] + f"... ({len(shown) - limit} more characters)"
+    return shown

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from famerec.data.sequences import SequenceData, from_user_sequences
-from famerec.errors import DataError
+from famerec.errors import DataError, printable
 
 if TYPE_CHECKING:  # polars is imported where it is used: reading the bundled data needs none
     import polars as pl
@@ -110,18 +110,18 @@ def _integer_ids(tokens: list[str], path: str, line: int) -> list[int]:
         ids = [int(token) for token in tokens]
     except ValueError:
         bad = next(t for t in tokens if not _is_int(t))
-        raise DataError(f"{bad!r} is not an integer id", path, line) from None
+        raise DataError(f"{printable(repr(bad))} is not an integer id", path, line) from None
     if list(map(str, ids)) != tokens:  # int() also takes "007", "+7", "1_000" and "７"
         bad, value = next((t, v) for t, v in zip(tokens, ids) if str(v) != t)
         raise DataError(
-            f"{bad!r} is not a plain integer id (write {value}: ASCII digits without '+', '_' "
-            "or leading zeros)",
+            f"{printable(repr(bad))} is not a plain integer id (write {printable(value)}: "
+            "ASCII digits without '+', '_' or leading zeros)",
             path,
             line,
         )
     if min(ids) < INT64_MIN or max(ids) > INT64_MAX:
         bad = next(t for t, v in zip(tokens, ids) if not INT64_MIN <= v <= INT64_MAX)
-        raise DataError(f"integer id {bad} does not fit in 64 bits", path, line)
+        raise DataError(f"integer id {printable(bad)} does not fit in 64 bits", path, line)
     return ids
 
 
@@ -165,8 +165,8 @@ def read_table(
             "" if header or columns else "; name the columns of a headerless table with --columns"
         )
         raise DataError(
-            f"no column {', '.join(map(repr, missing))} "
-            f"(columns are: {', '.join(available)}){hint}",
+            f"no column {printable(', '.join(map(repr, missing)))} "
+            f"(columns are: {printable(', '.join(available))}){hint}",
             str(path),
         )
     selected = frame.select(
@@ -273,7 +273,7 @@ def _parsed_times(frame: pl.DataFrame, path: str, first_line: int | None) -> pl.
     if bad.any():
         index = int(bad.arg_true()[0])
         row, value = int(frame["row"][index]), frame["time"][index]
-        message = f"cannot read timestamp {value!r}; {TIMES_EXPECTED}"
+        message = f"cannot read timestamp {printable(repr(value))}; {TIMES_EXPECTED}"
         if first_line is None:
             raise DataError(f"row {row + 1}: {message}", path)
         raise DataError(message, path, row + first_line)
@@ -301,7 +301,9 @@ def _scan_table(
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """The first line of a reader's error, which may quote the file: printable and short."""
+    text = str(error).strip()
+    return printable(text.splitlines()[0]) if text else type(error).__name__
 
 
 def kcore_filter(frame: pl.DataFrame, k: int) -> pl.DataFrame:
