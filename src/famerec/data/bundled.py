@@ -1,7 +1,7 @@
 """The Amazon Beauty, Sports and Toys datasets of the FAME paper, shipped inside the package.
 
-Source: the preprocessed 5-core files of S3-Rec/ICLRec (see the README's data section for
-provenance and licence). Item ids run 1..n in the files, and the readers keep them.
+Source: the preprocessed 5-core files of S3-Rec/ICLRec (see docs/data.md, "The bundled data",
+for provenance and licence). Item ids run 1..n in the files, and the readers keep them.
 """
 
 from __future__ import annotations
