@@ -29,6 +29,10 @@ class DataError(FamerecError):
         self.line = line
 
 
+class InUseError(FamerecError):
+    """Another famerec process holds the lock of a run directory (or of a spec's runs)."""
+
+
 def printable(text: object, limit: int | None = 200) -> str:
     """`text` fit to show in a one-line error: characters that are not printable (control
     characters such as ESC or a newline, bidirectional overrides, undecodable bytes) written as

@@ -25,7 +25,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 import famerec
-from famerec.errors import PAUSED
+from famerec.errors import PAUSED, FamerecError
 from famerec.experiments.plan import (
     DONE,
     READY,
@@ -37,7 +37,7 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
 from famerec.experiments.spec import Spec, known_options, relative
-from famerec.rundir import RunDir
+from famerec.rundir import DirectoryLock, RunDir
 
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device", "train.precision")
@@ -317,6 +317,17 @@ class Runner:
         return Job(run, process, log_path, time.monotonic(), resumed, args, code)
 
     def run(self, dry_run: bool = False) -> int:
+        if dry_run:  # reads only: no lock
+            return self.dry_run(self.summarize())
+        with self.locked():  # before the plan is read: another runner may be changing it
+            plan = self.summarize()
+            if self.time_limit is not None:
+                self.deadline = time.monotonic() + self.time_limit
+            with interruptible():
+                return self.run_jobs(plan)
+
+    def summarize(self) -> Plan:
+        """The plan, once its summary is printed."""
         plan = self.plan()
         self.say(grid_summary(self.spec, plan))
         self.say(
@@ -324,12 +335,22 @@ class Runner:
             + (f", --device {self.device}" if self.device else "")
             + (f", --precision {self.precision}" if self.precision else "")
         )
-        if dry_run:
-            return self.dry_run(plan)
-        if self.time_limit is not None:
-            self.deadline = time.monotonic() + self.time_limit
-        with interruptible():
-            return self.run_jobs(plan)
+        return plan
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One runner at a time per runs folder: a second fails at once with InUseError (each
+        `famerec train` child also locks its own run directory)."""
+        folder = Path(self.store.runs_dir or self.spec.runs_dir)
+        lock = DirectoryLock(folder, label=relative(folder))
+        try:
+            lock.acquire()
+        except OSError as error:
+            raise FamerecError(f"cannot write to {relative(folder)}: {error.strerror}") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def run_jobs(self, plan: Plan) -> int:
         """Run what is ready, J at a time, until nothing is left or the runner is stopped."""

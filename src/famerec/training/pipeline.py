@@ -181,7 +181,8 @@ def train_run(
     would end after it) ended training early; the run stays resumable. A run that
     fails leaves nothing behind, unless it has a completed epoch to resume from. Under torchrun
     every process calls it (`training.distributed`); process 0 writes the run directory, and
-    all return once it is written.
+    all return once it is written. The writer holds the run directory's lock throughout
+    (`RunDir.lock`): a second writer of the same directory fails at once with InUseError.
     """
     config.validate()
     deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -192,14 +193,19 @@ def train_run(
     config = config.with_overrides(absolute_paths(own))
     run_dir = RunDir(out)
     processes = distributed.join(config.train.device)  # one process, or a torchrun job's
-    processes.on_main(lambda: run_dir.prepare(resume=resume, overwrite=overwrite))
-    if run_dir.is_finished:
-        log.info("%s is already finished", run_dir)
-        return run_dir.metrics()
-    device = processes.own_device(resolve_device(config.train.device))
-    set_threads(config.train.threads, processes.local_world_size)
-    processes.on_main(run_dir.claim)
+    # process 0 holds the run directory's lock from before it looks at it (--overwrite deletes)
+    # until the run is written; another writer fails at once
+    processes.on_main(run_dir.lock)
+    claimed = False
     try:
+        processes.on_main(lambda: run_dir.prepare(resume=resume, overwrite=overwrite))
+        if run_dir.is_finished:
+            log.info("%s is already finished", run_dir)
+            return run_dir.metrics()
+        device = processes.own_device(resolve_device(config.train.device))
+        set_threads(config.train.threads, processes.local_world_size)
+        processes.on_main(run_dir.claim)
+        claimed = True
         return _train_claimed(
             config,
             run_dir,
@@ -212,9 +218,11 @@ def train_run(
         )
     except Exception as error:
         kept = processes.is_main and run_dir.release()
-        if kept and not resume and isinstance(error, FamerecError):
+        if claimed and kept and not resume and isinstance(error, FamerecError):
             error.args = (f"{error}; {run_dir} keeps its completed epochs (--resume continues)",)
         raise
+    finally:
+        run_dir.unlock()  # a no-op on the processes that hold no lock
 
 
 def _train_claimed(
