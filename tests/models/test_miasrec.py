@@ -3,8 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from famerec.config import ModelConfig, RunConfig
+from famerec.data.batching import TrainBatch, prefix_batch
 from famerec.errors import ConfigError
-from famerec.models import build_model
+from famerec.models import build_model, miasrec
 from famerec.models.miasrec import MiasRec, MiasRecOptions, entmax
 from tests.conftest import tiny_overrides
 from tests.models import session_checks
@@ -108,3 +109,82 @@ def test_invalid_options():
 class TestProtocol(session_checks.SessionProtocol):
     name = "miasrec"
     flags = ["--entmax-alpha", "--beta", "--temperature", "--max-repeat", "--inner-size"]
+
+
+def reference_logits(mias: MiasRec, item_seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """The logits as computed before the kept intents were packed (main 0719ca8): the mean of
+    the cosines as its own product, the max over all T with dropped intents pushed down."""
+    intents = mias.intents(item_seq)
+    beta, temperature = mias.options.beta, mias.options.temperature
+    mean = intents.vectors.sum(1) / intents.kept.sum(1, keepdim=True)
+    offset = torch.where(intents.kept, 0.0, -4.0).unsqueeze(-1)  # (B, T, 1)
+    vectors = torch.cat([intents.vectors, offset], -1)
+    cosines = vectors @ F.pad(items, (0, 1), value=1.0).T  # (B, T, V')
+    return (beta * cosines.max(1).values + (1 - beta) * mean @ items.T) / temperature
+
+
+def reference_loss(mias: MiasRec, batch) -> torch.Tensor:
+    items = F.normalize(mias.item_dropout(mias.item_embedding.weight[1:]), dim=-1)
+    logits, targets = [], []
+    for item_seq, target in prefix_batch(TrainBatch((batch,), 0)).parts:
+        logits.append(reference_logits(mias, item_seq, items))
+        targets.append(target[:, -1] - 1)
+    return F.cross_entropy(torch.cat(logits), torch.cat(targets))
+
+
+def random_batch(seed: int, rows: int = 12, width: int = 10):
+    """Left-padded random sequences (some with repeats) and their next items."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, width + 1, (rows,), generator=generator)
+    items = torch.randint(1, NUM_ITEMS + 1, (rows, width + 1), generator=generator)
+    items[:, ::3] = items[:, 1::3][:, : items[:, ::3].shape[1]]  # repeats inside a sequence
+    real = torch.arange(width + 1) >= width + 1 - (lengths[:, None] + 1)
+    items = items * real
+    return items[:, :-1], items[:, 1:] * real[:, :-1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("sharp", [False, True])
+@pytest.mark.parametrize("chunk", [1 << 24, 31 * 7])  # and chunks of a few sessions
+def test_packed_scores_loss_and_gradients_match_the_reference(seed, sharp, chunk, monkeypatch):
+    """Packing the kept intents and moving the mean inside the max change nothing: the same
+    scores, loss and parameter gradients as the former computation (dropout off; float64,
+    so that only rounding can differ)."""
+    monkeypatch.setattr(miasrec, "SCORE_CHUNK", chunk)
+    mias = model(beta=0.8, temperature=0.2).double()
+    if sharp:  # large importances: entmax drops intents
+        with torch.no_grad():
+            mias.importance.weight.mul_(300.0)
+    inputs, targets = random_batch(seed)
+    items = F.normalize(mias.item_embedding.weight, dim=-1)
+    expected = reference_logits(mias, inputs, items)
+    expected[:, 0] = float("-inf")
+    torch.testing.assert_close(mias.score(inputs), expected)
+    losses, gradients = [], []
+    for compute in (reference_loss, lambda m, b: m.loss(b)):
+        mias.zero_grad()
+        loss = compute(mias, (inputs, targets))
+        loss.backward()
+        losses.append(loss.detach())
+        gradients.append(
+            {n: p.grad.clone() for n, p in mias.named_parameters() if p.grad is not None}
+        )
+    torch.testing.assert_close(losses[1], losses[0])
+    assert gradients[1].keys() == gradients[0].keys()
+    for name, grad in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], grad, atol=1e-12, rtol=1e-9, msg=name)
+
+
+def test_loss_runs_under_bf16_autocast():
+    mias = model().train()
+    inputs, targets = random_batch(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = mias.loss((inputs, targets))
+    loss.backward()
+    reference = reference_loss(mias, (inputs, targets)).detach()
+    torch.testing.assert_close(loss.detach(), reference, atol=0.05, rtol=0.02)
+    assert all(
+        p.grad.dtype == torch.float32 and p.grad.isfinite().all()
+        for p in mias.parameters()
+        if p.grad is not None
+    )

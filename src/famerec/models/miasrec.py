@@ -61,8 +61,7 @@ from famerec.models.registry import register
 
 LAYER_NORM_EPS = 1e-12  # RecBole's
 INIT_STD = 0.02  # RecBole's initializer_range
-SCORE_CHUNK = 1 << 24  # intent x item cosines computed at once (64 MB of float32)
-DROPPED = -4.0  # added to a dropped intent's cosines (all in [-1, 1]): it never is the max
+SCORE_CHUNK = 1 << 24  # intent x item products computed at once (64 MB of float32)
 
 
 @dataclass
@@ -120,6 +119,49 @@ def entmax(scores: torch.Tensor, alpha: float, mask: torch.Tensor | None = None)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return Entmax.apply(scores, alpha)
+
+
+def padded_products(queries: torch.Tensor, counts: torch.Tensor, items: torch.Tensor):
+    """(c, w, d) vectors of c sessions (rows from counts (c,) on are padding), items (V', d)
+    -> (c, w, V') products q . v, padding rows at -inf."""
+    products = queries @ items.T  # (c, w, V')
+    padding = torch.arange(queries.shape[1], device=counts.device) >= counts.unsqueeze(1)
+    rows = padding.flatten().nonzero().squeeze(1)  # (p,) padding rows of the (c w) rows
+    products.view(-1, products.shape[-1]).index_fill_(0, rows, float("-inf"))
+    return products
+
+
+class MaxProduct(torch.autograd.Function):
+    """max_i q_i . v over each session's vectors: (c, w, d), counts (c,), items (V', d) ->
+    (c, V'). The backward sends the gradient of each (session, item) to the vector that
+    attains the max, as torch.max does, through a 0/1 mask of the winners that overwrites
+    the products (4 bytes per product until the backward, which uses it up): torch.max's
+    argmax over the middle dimension costs more on the CPU than the product itself, and so
+    do out-of-place masks. (An exact tie would send the gradient to both vectors; products
+    of distinct vectors do not tie.)"""
+
+    @staticmethod
+    def forward(ctx, queries: torch.Tensor, counts: torch.Tensor, items: torch.Tensor):
+        products = padded_products(queries, counts, items)  # (c, w, V')
+        best = products.amax(1)  # (c, V')
+        ctx.save_for_backward(queries, items, products.eq_(best.unsqueeze(1)))  # 0/1
+        device = queries.device.type  # the backward runs under the forward's autocast
+        ctx.autocast = {
+            "device_type": device,
+            "dtype": torch.get_autocast_dtype(device),
+            "enabled": torch.is_autocast_enabled(device),
+        }
+        return best
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        queries, items, winners = ctx.saved_tensors
+        with torch.autocast(**ctx.autocast):  # as torch.amp.custom_bwd does
+            grad_products = winners.mul_(grad.unsqueeze(1))  # (c, w, V'), in place
+            grad_queries = grad_products @ items  # (c, w, d)
+            grad_items = grad_products.flatten(0, 1).T @ queries.flatten(0, 1)  # (V', d)
+        return grad_queries, None, grad_items
 
 
 class PostNormBlock(nn.Module):
@@ -226,25 +268,40 @@ class MiasRec(SequentialRecommender):
         vectors = F.normalize(weights.unsqueeze(-1).to(h.dtype) * h, dim=-1)  # gamma_i h_i
         return Intents(vectors, weights, weights > 0)
 
-    def intent_logits(self, intents: Intents, items: torch.Tensor) -> torch.Tensor:
-        """(B, V') logits of items (V', d) unit vectors: beta * max + (1 - beta) * mean of the
-        kept intents' cosines, over the temperature. Cosines in chunks of sessions."""
+    def ranking_vectors(self, intents: Intents) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept intents as ranking vectors q_i = (beta u_i + (1 - beta) mean_j u_j) /
+        temperature, so that a session's logit of item v is max_i q_i . v: the mean of the
+        cosines is one product shared by all intents, so it moves inside the max. Returns
+        (R, d) the kept ones, session after session, and (B,) how many each session has."""
         beta, temperature = self.options.beta, self.options.temperature
-        mean = intents.vectors.sum(1) / intents.kept.sum(1, keepdim=True)  # dropped ones are 0
-        mean_logits = mean @ items.T  # (B, V'): the mean of the cosines, as one product
-        # a dropped intent's cosines get DROPPED added through one extra coordinate (its vector
-        # is 0 there, items 1), so the max of one product over all T is the max over the kept
-        # ones (at least one is kept): no (B, T, V') mask is filled, nor its gradient
-        offset = torch.where(intents.kept, 0.0, DROPPED).unsqueeze(-1)  # (B, T, 1)
-        vectors = torch.cat([intents.vectors, offset.to(intents.vectors.dtype)], -1)
-        items = F.pad(items, (0, 1), value=1.0)  # (V', d + 1)
-        steps = max(1, SCORE_CHUNK // (intents.vectors.shape[1] * items.shape[0]))
-        best = []
-        for start in range(0, len(mean), steps):  # bounded memory: (steps, T, V') at a time
-            cosines = vectors[start : start + steps] @ items.T  # (b, T, V')
-            best.append(cosines.max(1).values)
-        max_logits = torch.cat(best)
-        return (beta * max_logits + (1 - beta) * mean_logits).float() / temperature
+        mean = intents.vectors.sum(1) / intents.kept.sum(1, keepdim=True)  # (B, d) dropped: 0
+        queries = (beta * intents.vectors + (1 - beta) * mean.unsqueeze(1)) / temperature
+        return queries[intents.kept], intents.kept.sum(1)  # (R, d), (B,)
+
+    @staticmethod
+    def max_logits(queries: torch.Tensor, counts: torch.Tensor, items: torch.Tensor):
+        """(R, d) ranking vectors of B sessions (`counts` (B,) of them each, in session order)
+        and items (V', d) -> yields (sessions (c,), logits (c, V')), the max over each
+        session's vectors of q . v, chunk after chunk of sessions. Sessions go in order of
+        their count, so a chunk is padded little. No dropped intent is multiplied."""
+        order = torch.argsort(counts)  # (B,)
+        sorted_counts = counts[order].tolist()
+        starts = counts.cumsum(0) - counts  # (B,) each session's first row
+        limit = max(1, SCORE_CHUNK // items.shape[0])  # rows of a chunk
+        first = 0
+        while first < len(order):
+            # sessions first..stop-1 hold at most `width` vectors each (bounded memory)
+            provisional = min(first + max(1, limit // sorted_counts[first]), len(order))
+            stop = min(first + max(1, limit // sorted_counts[provisional - 1]), len(order))
+            sessions, width = order[first:stop], sorted_counts[stop - 1]
+            column = torch.arange(width, device=counts.device)  # (w,)
+            rows = starts[sessions, None] + torch.minimum(column, counts[sessions, None] - 1)
+            chunk = queries[rows], counts[sessions], items  # (c, w, d), (c,), (V', d)
+            if torch.is_grad_enabled() and (queries.requires_grad or items.requires_grad):
+                yield sessions, MaxProduct.apply(*chunk)  # (c, V')
+            else:
+                yield sessions, padded_products(*chunk).amax(1)
+            first = stop
 
     def item_vectors(self) -> torch.Tensor:
         """(V + 1, d) unit item vectors (the intents' cosines are taken with them)."""
@@ -254,14 +311,24 @@ class MiasRec(SequentialRecommender):
         """Cross-entropy of the next item of every prefix of the batch's sequences."""
         batch = batch if isinstance(batch, TrainBatch) else TrainBatch((batch,), 0)
         items = F.normalize(self.item_dropout(self.item_embedding.weight[1:]), dim=-1)
-        logits, targets = [], []
+        queries, counts, targets = [], [], []
         for item_seq, target in prefix_batch(batch).parts:  # one session per prefix
-            logits.append(self.intent_logits(self.intents(item_seq), items))
-            targets.append(target[:, -1] - 1)
-        return F.cross_entropy(torch.cat(logits), torch.cat(targets))
+            part_queries, part_counts = self.ranking_vectors(self.intents(item_seq))
+            queries.append(part_queries)  # (r, d)
+            counts.append(part_counts)  # (b,)
+            targets.append(target[:, -1] - 1)  # (b,)
+        queries, counts, targets = torch.cat(queries), torch.cat(counts), torch.cat(targets)
+        dtype = torch.promote_types(queries.dtype, torch.float32)  # float32 under autocast
+        total = sum(
+            F.cross_entropy(logits.to(dtype), targets[sessions], reduction="sum")
+            for sessions, logits in self.max_logits(queries, counts, items)
+        )
+        return total / len(targets)
 
     def score(self, item_seq: torch.Tensor) -> torch.Tensor:
         with torch.autocast(item_seq.device.type, enabled=False):
-            scores = self.intent_logits(self.intents(item_seq), self.item_vectors())
+            queries, counts = self.ranking_vectors(self.intents(item_seq))
+            sessions, logits = zip(*self.max_logits(queries, counts, self.item_vectors()))
+            scores = torch.cat(logits)[torch.argsort(torch.cat(sessions))]  # (B, V + 1)
         scores[:, 0] = float("-inf")
         return scores
