@@ -547,12 +547,15 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
 
     add_experiment_commands(commands)
 
-    data = commands.add_parser("data", help="bundled datasets")
+    data = commands.add_parser("data", help="bundled datasets; prepare public ones")
     data_commands = data.add_subparsers(
         dest="data_command", metavar="SUBCOMMAND", required=True, parser_class=ArgumentParser
     )
     data_list = data_commands.add_parser("list", help="users, items and actions of each dataset")
     data_list.set_defaults(handler=cmd_data_list)
+    from famerec.cli_prepare import add_prepare_command
+
+    add_prepare_command(data_commands)
     return parser
 
 
