@@ -176,8 +176,21 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         return 0
     cells = [f"{item}" for item in result.items]
     scores = [f"{score:.4f}" for score in result.scores]
-    print(_ranked_table(["item", "score"], [cells, scores]))
+    if result.names is None:
+        print(_ranked_table(["item", "score"], [cells, scores]))
+    else:  # the run's item table (--items) names them
+        names = [_short_name(name) for name in result.names]
+        print(_ranked_table(["item", "score", "name"], [cells, scores, names]))
     return 0
+
+
+def _short_name(name: str | None, width: int = 40) -> str:
+    """An item's name for a table cell: printable, one line, at most `width` characters."""
+    if name is None:
+        return ""
+    shown = printable(name, limit=None)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
+
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -198,19 +211,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
     explained = rec.explain(history, k=args.k, exclude_seen=not args.keep_seen)
     if args.json:
         payload = {"user": args.user, "history": history, "test_item": target}
+        if rec.has_names:  # the run's item table (--items): names beside the ids
+            payload["history_names"] = rec.item_names(history)
+            payload["test_item_name"] = rec.item_name(target)
         payload.update(explained.to_dict())
         _print_json(payload)
         return 0
 
     def mark(items, scores):
+        names = rec.item_names(items) or [None] * len(items)
         return [
             f"{item}{' *' if item == target else ''} ({score:.2f})"
-            for item, score in zip(items, scores)
+            + (f" {_short_name(name, 24)}" if name else "")
+            for item, score, name in zip(items, scores, names)
         ]
 
     print(f"user {args.user}: history of {len(history)} items, oldest first")
-    print("  " + " ".join(map(str, history)))
-    print(f"held-out test item: {target}  (marked * where it appears)")
+    if rec.has_names:
+        for item in history:
+            print(f"  {item}  {_short_name(rec.item_name(item), 60)}")
+    else:
+        print("  " + " ".join(map(str, history)))
+    named = f" {_short_name(rec.item_name(target), 60)}" if rec.has_names else ""
+    print(f"held-out test item: {target}{named}  (marked * where it appears)")
     if explained.note:
         print(explained.note)
     headers, columns = [], []

@@ -70,6 +70,21 @@ class DataConfig:
     kcore: int | None = option(
         None, "iterative k-core filter, 0 disables (default: 5 for tables, 0 for sequence files)"
     )
+    items: str | None = option(
+        None,
+        "item table (CSV, TSV or Parquet) of names and attributes, kept in the run: names in "
+        "recommend, explain and serve; attribute columns for --item-attributes items and FAME's "
+        "--attributes items",
+    )
+    item_id_col: str = option("item", "--items: column with the item ids, spelled as in the data")
+    item_name_col: str | None = option(
+        None, "--items: column with the item names (default: 'name' where there is one)"
+    )
+    attribute_cols: str | None = option(
+        None, "--items: comma-separated attribute columns, one attribute kind per column"
+    )
+    attribute_sep: str = option("|", "--items: separator of the values in an attribute column")
+
 
     @property
     def kcore_or_default(self) -> int:
@@ -84,6 +99,14 @@ class DataConfig:
             raise ConfigError(f"--kcore must be 0 or more, got {self.kcore}")
         if self.sep is not None and len(self.sep.encode()) != 1 and self.sep != "\\t":
             raise ConfigError(f"--sep must be a single character, got {self.sep!r}")
+        if not self.items and (self.item_name_col or self.attribute_cols):
+            raise ConfigError("--item-name-col and --attribute-cols name columns of --items FILE")
+        if not self.attribute_sep or not self.attribute_sep.strip():
+            raise ConfigError(
+                f"--attribute-sep must be one or more characters other than spaces, got "
+                f"{self.attribute_sep!r}"
+            )
+
 
 
 @dataclass
@@ -377,7 +400,9 @@ def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
         fields = {f.name: f for f in dataclasses.fields(sections.get(section, ModelOptions))}
         if value and name in fields and fields[name].metadata.get("paths"):
             result[key] = ",".join(
-                part if part == BUNDLED_ATTRIBUTES else str(Path(part).expanduser().absolute())
+                part
+                if part == BUNDLED_ATTRIBUTES or part.split(":", 1)[0] == "items"  # data/items.py
+                else str(Path(part).expanduser().absolute())
                 for part in path_parts(value)
             )
     return result

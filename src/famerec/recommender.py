@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from famerec.data.items import load_item_table
 from famerec.errors import FamerecError
 from famerec.models import FAME
 from famerec.runs import load_run, resolve_device
@@ -38,16 +39,27 @@ def _native(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def scored(items: list, scores: list[float], names: list | None) -> list[dict[str, Any]]:
+    """`{"item", "score"}` per item, and `"name"` where the run's item table names it."""
+    if names is None:
+        return [{"item": i, "score": s} for i, s in zip(items, scores)]
+    return [
+        {"item": i, "score": s, **({"name": n} if n is not None else {})}
+        for i, s, n in zip(items, scores, names)
+    ]
+
+
 @dataclass
 class Recommendation:
     items: list  # original item ids, best first
     scores: list[float]
     unknown: list = field(default_factory=list)  # ids of the input the model does not know
     used: int = 0  # known input items (before truncation to max_len)
+    names: list | None = None  # the items' names (None where unnamed); None: no item table
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "items": [{"item": i, "score": s} for i, s in zip(self.items, self.scores)],
+            "items": scored(self.items, self.scores, self.names),
             "unknown": self.unknown,
             "used": self.used,
         }
@@ -71,6 +83,7 @@ class HeadList:
     experts: list[float]  # router weights over the head's experts at the last position
     items: list
     scores: list[float]
+    names: list | None = None  # as Recommendation.names
 
 
 @dataclass
@@ -86,7 +99,7 @@ class ExplainedRecommendation:
                 "head": h.head,
                 "gate": h.gate,
                 "experts": h.experts,
-                "items": [{"item": i, "score": s} for i, s in zip(h.items, h.scores)],
+                "items": scored(h.items, h.scores, h.names),
             }
             for h in self.heads
         ]
@@ -113,12 +126,28 @@ class Recommender:
         self._user_index = {_native(u): row for row, u in enumerate(run.data.user_ids)}
         self._ids_are_ints = run.data.item_ids.dtype.kind in "iu"
         self._users_are_ints = run.data.user_ids.dtype.kind in "iu"
+        self.item_table = load_item_table(self.run_dir)  # None: the run has no --items table
+        self._names = self.item_table.names if self.item_table is not None else None
 
     @property
     def model_name(self) -> str:
         return self.config.model.name
 
     # -- ids -------------------------------------------------------------------------------
+
+    @property
+    def has_names(self) -> bool:
+        return bool(self._names)
+
+    def item_name(self, item: ItemId) -> str | None:
+        """The item's name in the run's item table (`--items`), or None."""
+        return self._names.get(str(item)) if self._names else None
+
+    def item_names(self, items: Sequence[ItemId]) -> list | None:
+        """Each item's name (None where unnamed); None when the run has no item table."""
+        if self._names is None:
+            return None
+        return [self._names.get(str(item)) for item in items]
 
     def _internal_item(self, item: ItemId) -> int | None:
         found = self._item_index.get(item)
@@ -253,7 +282,11 @@ class Recommender:
         results = []
         for row, k in enumerate(ks):
             items, item_scores = self._listed(indices[row], values[row], k)
-            results.append(Recommendation(items, item_scores, unknowns[row], len(encoded[row])))
+            results.append(
+                Recommendation(
+                    items, item_scores, unknowns[row], len(encoded[row]), self.item_names(items)
+                )
+            )
         return results
 
     def recommend(
@@ -294,9 +327,11 @@ class Recommender:
             heads = []
             for head, (gate, experts) in enumerate(zip(gates[row], routers[row])):
                 listed = self._listed(head_items[row][head], head_scores[row][head], k)
-                heads.append(HeadList(head + 1, gate, experts, *listed))
+                heads.append(HeadList(head + 1, gate, experts, *listed, self.item_names(listed[0])))
             listed = self._listed(items[row], scores[row], k)
-            recommendation = Recommendation(*listed, unknowns[row], len(encoded[row]))
+            recommendation = Recommendation(
+                *listed, unknowns[row], len(encoded[row]), self.item_names(listed[0])
+            )
             results.append(ExplainedRecommendation(recommendation, heads))
         return results
 

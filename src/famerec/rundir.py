@@ -41,6 +41,7 @@ INPUT = "input.parquet"  # in-memory data given to famerec.train(), kept with it
 RANKS = "ranks.npz"  # per-user ranks of the validation and test items
 ITEM_ATTRIBUTES = "item_attributes.json"  # a copy of --item-attributes FILE, kept with its run
 INPUTS = "inputs"  # copies of the other files a run's settings name (FAME's --attributes)
+ITEMS = "items.json"  # what the run keeps of its item table (--items): names, attributes
 OWN_FILES = (
     CONFIG,
     WEIGHTS,
@@ -53,6 +54,7 @@ OWN_FILES = (
     RANKS,
     ITEM_ATTRIBUTES,
     INPUTS,
+    ITEMS,
 )
 PROBE_BYTES = 64 * 1024
 LOCK = ".lock"  # the lock file of a run directory (and of a spec's runs folder)

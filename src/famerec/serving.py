@@ -138,6 +138,7 @@ class BatchRequest(RequestModel):
 class ScoredItem(BaseModel):
     item: ItemIdField
     score: float
+    name: str | None = Field(None, description="the item's name, for runs trained with --items")
 
 
 class RecommendResponse(BaseModel):

@@ -4,6 +4,7 @@ asked), train, test once, write the run directory."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from famerec.config import (
     path_parts,
 )
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
+from famerec.data.items import expand_table_sources, keep_item_table, read_item_table
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
 from famerec.rundir import (
@@ -50,6 +52,7 @@ RESUMABLE_CHANGES = {
     "train.compile",
     "train.eval_batch_size",
     "data.path",
+    "data.items",  # the run keeps what it read of the item table (items.json)
 }
 
 
@@ -80,6 +83,8 @@ def resolve_config(
         overrides["data.dataset"] = None
     if overrides.get("data.path"):
         overrides["data.path"] = absolute(overrides["data.path"])
+    if overrides.get("data.items"):
+        overrides["data.items"] = absolute(overrides["data.items"])
     overrides = absolute_paths(overrides)  # e.g. FAME's --attributes
     saved_path = Path(out) / CONFIG
     if resume and saved_path.is_file():
@@ -102,7 +107,7 @@ def resolve_config(
     own_defaults = dict(model_spec(model_name).defaults)  # e.g. GRU4Rec's single layer
     base = RunConfig().with_overrides({"model.name": model_name, **own_defaults})
     base = base.with_overrides(PRESETS.get(preset, {}))
-    return base.with_overrides(overrides).validate()
+    return expand_table_sources(base.with_overrides(overrides)).validate()  # --attributes items
 
 
 def absolute(path: str) -> str:
@@ -237,6 +242,7 @@ def _train_claimed(
 ) -> dict[str, Any] | None:
     """train_run's work once the run directory is known to be writable."""
     data = load_dataset(config.data)
+    item_table = read_item_table(config.data, data)  # --items: checked before anything is written
     if processes.on_main(lambda: run_dir.is_started):  # as process 0 sees it before writing
         check_same_data(data, run_dir / DATASET, config.data.path)
     summary = dataset_summary(data)
@@ -262,6 +268,10 @@ def _train_claimed(
         check_source(source, summary, config.model.name)
 
     torch.manual_seed(config.train.seed)
+    if item_table is not None:  # items.json, and the files of --attributes items (data/items.py)
+        copy_of = functools.partial(input_copy, run_dir)
+        processes.on_main(lambda: keep_item_table(item_table, config, run_dir, copy_of))
+        processes.barrier()
     kept = kept_inputs(config, run_dir)  # a started run reads its own copies of its files
     model = build_model(kept.model, data.num_items, kept.options)
     model.attach_data(data)
