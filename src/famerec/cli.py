@@ -192,7 +192,6 @@ def _short_name(name: str | None, width: int = 40) -> str:
     return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
-
 def cmd_explain(args: argparse.Namespace) -> int:
     if args.facets:
         if args.keep_seen:  # the lists it compares are what the model would recommend

@@ -85,7 +85,6 @@ class DataConfig:
     )
     attribute_sep: str = option("|", "--items: separator of the values in an attribute column")
 
-
     @property
     def kcore_or_default(self) -> int:
         if self.kcore is not None:
@@ -106,7 +105,6 @@ class DataConfig:
                 f"--attribute-sep must be one or more characters other than spaces, got "
                 f"{self.attribute_sep!r}"
             )
-
 
 
 @dataclass
