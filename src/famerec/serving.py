@@ -32,7 +32,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -428,6 +428,26 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def explorer() -> HTMLResponse:
+        from famerec.explorer import PAGE  # one self-contained page over the endpoints here
+
+        return HTMLResponse(PAGE)
+
+    @app.get("/user/{user_id}", responses=errors)
+    def user(user_id: str) -> dict[str, Any]:
+        """A known user's whole history, oldest first, with item names where the run has
+        them (unknown users get 422)."""
+        history = recommender.user_history(user_id)
+        names = recommender.item_names(history) or [None] * len(history)
+        return {
+            "user": user_id,
+            "items": [
+                {"item": item, **({"name": name} if name is not None else {})}
+                for item, name in zip(history, names)
+            ],
+        }
+
     @app.get("/model")
     def model_info() -> dict[str, Any]:
         config = recommender.config.model
@@ -443,6 +463,7 @@ def create_app(
             "heads": config.num_heads,
             "experts": getattr(recommender.config.options, "num_experts", None),
             "max_len": config.max_len,
+            "names": recommender.has_names,  # the run has an item table (--items)
             "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
         }
 

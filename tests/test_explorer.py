@@ -1,0 +1,81 @@
+"""The explorer page at GET /: self-contained, over the service's own endpoints; and, where
+Debian's chromium is installed, what a headless browser shows after it has asked them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from famerec.recommender import load
+from famerec.serving import create_app
+from tests.test_item_names import named_run  # noqa: F401  (a module-scoped fixture)
+from tests.test_serving import serving_in_thread
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_the_page_is_self_contained(trained_runs):
+    with serving_in_thread(create_app(load(trained_runs["fame"]))) as client:
+        page = client.get("/")
+        model = client.get("/model").json()
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "<script>" in html and "<style>" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # nothing fetched
+    assert not re.search(r"https?://", html)
+    assert "innerHTML" not in html  # data is set as text, never as markup
+    for endpoint in ('"model"', '"user/"', '"recommend"'):
+        assert endpoint in html
+    assert model["names"] is False
+
+
+def test_user_endpoint(named_run, trained_runs):  # noqa: F811
+    with serving_in_thread(create_app(load(named_run))) as client:
+        named = client.get("/user/u1").json()
+        unknown = client.get("/user/nobody")
+    assert named["user"] == "u1"
+    assert named["items"][0] == {"item": "i1", "name": "Item 1, deluxe"}
+    assert unknown.status_code == 422 and "unknown user" in unknown.json()["detail"]
+    with serving_in_thread(create_app(load(trained_runs["fame"]))) as client:
+        plain = client.get("/user/u7").json()
+    assert plain["items"] and all(set(entry) == {"item"} for entry in plain["items"])
+
+
+def dump_dom(url: str) -> str:
+    """The page's DOM once its scripts have run (chromium's --dump-dom waits for the load
+    event and the fetches that follow, bounded by the virtual time budget)."""
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        url,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
+    with serving_in_thread(create_app(load(named_run), batch_wait_ms=0)) as client:
+        url = str(client.base_url)
+        dom = dump_dom(url + "/?user=u1&k=3")
+        typed = dump_dom(url + "/?items=i1%20i2&k=2")
+    assert 'data-state="answered"' in dom, dom[-2000:]
+    assert "history (6 items, oldest first):" in dom
+    assert "i1 Item 1, deluxe" in dom  # the history, named
+    assert "integrated top-3" in dom
+    assert dom.count('class="card"') == 3  # integrated, head 1, head 2
+    assert "head 1 (gate" in dom and "head 2 (gate" in dom
+    assert (
+        len(re.findall(r'class="label">expert \d+<', dom)) == 2 * 4
+    )  # router weights: 4 experts a head
+    assert dom.count('class="bar"') == 2 * (1 + 4)  # a bar for each gate and router weight
+    assert re.search(r'class="name">Item \d+, deluxe<', dom)
+    assert "fame on events" in dom and "with item names" in dom
+    assert 'data-state="answered"' in typed and "integrated top-2" in typed
