@@ -174,3 +174,29 @@ def test_table_attributes_need_a_table(tmp_path, capsys):
     )
     assert_one_line_error(code, err, "--attribute-cols name columns of --items FILE")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_resumes_without_its_table(tmp_path):
+    from famerec.training import resolve_config, train_run
+
+    write_events(tmp_path)
+    write_items(tmp_path)
+    overrides = {
+        "data.path": str(tmp_path / "events.csv"),
+        "data.format": "table",
+        "data.kcore": 2,
+        "data.items": str(tmp_path / "items.csv"),
+        "data.item_name_col": "title",
+        "data.attribute_cols": "genre",
+        "model.item_attributes": "items",
+        "model.hidden_size": 16,
+        "train.epochs": 2,
+        "train.threads": 1,
+    }
+    out = tmp_path / "run"
+    config = resolve_config(out, overrides)
+    assert train_run(config, out, progress=False, stop_after=1) is None
+    (tmp_path / "items.csv").unlink()
+    config = resolve_config(out, {}, resume=True)
+    assert train_run(config, out, resume=True, progress=False) is not None
+    assert load(out).item_name("i2") == "Item 2, deluxe"

@@ -30,7 +30,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     out = args.out
     print(f"written: {out}/{prepare.INTERACTIONS}, {out}/{prepare.ITEMS}, {out}/attributes/")
     print(
-        f"train: famerec train --data {out}/{prepare.INTERACTIONS} --format table --out runs/NAME"
+        f"train: famerec train --data {out}/{prepare.INTERACTIONS} --format table "
+        f"--items {out}/{prepare.ITEMS} --attribute-cols {','.join(prepared.kinds)} "
+        "--out runs/NAME"
     )
     return 0
 

@@ -369,3 +369,41 @@ def test_amazon_review_without_a_field(tmp_path):
     path = write_gzip(tmp_path / "r.json.gz", [json.dumps({"reviewerID": "A", "asin": "B"})])
     with pytest.raises(DataError, match=r"r.json.gz:1: the review has no unixReviewTime"):
         prepare_amazon(path)
+
+
+def test_prepared_movielens_trains_fame_on_genres_with_names(tmp_path, capsys):
+    ratings, movies = write_ml1m(tmp_path)
+    out = tmp_path / "ml"
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "movielens",
+                str(ratings),
+                "--movies",
+                str(movies),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert f"--items {out}/items.csv --attribute-cols genre" in hint
+    run = tmp_path / "run"
+    args = ["train", "--data", str(out / "interactions.csv"), "--format", "table"]
+    args += ["--items", str(out / "items.csv"), "--attribute-cols", "genre", "--out", str(run)]
+    args += ["--model", "fame", "--attribute-weight", "1", "--attributes", "items"]
+    args += ["--epochs", "1", "--batch-size", "8", "--threads", "1"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads((run / "inputs/fame.attributes-1.json").read_text()) == {
+        "10": [1, 2, 3],
+        "20": [4],
+        "30": [5, 6],
+        "40": [3, 4],
+    }
+    from famerec.recommender import load
+
+    answer = load(run).recommend([10, 20], k=3).to_dict()
+    assert {entry["name"] for entry in answer["items"]} <= {TITLES[i] for i in CORE}

@@ -95,10 +95,15 @@ class ItemTable:
         return result
 
 
-def read_item_table(config: DataConfig, data: SequenceData) -> ItemTable | None:
-    """The item table `config` names (None without --items), for the items of `data`."""
+def read_item_table(
+    config: DataConfig, data: SequenceData, run_dir: str | Path | None = None
+) -> ItemTable | None:
+    """The item table `config` names (None without --items), for the items of `data`; what
+    `run_dir` keeps of it where it has started with one (the table may be gone since)."""
     if not config.items:
         return None
+    if run_dir is not None and (Path(run_dir) / ITEMS_FILE).is_file():
+        return load_item_table(run_dir)
     import polars as pl
 
     from famerec.data.readers import _first_line, _require_file, _scan_table

@@ -242,7 +242,8 @@ def _train_claimed(
 ) -> dict[str, Any] | None:
     """train_run's work once the run directory is known to be writable."""
     data = load_dataset(config.data)
-    item_table = read_item_table(config.data, data)  # --items: checked before anything is written
+    # --items: checked before anything is written; a started run reads its own items.json
+    item_table = read_item_table(config.data, data, run_dir.path)
     if processes.on_main(lambda: run_dir.is_started):  # as process 0 sees it before writing
         check_same_data(data, run_dir / DATASET, config.data.path)
     summary = dataset_summary(data)
