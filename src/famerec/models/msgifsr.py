@@ -34,10 +34,11 @@ original uses d = 256, dropout 0.1 and one layer (`--layers 1`); it trains with 
 (`--weight-decay 1e-4`) and divides the learning rate by 10 every 3 epochs (no schedule here).
 
 Where famerec differs, and why:
-* No graph library: a session of at most max_len items has at most max_len units per
-  granularity, so units live at the position where they end (dense (B, L) tensors) and each
-  relation is a list of edges between those positions, attention computed per edge; a unit
-  repeated in the session lives at its first position.
+* No graph library: units are found on the sessions' dense (B, L) positions (a unit at the
+  position where it ends; a unit repeated in the session is one node, at its first
+  position), then each granularity's nodes of all sessions form one list, and each relation
+  is a list of edges between node indices; the GRUs, attention (per edge, as weighted
+  embedding bags), layers and readout compute on these nodes only, never on padding.
 * A session shorter than k has no unit of granularity k, and granularity k is left out of its
   fusion (the weights are renormalized over the granularities it has). The official builder
   adds a placeholder unit made of the session's smallest item id repeated k times.
@@ -58,7 +59,7 @@ Where famerec differs, and why:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -96,12 +97,6 @@ def uniform_init(module: nn.Module, hidden_size: int) -> None:
     bound = hidden_size**-0.5
     for parameter in module.parameters(recurse=False):
         nn.init.uniform_(parameter, -bound, bound)
-
-
-def unit_windows(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, L, d) -> (B, L, k, d): the k items ending at each position, oldest first (zero
-    vectors left of the sequence)."""
-    return F.pad(x, (0, 0, k - 1, 0)).unfold(1, k, 1).transpose(2, 3)
 
 
 def find_units(item_seq: torch.Tensor, granularities: int):
@@ -146,15 +141,17 @@ class UnitEmbedding(nn.Module):
         for gru in self.grus:
             uniform_init(gru, gru.hidden_size)
 
-    def forward(self, x: torch.Tensor, exists: torch.Tensor) -> list[torch.Tensor]:
-        """(B, L, d) item vectors, (K, B, L) -> K x (B, L, d) unit vectors, 0 where none."""
-        batch, length, hidden = x.shape
-        vectors = [x * exists[0].unsqueeze(-1)]
+    def forward(self, x: torch.Tensor, windows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """(P, d) vectors of the sessions' real positions, K x (N_k, k) each node's positions
+        (oldest first) -> K x (N_k, d) unit vectors."""
+        vectors = [x[windows[0][:, 0]]]  # (N_1, d) the items themselves
         for k, gru in enumerate(self.grus, start=2):
-            windows = unit_windows(x, k)  # (B, L, k, d)
-            _, state = gru(windows.reshape(batch * length, k, hidden))  # all windows at once
-            unit = 0.5 * windows.mean(2) + 0.5 * state[0].view(batch, length, hidden)
-            vectors.append(unit * exists[k - 1].unsqueeze(-1))
+            items = x[windows[k - 1]]  # (N_k, k, d)
+            if len(items) == 0:  # no session of the batch has k items
+                vectors.append(items.sum(1))
+                continue
+            _, state = gru(items)  # all units of granularity k at once
+            vectors.append(0.5 * items.mean(1) + 0.5 * state[0])
         return vectors
 
 
@@ -180,41 +177,62 @@ class GraphAttention(nn.Module):
         uniform_init(self.project, hidden)
 
     def nodes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, L, d) -> W h per head (B, L, H, d), and a_l . W h, a_r . W h (B, L, H), the
-        latter two as h times (d, H) matrices (the (B, L, H, d) tensor is not multiplied)."""
+        """(N, d) -> W h per head (N, H, d), and a_l . W h, a_r . W h (N, H), the latter two
+        as h times (d, H) matrices (the (N, H, d) tensor is not multiplied)."""
         weight = self.project.weight.view(self.heads, -1, h.shape[-1])  # (H, d_out, d_in)
         to_src = torch.einsum("hoi,ho->ih", weight, self.attn_src)  # (d, H)
         to_dst = torch.einsum("hoi,ho->ih", weight, self.attn_dst)
-        return self.project(h).view(*h.shape[:2], self.heads, -1), h @ to_src, h @ to_dst
+        return self.project(h).view(len(h), self.heads, weight.shape[1]), h @ to_src, h @ to_dst
+
+    def messages(self, src: tuple, dst: tuple, edges: Edges) -> torch.Tensor:
+        """`nodes` of the sources and of the destinations and the relation's edges between
+        them -> (N_dst, H, d) sum_j a_ij W h_j over each node's incoming edges. Work is per
+        edge, O(E H d), as the official sparse graph: one weighted embedding bag per
+        (destination, head), so no (E, H, d) tensor is made."""
+        ws, left, _ = src  # (N_src, H, d), (N_src, H)
+        right = dst[2]  # (N_dst, H)
+        if len(right) == 0:
+            return ws.new_zeros(0, *ws.shape[1:])
+        logits = F.leaky_relu(left[edges.src] + right[edges.dst], 0.2)  # (E, H)
+        weights = segment_softmax(logits, edges.dst, len(right))  # over each node's in-edges
+        weights = self.attention_dropout(weights)
+        rows, order, offsets = edges.bags(self.heads, len(right))
+        summed = F.embedding_bag(
+            rows, ws.flatten(0, 1), offsets, mode="sum", per_sample_weights=weights.flatten()[order]
+        )  # (N_dst H, d)
+        return summed.view(len(right), self.heads, -1)
 
     def forward(self, src: tuple, dst: tuple, edges: Edges) -> torch.Tensor:
-        """`nodes` of the sources and of the destinations, the relation's edges between the
-        flattened (B L) node positions -> (B, L, H, d) messages. Work is per edge, O(E H d),
-        as the official sparse graph; no (B, L, L) tensor."""
-        ws, left, _ = src  # (B, L, H, d), (B, L, H)
-        right = dst[2]  # (B, L, H)
-        shape = ws.shape
-        ws, left, right = ws.flatten(0, 1), left.flatten(0, 1), right.flatten(0, 1)
-        logits = F.leaky_relu(left[edges.src] + right[edges.dst], 0.2)  # (E, H)
-        # softmax over each destination's incoming edges (shifted by their max, a constant)
-        index = edges.dst[:, None].expand_as(logits)
-        peak = torch.full_like(right, float("-inf")).scatter_reduce(0, index, logits, "amax")
-        weights = (logits - peak.detach()[edges.dst]).exp()  # (E, H)
-        weights = weights / torch.zeros_like(right).index_add(0, edges.dst, weights)[edges.dst]
-        weights = self.attention_dropout(weights)
-        messages = torch.zeros_like(ws).index_add(0, edges.dst, weights[..., None] * ws[edges.src])
-        return messages.view(shape) + self.bias  # a node without incoming edges gets b
+        """(N_dst, H, d) the summed messages plus b (a node without incoming edges gets b)."""
+        return self.messages(src, dst, edges) + self.bias
 
 
 @dataclass
 class Edges:
-    """One relation's edges between flattened node positions b * L + t, deduplicated."""
+    """One relation's edges, deduplicated: between flattened positions b * L + t (from
+    `relation_edges`), or between node indices of two granularities (in a SessionGraph)."""
 
     src: torch.Tensor  # (E,)
     dst: torch.Tensor  # (E,)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def reversed(self) -> Edges:
-        return Edges(self.dst, self.src)
+        if "reversed" not in self.cache:  # one object: its bags are built once
+            self.cache["reversed"] = Edges(self.dst, self.src)
+        return self.cache["reversed"]
+
+    def bags(self, heads: int, num_dst: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The edges as embedding bags, one per (destination, head), destination-major:
+        (E H,) rows src * H + h of the (N_src H, d) head vectors, (E H,) the order of the
+        (E, H) edge weights flattened that matches them, (N_dst H,) each bag's first row."""
+        if (heads, num_dst) not in self.cache:
+            head = torch.arange(heads, device=self.dst.device)
+            bag = (self.dst.unsqueeze(1) * heads + head).flatten()  # (E H,)
+            order = torch.argsort(bag, stable=True)
+            rows = (self.src.unsqueeze(1) * heads + head).flatten()[order]
+            sizes = torch.bincount(bag, minlength=num_dst * heads)  # (N_dst H,)
+            self.cache[heads, num_dst] = rows, order, sizes.cumsum(0) - sizes
+        return self.cache[heads, num_dst]
 
 
 def relation_edges(units_first: torch.Tensor, exists: torch.Tensor) -> dict[tuple, Edges]:
@@ -248,6 +266,93 @@ def relation_edges(units_first: torch.Tensor, exists: torch.Tensor) -> dict[tupl
     return relations
 
 
+@dataclass
+class SessionGraph:
+    """The MIHSGs of B sessions with their nodes only, each granularity's in one list: what
+    the layers compute on is real nodes (no padding, no repeated unit, no unit of k items in
+    a session shorter than k)."""
+
+    items: torch.Tensor  # (P,) item ids of the sessions' real positions, session after session
+    windows: list[torch.Tensor]  # K x (N_k, k) each node's positions (into items), oldest first
+    owners: list[torch.Tensor]  # K x (N_k,) each node's session
+    relations: dict[tuple, Edges]  # (relation, src k, dst k) -> edges between node indices
+    last: torch.Tensor  # (B, K) node index (within its granularity) of the last unit; -1: none
+    present: torch.Tensor  # (B, K) the session has units of granularity k (k items or more)
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self.present)
+
+    @classmethod
+    def of_part(cls, item_seq: torch.Tensor, granularities: int) -> SessionGraph:
+        """The graphs of (b, w) left-padded sessions: `find_units` and `relation_edges` on
+        the dense positions, renumbered to nodes."""
+        batch, length = item_seq.shape
+        device = item_seq.device
+        position = (item_seq != 0).flatten().cumsum(0) - 1  # (b w,) index into the real ones
+        exists, first, nodes = find_units(item_seq, granularities)  # (K, b, w)
+        flat_nodes = nodes.flatten(1)  # (K, b w)
+        numbers = flat_nodes.cumsum(1) - 1  # (K, b w) node index at each node position
+        windows, owners = [], []
+        for k in range(granularities):
+            at = flat_nodes[k].nonzero().squeeze(1)  # (N_k,) flat positions of the nodes
+            steps = torch.arange(-k, 1, device=device)  # (k + 1,) the unit's items
+            windows.append(position[at[:, None] + steps])  # (N_k, k + 1)
+            owners.append(at // length)
+        relations = {
+            key: Edges(numbers[key[1]][edges.src], numbers[key[2]][edges.dst])
+            for key, edges in relation_edges(first, exists).items()
+        }
+        present = exists[:, :, -1].T  # (b, K)
+        ends = torch.arange(batch, device=device) * length + first[:, :, -1]  # (K, b)
+        last = torch.where(present, numbers.gather(1, ends).T, -1)  # (b, K)
+        return cls(item_seq[item_seq != 0], windows, owners, relations, last, present)
+
+    @classmethod
+    def of(cls, parts: list[torch.Tensor], granularities: int) -> SessionGraph:
+        """The graphs of the sessions of several (b, w) batches, in order, as one graph."""
+        items, windows, owners, relations, last, present = [], [], [], {}, [], []
+        positions, sessions, nodes = 0, 0, [0] * granularities  # offsets of the next part
+        for item_seq in parts:
+            part = cls.of_part(item_seq, granularities)
+            items.append(part.items)
+            windows.append([w + positions for w in part.windows])
+            owners.append([o + sessions for o in part.owners])
+            for (name, src, dst), edges in part.relations.items():
+                shifted = (edges.src + nodes[src], edges.dst + nodes[dst])
+                relations.setdefault((name, src, dst), []).append(shifted)
+            offsets = torch.tensor(nodes, device=part.last.device)  # (K,)
+            last.append(torch.where(part.present, part.last + offsets, -1))
+            present.append(part.present)
+            positions, sessions = positions + len(part.items), sessions + part.num_sessions
+            nodes = [n + len(w) for n, w in zip(nodes, part.windows)]
+        return cls(
+            torch.cat(items),
+            [torch.cat(w) for w in zip(*windows)],
+            [torch.cat(o) for o in zip(*owners)],
+            {key: Edges(*map(torch.cat, zip(*pairs))) for key, pairs in relations.items()},
+            torch.cat(last),
+            torch.cat(present),
+        )
+
+
+def segment_softmax(logits: torch.Tensor, owners: torch.Tensor, groups: int) -> torch.Tensor:
+    """(N, H) logits, (N,) their group -> (N, H) softmax over each group's rows, per column
+    (shifted by the group's max, a constant)."""
+    index = owners.unsqueeze(1).expand_as(logits)
+    peak = logits.new_full((groups, logits.shape[1]), float("-inf"))
+    weights = (logits - peak.scatter_reduce(0, index, logits, "amax").detach()[owners]).exp()
+    return (
+        weights / weights.new_zeros(groups, logits.shape[1]).index_add(0, owners, weights)[owners]
+    )
+
+
+def segment_mean(x: torch.Tensor, owners: torch.Tensor, groups: int) -> torch.Tensor:
+    """(N, d) rows, (N,) their group -> (groups, d) each group's mean (0 for none)."""
+    sums = x.new_zeros(groups, x.shape[-1]).index_add(0, owners, x)
+    return sums / torch.bincount(owners, minlength=groups).clamp(min=1).unsqueeze(-1)
+
+
 class HeterogeneousLayer(nn.Module):
     """One MSHGNN layer: GAT per relation on the graph and on the reversed graph, summed per
     node type with a residual per relation, max over heads, plus the granularity's mean input
@@ -264,11 +369,9 @@ class HeterogeneousLayer(nn.Module):
         )
         self.feature_dropout = nn.Dropout(dropout)
 
-    def forward(self, h: list[torch.Tensor], nodes: torch.Tensor, relations) -> list:
-        """K x (B, L, d) node vectors, (K, B, L) nodes -> K x (B, L, d)."""
+    def forward(self, h: list[torch.Tensor], graph: SessionGraph) -> list[torch.Tensor]:
+        """K x (N_k, d) node vectors -> K x (N_k, d)."""
         dropped = [self.feature_dropout(vectors) for vectors in h]  # one mask per node type
-        out: list = [0.0] * len(h)
-        residuals = [0] * len(h)
         projected = {}  # (conv, node type) -> W h: each relation of a conv reuses it
 
         def project(conv, k):
@@ -276,19 +379,20 @@ class HeterogeneousLayer(nn.Module):
                 projected[id(conv), k] = conv.nodes(dropped[k])
             return projected[id(conv), k]
 
-        for (name, src, dst), edges in relations.items():
+        incoming = [[] for _ in h]  # per node type: (conv, sources, destinations, edges)
+        for (name, src, dst), edges in graph.relations.items():
             forward, backward = self.forward_conv[name], self.backward_conv[name]
-            out[dst] = out[dst] + forward(project(forward, src), project(forward, dst), edges)
-            reverse = edges.reversed()  # the reversed graph: dst -> src
-            out[src] = out[src] + backward(project(backward, dst), project(backward, src), reverse)
-            residuals[dst] += 1
-            residuals[src] += 1
+            incoming[dst].append((forward, src, dst, edges))
+            incoming[src].append((backward, dst, src, edges.reversed()))  # reversed graph
         new = []
-        for k, vectors in enumerate(out):
-            mask = nodes[k].unsqueeze(-1)  # (B, L, 1)
-            vectors = vectors + residuals[k] * dropped[k].unsqueeze(2)  # GATConv residuals
-            mean = (h[k] * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
-            new.append((vectors.max(2).values + mean) * mask)  # max over heads, + mean
+        for k, vectors in enumerate(h):
+            # each relation's GATConv adds its residual and bias to its messages
+            out = len(incoming[k]) * dropped[k].unsqueeze(1)  # (N_k, 1, d)
+            out = out + sum(conv.bias for conv, *_ in incoming[k])  # (N_k, H, d)
+            for conv, src, dst, edges in incoming[k]:
+                out = out + conv.messages(project(conv, src), project(conv, dst), edges)
+            mean = segment_mean(vectors, graph.owners[k], graph.num_sessions)  # (B, d)
+            new.append(out.max(1).values + mean[graph.owners[k]])  # max over heads, + mean
         return new
 
 
@@ -309,13 +413,18 @@ class GranularityReadout(nn.Module):
     def reset_parameters(self) -> None:
         uniform_init(self, self.key.shape[1])
 
-    def forward(self, nodes: torch.Tensor, node_mask: torch.Tensor, last: torch.Tensor):
-        """(B, N, d) all nodes, (B, N) mask, (B, K, d) last units -> (B, K, d) unit vectors."""
-        keys = torch.einsum("bnd,kde->bkne", nodes, self.key) + self.key_bias[:, None]
+    def forward(self, nodes: torch.Tensor, owners: torch.Tensor, last: torch.Tensor):
+        """(N, d) all nodes of all sessions, (N,) their session, (B, K, d) last units ->
+        (B, K, d) unit session vectors."""
+        batch, granularities, hidden = last.shape
+        key = self.key.transpose(0, 1).reshape(hidden, -1)  # (d, K d): U_1 .. U_K side by side
+        keys = (nodes @ key).view(-1, granularities, hidden) + self.key_bias  # (N, K, d)
         queries = torch.einsum("bkd,kde->bke", last, self.query)  # (B, K, d)
-        logits = torch.einsum("bkne,ke->bkn", torch.sigmoid(keys + queries[:, :, None]), self.score)
-        weights = torch.softmax(logits.masked_fill(~node_mask[:, None], float("-inf")), -1)
-        readout = torch.einsum("bkn,bnd->bkd", weights, nodes)  # (B, K, d)
+        logits = torch.einsum("nke,ke->nk", torch.sigmoid(keys + queries[owners]), self.score)
+        weights = segment_softmax(logits, owners, batch)  # (N, K) over each session's nodes
+        readout = last.new_zeros(batch, granularities, hidden).index_add(
+            0, owners, weights.unsqueeze(-1) * nodes.unsqueeze(1)
+        )  # (B, K, d)
         sessions = torch.einsum("bkd,kde->bke", torch.cat([last, readout], -1), self.out)
         return F.normalize(sessions, dim=-1)
 
@@ -356,21 +465,22 @@ class MSGIFSR(SequentialRecommender):
     def sessions(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) left-padded sessions -> (B, K, d) unit session vectors s_k and (B, K) which
         granularities the session has (at least k items)."""
-        item_seq = item_seq[:, -self.max_len :]
-        exists, first, nodes = find_units(item_seq, self.options.granularities)
-        x = self.item_embedding(item_seq)  # (B, L, d)
+        graph = SessionGraph.of([item_seq[:, -self.max_len :]], self.options.granularities)
+        return self.encode(graph), graph.present
+
+    def encode(self, graph: SessionGraph) -> torch.Tensor:
+        """The sessions of `graph` -> (B, K, d) unit session vectors s_k (granularities a
+        session lacks have a zero last unit)."""
+        x = self.item_embedding(graph.items)  # (P, d) the real positions only
         x = x / x.norm(dim=-1, keepdim=True).clamp(min=1.0)  # max_norm = 1
-        units = self.unit_embedding(self.embedding_dropout(x), exists)  # K x (B, L, d)
-        h = [F.normalize(u, dim=-1) * n.unsqueeze(-1) for u, n in zip(units, nodes)]
-        relations = relation_edges(first, exists)
+        units = self.unit_embedding(self.embedding_dropout(x), graph.windows)  # K x (N_k, d)
+        h = [F.normalize(vectors, dim=-1) for vectors in units]
         for layer in self.layers:
-            h = layer(h, nodes, relations)
+            h = layer(h, graph)
         h = [F.normalize(vectors, dim=-1) for vectors in h]
-        # the last unit of each granularity: the one ending at the last position (its node)
-        last = torch.stack([v[torch.arange(len(v)), f[:, -1]] for v, f in zip(h, first)], 1)
-        all_nodes = torch.cat(h, 1)  # (B, K L, d)
-        node_mask = nodes.permute(1, 0, 2).reshape(len(item_seq), -1)  # (B, K L)
-        return self.readout(all_nodes, node_mask, last), exists[:, :, -1].T
+        # the last unit of each granularity (index -1, none: the zero row appended)
+        last = [F.pad(v, (0, 0, 0, 1))[graph.last[:, k]] for k, v in enumerate(h)]  # K x (B, d)
+        return self.readout(torch.cat(h), torch.cat(graph.owners), torch.stack(last, 1))
 
     def fusion_weights(self, present: torch.Tensor) -> torch.Tensor:
         """(B, K) log IFR weights of the granularities a session has (all on granularity 1
@@ -398,23 +508,29 @@ class MSGIFSR(SequentialRecommender):
 
     def loss(self, batch: TrainBatch | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Negative log-likelihood of the next item of every prefix of the batch's sequences
-        under the IFR mixture; only each granularity's log-normalizer needs all items."""
+        under the IFR mixture; only each granularity's log-normalizer needs all items, and
+        only the granularities a prefix has are normalized (the others weigh 0)."""
         batch = batch if isinstance(batch, TrainBatch) else TrainBatch((batch,), 0)
         items = self.item_vectors()[1:]  # (V, d)
-        scale, losses = self.options.scale, []
-        for item_seq, target in prefix_batch(batch).parts:  # one session (graph) per prefix
-            sessions, present = self.sessions(item_seq)  # (b, K, d), (b, K)
-            steps = max(1, SCORE_CHUNK // (sessions.shape[1] * items.shape[0]))
-            normalizer = torch.cat(
-                [
-                    torch.logsumexp(scale * (chunk @ items.T).float(), -1)  # (steps, K)
-                    for chunk in sessions.split(steps)
-                ]
-            )
-            positive = scale * (sessions @ items[target[:, -1] - 1].unsqueeze(-1)).squeeze(-1)
-            log_p = (self.fusion_weights(present) + positive.float() - normalizer).logsumexp(1)
-            losses.append(-log_p)
-        return torch.cat(losses).mean()
+        parts = prefix_batch(batch).parts  # one session (graph) per prefix
+        graph = SessionGraph.of([item_seq for item_seq, _ in parts], self.options.granularities)
+        targets = torch.cat([target[:, -1] for _, target in parts]) - 1  # (B,)
+        scaled = self.options.scale * self.encode(graph)  # (B, K, d)
+        dtype = torch.promote_types(scaled.dtype, torch.float32)  # float32 under autocast
+        rows = scaled[graph.present]  # (R, d) the granularities the prefixes have
+        row_targets = targets.unsqueeze(1).expand_as(graph.present)[graph.present]  # (R,)
+        steps = max(1, SCORE_CHUNK // items.shape[0])
+        log_softmax = -torch.cat(
+            [
+                F.cross_entropy((chunk @ items.T).to(dtype), target, reduction="none")
+                for chunk, target in zip(rows.split(steps), row_targets.split(steps))
+            ]
+        )  # (R,) each granularity's log softmax(scale * cos) of the target
+        log_softmax = log_softmax.new_zeros(graph.present.shape).masked_scatter(
+            graph.present, log_softmax
+        )  # (B, K), 0 where absent (its weight is 0)
+        log_p = (self.fusion_weights(graph.present) + log_softmax).logsumexp(1)
+        return -log_p.mean()
 
     def score(self, item_seq: torch.Tensor) -> torch.Tensor:
         with torch.autocast(item_seq.device.type, enabled=False):
