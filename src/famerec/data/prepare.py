@@ -169,22 +169,21 @@ def read_movielens_ratings(path: str | Path) -> tuple[pl.DataFrame, str]:
     options: dict[str, Any] = {"has_header": False, "infer_schema": False, "quote_char": None}
     if kind == "dat":  # "::" is two one-byte separators around an empty field
         options["separator"] = ":"
-        wanted, width, first_line = [0, 2, 6], 7, 1
+        wanted, first_line = [0, 2, 6], 1
     elif kind == "tab":
         options["separator"] = "\t"
-        wanted, width, first_line = [0, 1, 3], 4, 1
+        wanted, first_line = [0, 1, 3], 1
     else:
         options = {"has_header": True, "infer_schema": False}
-        wanted, width, first_line = [0, 1, 3], 4, 2
+        wanted, first_line = [0, 1, 3], 2
     try:
         frame = pl.read_csv(path, **options)
     except (pl.exceptions.PolarsError, OSError) as error:
         raise DataError(f"cannot read ratings: {_short(error)}", str(path)) from None
-    if frame.width != width:
+    fields = (frame.width + 1) // 2 if kind == "dat" else frame.width
+    if fields != 4:
         raise DataError(
-            f"expected {width if kind != 'dat' else 4} fields a line, found "
-            f"{frame.width if kind != 'dat' else (frame.width + 1) // 2}",
-            str(path),
+            f"expected 4 fields a line (user, movie, rating, time), found {fields}", str(path)
         )
     if kind == "csv":
         header = [c.strip() for c in frame.columns]
@@ -480,10 +479,8 @@ def _kcore_ordered(frame: pl.DataFrame, kcore: int, where: str) -> pl.DataFrame:
 def _items_frame(rows: dict[str, list]) -> pl.DataFrame:
     import polars as pl
 
-    schema = {"item": None, "name": pl.String}
-    schema.update({k: pl.List(pl.String) for k in rows if k not in schema})
-    frame = pl.DataFrame(rows, schema_overrides={k: v for k, v in schema.items() if v})
-    return frame
+    lists = {k: pl.List(pl.String) for k in rows if k not in ("item", "name")}
+    return pl.DataFrame(rows, schema_overrides={"name": pl.String, **lists})
 
 
 def attribute_ids(items: pl.DataFrame, kinds: list[str]) -> dict[str, int]:
