@@ -200,3 +200,22 @@ def test_a_run_resumes_without_its_table(tmp_path):
     config = resolve_config(out, {}, resume=True)
     assert train_run(config, out, resume=True, progress=False) is not None
     assert load(out).item_name("i2") == "Item 2, deluxe"
+
+
+def test_python_api_takes_the_item_table(tmp_path):
+    import famerec
+
+    write_events(tmp_path)
+    write_items(tmp_path)
+    run = famerec.train(
+        data=tmp_path / "events.csv",
+        format="table",
+        kcore=2,
+        items=tmp_path / "items.csv",
+        item_name_col="title",
+        out=tmp_path / "run",
+        hidden=16,
+        epochs=1,
+        threads=1,
+    )
+    assert run.recommender.recommend(["i1"], k=2).names[0].endswith(", deluxe")
