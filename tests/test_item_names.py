@@ -219,3 +219,12 @@ def test_python_api_takes_the_item_table(tmp_path):
         threads=1,
     )
     assert run.recommender.recommend(["i1"], k=2).names[0].endswith(", deluxe")
+
+
+def test_facets_use_the_runs_attribute_columns(named_run, capsys):
+    code, stdout, err = run_cli(
+        ["explain", "--run", str(named_run), "--facets", "-k", "3", "--json"], capsys
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert {row["list"] for row in report["lists"]} >= {"head 1", "head 2", "integrated"}

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from famerec.data.attributes import attribute_matrix, read_attributes
+from famerec.data.attributes import attribute_matrix, read_attributes, to_internal
 from famerec.data.batching import EvalBatches
+from famerec.data.items import load_item_table
 from famerec.data.split import PrefixSet, leave_one_out
 from famerec.errors import ConfigError
 from famerec.models import FAME
@@ -27,7 +28,12 @@ from famerec.runs import TrainedRun
 
 
 def attribute_matrix_for(run: TrainedRun, attributes_path: str | None = None) -> torch.Tensor:
-    """(num_items + 1, num_attributes) uint8 matrix: item i has attribute a."""
+    """(num_items + 1, num_attributes) uint8 matrix: item i has attribute a. Without a file,
+    a run with an item table (`--items`) uses its attribute columns, together."""
+    table = load_item_table(run.path) if attributes_path is None else None
+    if table is not None and table.attributes:
+        attributes = to_internal(table.attribute_ids(list(table.attributes)), run.data)
+        return attribute_matrix(attributes, run.data.num_items)
     return attribute_matrix(read_attributes(attributes_path, run.data), run.data.num_items)
 
 

@@ -26,6 +26,7 @@ input[type=text] { font: inherit; padding: .25em .4em; }
 #items { width: 22em; }
 button { font: inherit; padding: .3em 1em; }
 #error { color: #b00020; margin: .5em 0; }
+.note { width: 100%; color: #555; }
 #history { margin-bottom: 1em; }
 #history span { display: inline-block; background: #f1f1f1; border-radius: 3px;
   padding: 0 .35em; margin: .1em; }
@@ -154,6 +155,7 @@ async function ask(event) {
       }),
     });
     const lists = $("lists");
+    if (answer.note) lists.appendChild(el("div", answer.note, "note"));
     lists.appendChild(listCard("integrated top-" + k, answer.items));
     (answer.heads || []).forEach((head) => {
       const title = "head " + head.head + " (gate " + head.gate.toFixed(2) + ")";

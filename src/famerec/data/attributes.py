@@ -42,6 +42,12 @@ def read_attributes(source: str | None, data: SequenceData) -> dict[int, list[in
             "0 or more",
             source,
         )
+    return to_internal(by_original, data)
+
+
+def to_internal(by_original: dict[str, list[int]], data: SequenceData) -> dict[int, list[int]]:
+    """`{"original item id": [...]}` keyed by the internal ids of `data` instead; items that
+    are not in `data` are left out."""
     index = {str(original): j + 1 for j, original in enumerate(data.item_ids.tolist())}
     return {index[k]: v for k, v in by_original.items() if k in index}
 
