@@ -390,9 +390,9 @@ def read_amazon_meta(path: str | Path, wanted: set[str]) -> dict[str, dict[str, 
     for number, line in _lines(path):
         if not line.strip():
             continue
-        keys = dict((m.group(1), m.group(2)) for m in _ID_KEY.finditer(line[:2000]))
-        quick = keys.get("parent_asin") or keys.get("asin")
-        if quick is not None and quick.strip() not in wanted:
+        # a line names its item once: "asin" (2014, 2018) or "parent_asin" (2023)
+        quick = _ID_KEY.search(line)
+        if quick is not None and quick.group(2).strip() not in wanted:
             continue  # most lines are of items the reviews do not keep: skip their parsing
         record = _record(line, path, number)
         item = record.get("parent_asin") or record.get("asin")
