@@ -253,9 +253,10 @@ def write_amazon_2018(root: Path) -> tuple[Path, Path]:
     meta = []
     for item, fields in META_2014.items():
         flat = fields["categories"][0] + [c for p in fields["categories"][1:] for c in p[1:]]
-        record = {"asin": asin(item), "title": fields["title"], "category": flat}
+        record = {"category": flat, "also_buy": [asin(50)], "title": fields["title"]}
         if "brand" in fields:
             record["brand"] = fields["brand"]
+        record["asin"] = asin(item)  # last, as in the published files
         meta.append(json.dumps(record))
     return (
         write_gzip(root / "All_Beauty_5.json.gz", reviews),
