@@ -111,8 +111,8 @@ def write_ml20m(root: Path) -> tuple[Path, Path]:
     "writer, source",
     [
         (write_ml100k, "movielens-100k"),
-        (write_ml1m, "movielens-1m"),
-        (write_ml20m, "movielens-20m"),
+        (write_ml1m, "movielens-1m/10m"),
+        (write_ml20m, "movielens-20m/25m/32m"),
     ],
 )
 def test_movielens_formats(tmp_path, writer, source):
@@ -139,7 +139,7 @@ def test_cli_writes_files_famerec_reads(tmp_path, capsys):
     )
     stdout = capsys.readouterr().out
     assert code == 0
-    assert "movielens-20m: 6 users, 5 items, 30 actions (5-core of 46)" in stdout
+    assert "movielens-20m/25m/32m: 6 users, 5 items, 30 actions (5-core of 46)" in stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "attributes",
         "interactions.csv",

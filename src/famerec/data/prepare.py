@@ -280,7 +280,11 @@ def _genres(text: str | None) -> list[str]:
     return [g.strip() for g in (text or "").split("|") if g.strip() and g.strip() not in NO_GENRE]
 
 
-MOVIELENS_KINDS = {"tab": "movielens-100k", "dat": "movielens-1m", "csv": "movielens-20m"}
+MOVIELENS_KINDS = {
+    "tab": "movielens-100k",
+    "dat": "movielens-1m/10m",
+    "csv": "movielens-20m/25m/32m",
+}
 
 
 def prepare_movielens(
