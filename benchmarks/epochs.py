@@ -32,7 +32,7 @@ from famerec.training.memory import keep_freed_memory  # noqa: E402
 def training_setup(name: str, split, num_items: int):
     """Model `name` at its defaults (seed 0), its real Beauty batches and the trainer's step
     (transform_batch, loss, backward, Adam): (model, tensors, batches, step)."""
-    defaults = dict(model_spec(name).defaults)
+    defaults = model_spec(name).own_defaults()  # the recipe's batch size and dropout too
     config = RunConfig().with_overrides({"model.name": name, **defaults}).validate()
     torch.manual_seed(0)
     model = build_model(config.model, num_items, config.options)

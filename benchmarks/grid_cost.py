@@ -7,6 +7,10 @@ Where no such record exists, the model's Beauty mean is scaled by the dataset's 
 Beauty; where a model has no finished run at all, an unfinished run directory (`--runs`, any
 thread count) gives a lower bound: the minutes its epochs so far took.
 
+A model with a training recipe (its registration's `recipe`: schedule, rate, batch size, epochs)
+is priced from the records trained with that recipe; where it has none yet, from its records of
+the old constant-rate recipe, and the row says "old recipe".
+
     python benchmarks/grid_cost.py experiments/table2.toml
 """
 
@@ -18,22 +22,42 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from famerec.config import RunConfig
 from famerec.experiments.plan import Plan, Store
 from famerec.experiments.spec import load_spec
+from famerec.models import model_spec
 from famerec.report import table
 from famerec.rundir import CONFIG, LOG, METRICS, RunDir
 
 Key = tuple[str, str, bool]  # dataset, model, started from another run
+SHARED = RunConfig().to_dict()
 
 
-def record_walls(records: Path) -> dict[tuple[Key, int], list[float]]:
-    """Minutes of wall time of every finished CPU run, by (dataset, model, started) and threads."""
+def follows_recipe(config: dict, model: str) -> bool:
+    """Whether a run's config has every setting of `model`'s recipe (true without a recipe)."""
+    for key, value in model_spec(model).recipe:
+        section, name = key.split(".")
+        if config.get(section, {}).get(name, SHARED[section][name]) != value:
+            return False
+    return True
+
+
+def record_walls(records: Path, recipe: bool | None = None) -> dict[tuple[Key, int], list[float]]:
+    """Minutes of wall time of every finished CPU run, by (dataset, model, started) and threads:
+    all of them, or (`recipe` True) those trained with the model's recipe, or (False) those of a
+    model with a recipe trained without it."""
     walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
     for path in records.glob(f"*/*/*/*/{METRICS}"):
         metrics = json.loads(path.read_text())
         train = metrics["config"]["train"]
         cpu = metrics.get("device") == "cpu" and metrics.get("precision", "fp32") == "fp32"
         if not cpu or not metrics.get("wall_seconds"):
+            continue
+        model = metrics["model"]
+        follows = follows_recipe(metrics["config"], model)
+        if recipe is True and not follows:
+            continue
+        if recipe is False and (follows or not model_spec(model).recipe):
             continue
         key = (metrics["dataset"]["name"], metrics["model"], bool(train.get("init_from")))
         # runs resumed before wall time was carried between sittings hold the last one's only
@@ -60,14 +84,19 @@ def unfinished_minutes(runs: Path) -> dict[Key, float]:
 
 
 def price(
-    key: Key, walls: dict[tuple[Key, int], list[float]], spent: dict[Key, float]
+    key: Key,
+    walls: dict[tuple[Key, int], list[float]],
+    spent: dict[Key, float],
+    scale: dict[tuple[Key, int], list[float]] | None = None,
 ) -> tuple[float, str] | None:
-    """Minutes per run of `key` and where the figure comes from."""
+    """Minutes per run of `key` and where the figure comes from; `scale`: the records whose
+    SASRec runs give each dataset's ratio to Beauty (default: `walls`)."""
     dataset, model, started = key
+    scale = walls if scale is None else scale
     sasrec = {}
-    for (d, m, s), threads in walls:
+    for (d, m, s), threads in scale:
         if m == "sasrec" and not s and threads == 1:
-            sasrec[d] = statistics.mean(walls[(d, m, s), threads])
+            sasrec[d] = statistics.mean(scale[(d, m, s), threads])
     ratio = sasrec.get(dataset, 0.0) / sasrec["beauty"] if "beauty" in sasrec else 0.0
     for threads, note in ((1, "records"), (2, "records, 2 threads")):
         if (key, threads) in walls:
@@ -99,14 +128,18 @@ def main() -> None:
         settings = entry_plan.entry.settings
         model = str(settings.get("model.name", entry))
         counts[dataset, model, "train.init_from" in settings] += len(entry_plan.runs)
-    walls = record_walls(args.records)
+    walls, old, scale = (record_walls(args.records, recipe) for recipe in (True, False, None))
     spent = unfinished_minutes(args.runs) if args.runs.is_dir() else {}
 
     rows, total, bound, unpriced = [], 0.0, 0.0, 0
     for key, runs in sorted(counts.items()):
         dataset, model, started = key
         name = f"{model} (from a run)" if started else model
-        priced = price(key, walls, spent)
+        priced = price(key, walls, spent, scale)
+        if priced is None or priced[1].startswith("at least"):  # the old recipe's records
+            priced = price(key, old, {}, scale) or priced
+            if priced is not None and not priced[1].startswith("at least"):
+                priced = priced[0], priced[1] + ", old recipe"
         if priced is None:
             rows.append([dataset, name, runs, "", "", "no run yet"])
             unpriced += runs

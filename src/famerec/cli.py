@@ -56,7 +56,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: str) -> None:
     given on the command line become overrides."""
     from famerec.models import MODELS
 
-    own_defaults = dict(MODELS[model].defaults) if model in MODELS else {}
+    own_defaults = MODELS[model].own_defaults() if model in MODELS else {}
     groups = {}
     for key, flag, field, kind in config_options(model):
         section = key.split(".", 1)[0]
@@ -499,7 +499,13 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
         f"model's own options. This help shows --model {model}: {MODELS[model].summary}.",
     )
     train.add_argument("--out", required=True, help="run directory to write")
-    train.add_argument("--preset", choices=sorted(PRESETS), help="named bundle of settings")
+    train.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="named bundle of settings: quick (15 epochs, patience 3), paper (200 epochs, "
+        "patience 10), classic (no model recipe: every model's constant-rate training before "
+        "schedules, e.g. Adam at 1e-3, batch 256, up to 200 epochs)",
+    )
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     add_time_limit(

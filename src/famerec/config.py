@@ -321,6 +321,10 @@ class RunConfig:
         payload[self.model.name] = dataclasses.asdict(self.options)
         return payload
 
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its dotted key ("train.lr", "fame.num_experts", ...)."""
+        return {f"{s}.{k}": v for s, section in self.to_dict().items() for k, v in section.items()}
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
@@ -440,7 +444,10 @@ def _flag_of(section: str, name: str) -> str:
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 # Named bundles of overrides, applied before explicit flags.
+CLASSIC = "classic"  # also leaves out the models' recipes (models/registry.py)
 PRESETS: dict[str, dict[str, Any]] = {
+    # Every model's recipe before schedules: Adam at a constant 1e-3, batch 256, 200 epochs.
+    CLASSIC: {},
     # A few minutes on a laptop CPU: enough epochs to see learning, not to converge.
     "quick": {"train.epochs": 15, "train.patience": 3},
     # The paper's protocol: train to early stop.

@@ -29,3 +29,17 @@ def test_an_unfinished_run_gives_a_lower_bound_and_nothing_gives_none():
     assert (
         price(("beauty", "sasrec", True), WALLS, spent) is None
     )  # started from a run: not priced as a scratch run
+
+
+def test_a_model_with_a_recipe_is_priced_from_the_records_that_follow_it():
+    from benchmarks.grid_cost import follows_recipe
+    from famerec.models import model_spec
+
+    recipe = dict(model_spec("sasrec").recipe)
+    config = {"model": {"name": "sasrec"}, "train": {"lr": 0.001}}
+    assert not follows_recipe(config, "sasrec")  # an old record: constant 1e-3
+    for key, value in recipe.items():
+        section, name = key.split(".")
+        config.setdefault(section, {})[name] = value
+    assert follows_recipe(config, "sasrec")
+    assert follows_recipe({"train": {}}, "gru4rec") == (not model_spec("gru4rec").recipe)

@@ -107,3 +107,40 @@ def test_a_scheduled_run_resumes_exactly(seq_file, tmp_path, schedule):
         return [(r["epoch"], r["train_loss"], r["lr"], r["valid"]) for r in map(json.loads, lines)]
 
     assert history("cut") == history("whole")
+
+
+def test_a_models_recipe_is_its_default_and_classic_leaves_it_out(tmp_path):
+    from famerec.models import MODELS
+    from famerec.training import resolve_config
+
+    with_recipe = [name for name, spec in MODELS.items() if spec.recipe]
+    assert "sasrec" in with_recipe
+    shared = RunConfig().to_dict()
+    for name in with_recipe:
+        recipe = dict(MODELS[name].recipe)
+        config = resolve_config(tmp_path / name, {"model.name": name}).to_dict()
+        classic = resolve_config(tmp_path / name, {"model.name": name}, preset="classic")
+        classic = classic.to_dict()
+        for key, value in recipe.items():
+            section, field = key.split(".")
+            assert config[section][field] == value, (name, key)
+            architecture = dict(MODELS[name].defaults)  # e.g. GRU4Rec's own layers stay
+            assert classic[section][field] == architecture.get(key, shared[section][field])
+        asked = resolve_config(tmp_path / name, {"model.name": name, "train.lr": 0.0123})
+        assert asked.train.lr == 0.0123  # an explicit flag wins over the recipe
+
+
+def test_pretraining_stage_takes_its_models_recipe_where_the_run_keeps_its_defaults(tmp_path):
+    from famerec.models import model_spec
+    from famerec.training import resolve_config
+    from famerec.training.pipeline import pretrain_config
+
+    sasrec = dict(model_spec("sasrec").recipe)
+    fame = resolve_config(tmp_path / "a", {"model.name": "fame", "train.pretrain": True})
+    stage = pretrain_config(fame).flat()
+    assert stage["model.name"] == "sasrec"
+    assert {key: stage[key] for key in sasrec} == sasrec
+    asked = resolve_config(
+        tmp_path / "b", {"model.name": "fame", "train.pretrain": True, "train.lr": 0.0123}
+    )
+    assert pretrain_config(asked).train.lr == 0.0123  # a rate asked for the run: both stages

@@ -24,6 +24,12 @@ class ModelSpec:
     pretrain: str | None = None  # model trained into OUT/pretrain by --pretrain
     starts_from: tuple[str, ...] = ()  # models whose runs --init-from accepts
     defaults: tuple[tuple[str, object], ...] = ()  # the model's own defaults of shared settings
+    recipe: tuple[tuple[str, object], ...] = ()  # its training recipe (`--preset classic`: none)
+
+    def own_defaults(self, recipe: bool = True) -> dict[str, object]:
+        """The shared settings whose default differs for this model: `defaults`, then, unless
+        `recipe` is False (`--preset classic`), the recipe's."""
+        return {**dict(self.defaults), **(dict(self.recipe) if recipe else {})}
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -36,17 +42,24 @@ def register(
     pretrain: str | None = None,
     starts_from: tuple[str, ...] = (),
     defaults: dict[str, object] | None = None,
+    recipe: dict[str, object] | None = None,
 ) -> Callable[[type], type]:
     """Class decorator adding a model to the registry under `name`.
 
     `defaults` are dotted keys of shared settings whose default differs for this model (e.g.
-    {"model.num_layers": 1}); presets and explicit options still override them."""
+    {"model.num_layers": 1}); presets and explicit options still override them. `recipe`: the
+    same for the training recipe found fastest to the model's best quality (schedule, rate,
+    batch size, epochs); `--preset classic` leaves it out, back to the constant-rate recipe
+    every model had before."""
 
     def add(cls: type) -> type:
         if name in MODELS and MODELS[name].model is not cls:
             raise ValueError(f"model name '{name}' is registered twice")
         own_defaults = tuple(sorted((defaults or {}).items()))
-        MODELS[name] = ModelSpec(name, cls, options, summary, pretrain, starts_from, own_defaults)
+        own_recipe = tuple(sorted((recipe or {}).items()))
+        MODELS[name] = ModelSpec(
+            name, cls, options, summary, pretrain, starts_from, own_defaults, own_recipe
+        )
         cls.name = name
         return cls
 

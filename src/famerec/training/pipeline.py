@@ -15,6 +15,7 @@ import torch
 
 from famerec.config import (
     BUNDLED_ATTRIBUTES,
+    CLASSIC,
     PRESETS,
     RunConfig,
     absolute_paths,
@@ -104,7 +105,8 @@ def resolve_config(
             raise ConfigError("cannot change settings of a run on --resume: " + ", ".join(changed))
         return saved.with_overrides(overrides).validate()
     model_name = overrides.get("model.name", RunConfig().model.name)
-    own_defaults = dict(model_spec(model_name).defaults)  # e.g. GRU4Rec's single layer
+    # e.g. GRU4Rec's single layer, and the model's recipe unless the preset is "classic"
+    own_defaults = model_spec(model_name).own_defaults(recipe=preset != CLASSIC)
     base = RunConfig().with_overrides({"model.name": model_name, **own_defaults})
     base = base.with_overrides(PRESETS.get(preset, {}))
     return expand_table_sources(base.with_overrides(overrides)).validate()  # --attributes items
@@ -164,10 +166,19 @@ def set_threads(threads: int, processes_per_node: int = 1) -> None:
 
 def pretrain_config(config: RunConfig) -> RunConfig:
     """The run that a `--pretrain` run starts from (FAME: SASRec): same data, sizes, training
-    settings and seed, with the pretraining model's default settings of its own."""
-    pretrain_model = model_spec(config.model.name).pretrain
+    settings and seed, with the pretraining model's default settings of its own. A setting of
+    the pretraining model's recipe that this run leaves at its own model's default takes the
+    recipe's value (FAME's `--pretrain` trains SASRec with SASRec's recipe)."""
+    spec = model_spec(config.model.name)
+    own = {**RunConfig().with_overrides({"model.name": spec.name}).flat(), **spec.own_defaults()}
+    flat = config.flat()
+    recipe = {
+        key: value
+        for key, value in model_spec(spec.pretrain).recipe
+        if flat[key] == own[key]  # not set for this run: the pretraining model's own default
+    }
     return config.with_overrides(
-        {"model.name": pretrain_model, "train.pretrain": False, "train.init_from": None}
+        {"model.name": spec.pretrain, "train.pretrain": False, "train.init_from": None, **recipe}
     ).validate()
 
 
