@@ -23,7 +23,6 @@ from famerec.data.batching import EvalBatches
 from famerec.data.items import load_item_table
 from famerec.data.split import PrefixSet, leave_one_out
 from famerec.errors import ConfigError
-from famerec.models import FAME
 from famerec.runs import TrainedRun
 
 
@@ -84,7 +83,7 @@ def facet_report(
     seed: int = 0,
 ) -> dict:
     """Entropy, purity and top attributes of every head's lists vs integrated/SASRec/random."""
-    if not isinstance(run.model, FAME):
+    if not run.model.explains:
         raise ConfigError("facet analysis needs a FAME run (SASRec has no facet heads)")
     test = leave_one_out(run.data).test
     if max_users is not None and max_users < len(test):

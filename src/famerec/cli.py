@@ -204,7 +204,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from famerec.recommender import load
 
     rec = load(args.run, device=args.device)
-    _check_explainable(rec.model_name, args.run)
+    _check_explainable(rec.model, args.run)
     sequence = rec.user_history(args.user)
     history, target = sequence[:-1], sequence[-1]
     explained = rec.explain(history, k=args.k, exclude_seen=not args.keep_seen)
@@ -247,11 +247,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_explainable(model_name: str, run: str) -> None:
-    if model_name != "fame":
+def _check_explainable(model, run: str) -> None:
+    """`model` (a SequentialRecommender) explains its recommendations."""
+    if not model.explains:
         raise FamerecError(
             f"explain explains FAME runs (per-head lists, gate, router); {run} is a "
-            f"{model_name} run: use `famerec recommend` for its top-k"
+            f"{model.name} run: use `famerec recommend` for its top-k"
         )
 
 
@@ -261,7 +262,7 @@ def _explain_facets(args: argparse.Namespace) -> int:
     from famerec.runs import load_run
 
     run = load_run(args.run)
-    _check_explainable(run.config.model.name, args.run)
+    _check_explainable(run.model, args.run)
     compare = args.compare
     if compare is None and "init_from" in run.metrics:
         compare = run.metrics["init_from"]["run"]

@@ -20,7 +20,6 @@ import torch
 
 from famerec.data.items import load_item_table
 from famerec.errors import FamerecError
-from famerec.models import FAME
 from famerec.runs import load_run, resolve_device
 
 ItemId = int | str
@@ -303,7 +302,7 @@ class Recommender:
     ) -> ExplainedRecommendation:
         """FAME's per-head lists with gate and router weights, and the integrated list."""
         k = self._check_k(k)
-        if not isinstance(self.model, FAME):
+        if not self.model.explains:
             return self._without_heads(self.recommend(items, k, exclude_seen, strict))
         known, unknown = self._encode_known(items, strict)
         return self._explain_encoded([known], [unknown], [k], [exclude_seen])[0]
@@ -315,7 +314,7 @@ class Recommender:
     def _explain_encoded(
         self, encoded: list[list[int]], unknowns: list[list], ks: list[int], exclude: list[bool]
     ) -> list[ExplainedRecommendation]:
-        """FAME only: one model call for all rows, each with its own k and exclusion."""
+        """A model that explains: one model call for all rows, each with its own k and exclusion."""
         explanation = self.model.explain(
             self._pad(encoded), max(ks), exclude=self._exclusion(encoded, exclude)
         )
@@ -353,7 +352,7 @@ class Recommender:
             except FamerecError as error:
                 answers[position] = error
                 continue
-            explained = query.explain and isinstance(self.model, FAME)
+            explained = query.explain and self.model.explains
             groups[explained].append((position, known, unknown, k, query.exclude_seen))
         for explained, members in groups.items():
             if members:

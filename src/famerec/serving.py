@@ -39,7 +39,6 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from famerec import __version__
 from famerec.batcher import MicroBatcher
 from famerec.errors import FamerecError
-from famerec.models import FAME
 from famerec.recommender import NoKnownItemsError, Query, Recommender, UnknownItemsError
 
 MAX_ITEMS = 1000  # items per sequence in a request
@@ -379,8 +378,7 @@ def create_app(
         return results
 
     # an explained request scores every head: it takes as many rows of the chunk as heads
-    fame = isinstance(recommender.model, FAME)
-    explained_rows = recommender.config.model.num_heads if fame else 1
+    explained_rows = recommender.config.model.num_heads if recommender.model.explains else 1
     batcher = None
     if batch_wait_ms > 0:
         capacity = min(max_batch, chunk_rows)

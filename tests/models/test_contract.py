@@ -172,3 +172,11 @@ def test_help_shows_a_models_own_defaults(capsys):
     assert main(["train", "--model", "gru4rec", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "number of layers (default: 1)" in text and "(default: 0.3)" in text
+
+
+def test_explanation_is_a_capability_of_the_model():
+    explaining = {name for name, spec in MODELS.items() if spec.model.explains}
+    assert explaining == {"fame"}
+    sasrec = MODELS["sasrec"].model.__new__(MODELS["sasrec"].model)  # explain reads no state
+    with pytest.raises(NotImplementedError):
+        sasrec.explain(None)

@@ -12,6 +12,10 @@ Hooks the trainer calls, all optional: `transform_batch` (augmentation, masking)
 training step, `on_epoch_start` (clustering, freezing) before each epoch, `prepare` once,
 when the run starts from another run (`--init-from` / `--pretrain`), and `attach_data` once
 before training (fresh or resumed) with the run's data, for side information keyed by item.
+
+Explanation is a capability: a model that can say why it recommends what it does sets
+`explains = True` and implements `explain` (FAME: per-head lists, gate and router weights).
+Callers ask `model.explains`, never the model's class or name.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from famerec.models.losses import (
     softmax_cross_entropy,
 )
 
-__all__ = ["LAYER_NORM_EPS", "EpochContext", "Losses", "SequentialRecommender"]
+__all__ = ["LAYER_NORM_EPS", "EpochContext", "Explanation", "Losses", "SequentialRecommender"]
 
 Losses = torch.Tensor | dict[str, torch.Tensor]
 
@@ -53,6 +57,19 @@ class EpochContext:
     progress: bool = False
 
 
+@dataclass
+class Explanation:
+    """Why a model recommends what it does, for each sequence of a batch (FAME: Fig. 7 of the
+    paper): each head's own top-k, its gate and router weights, and the integrated top-k."""
+
+    gate: torch.Tensor  # (B, H) head weights, rows sum to 1
+    router: torch.Tensor  # (B, H, N) expert weights at the last position, rows sum to 1
+    head_items: torch.Tensor  # (B, H, k) each head's own top-k item ids
+    head_scores: torch.Tensor  # (B, H, k) their scores under that head
+    items: torch.Tensor  # (B, k) integrated top-k item ids
+    scores: torch.Tensor  # (B, k) integrated scores
+
+
 ATTRIBUTE_EMBEDDING = "item_attribute_embedding.weight"  # --item-attributes' parameter
 
 
@@ -62,6 +79,7 @@ class SequentialRecommender(nn.Module):
     name = "base"  # set by @register
     dot_product_scores = True  # score(seq) == last_query_vectors(seq) @ item_vectors().T
     accepts_item_attributes = False  # --item-attributes: item vectors through the hooks below
+    explains = False  # implements `explain` (explain, the explorer's heads, facet analysis)
 
     def __init__(self, num_items: int, config: ModelConfig, options: ModelOptions | None = None):
         super().__init__()
@@ -218,6 +236,14 @@ class SequentialRecommender(nn.Module):
             scores = last.float() @ self.item_vectors().float().T  # (B, V + 1)
         scores[:, 0] = float("-inf")
         return scores
+
+    def explain(
+        self, item_seq: torch.Tensor, k: int = 10, exclude: torch.Tensor | None = None
+    ) -> Explanation:
+        """Per-head top-k, integrated top-k, gate and router weights for each sequence; only
+        models with `explains = True`. `exclude`: an optional (B, V + 1) boolean mask of items
+        to leave out of every list."""
+        raise NotImplementedError(f"{self.name} has nothing to explain")
 
     def item_vectors(self) -> torch.Tensor:
         """(num_items + 1, d) the vectors that `query_vectors` are scored against."""

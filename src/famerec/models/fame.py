@@ -60,7 +60,7 @@ from famerec.data.attributes import attribute_matrix, read_attributes
 from famerec.data.batching import TrainBatch
 from famerec.data.sequences import SequenceData
 from famerec.errors import ConfigError, DataError
-from famerec.models.base import EpochContext, Losses, SequentialRecommender
+from famerec.models.base import EpochContext, Explanation, Losses, SequentialRecommender
 from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
 from famerec.models.losses import gate_balance_loss, mixture_of_softmaxes_loss
 from famerec.models.registry import register
@@ -286,18 +286,6 @@ class FacetLayer(nn.Module):
         return torch.einsum("vd,hde->hve", item_weights, self.facet_projection)
 
 
-@dataclass
-class Explanation:
-    """Why FAME recommends what it does, for each sequence of a batch (Fig. 7 of the paper)."""
-
-    gate: torch.Tensor  # (B, H) head weights, rows sum to 1
-    router: torch.Tensor  # (B, H, N) expert weights at the last position, rows sum to 1
-    head_items: torch.Tensor  # (B, H, k) each head's own top-k item ids
-    head_scores: torch.Tensor  # (B, H, k) their scores under that head (Eq. 8)
-    items: torch.Tensor  # (B, k) integrated top-k item ids
-    scores: torch.Tensor  # (B, k) integrated scores (Eq. 11)
-
-
 RECIPE = {
     "train.lr": 3e-3,
     "train.batch_size": 512,
@@ -319,6 +307,7 @@ RECIPE = {
 class FAME(SequentialRecommender):
     options: FAMEOptions
     accepts_item_attributes = True
+    explains = True
 
     def __init__(self, num_items: int, config: ModelConfig, options: FAMEOptions | None = None):
         super().__init__(num_items, config, options or FAMEOptions())
