@@ -63,7 +63,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: str) -> None:
         if section not in groups:
             title = f"{section} options" if section in SECTIONS else f"{section} model options"
             groups[section] = parser.add_argument_group(title)
-        help_text = field.metadata.get("help", "")
+        help_text = field.metadata.get("help", "") + registry_help(key)
         default = own_defaults.get(key, field.default)  # e.g. GRU4Rec's own --layers 1
         kwargs = {"dest": key, "default": argparse.SUPPRESS}
         if kind is bool:
@@ -80,6 +80,24 @@ def add_config_flags(parser: argparse.ArgumentParser, model: str) -> None:
             if default is not None:
                 help_text += f" (default: {default})"
         groups[section].add_argument(flag, help=help_text, **kwargs)
+
+
+def registry_help(key: str) -> str:
+    """What the registry says of each model about setting `key`, for its help: the runs
+    `--init-from` accepts (`starts_from`) and the model `--pretrain` trains (`pretrain`)."""
+    from famerec.models import MODELS
+
+    if key == "train.init_from":
+        said = {
+            name: f"a {' or '.join(spec.starts_from)} run"
+            for name, spec in MODELS.items()
+            if spec.starts_from
+        }
+    elif key == "train.pretrain":
+        said = {name: spec.pretrain for name, spec in MODELS.items() if spec.pretrain}
+    else:
+        return ""
+    return " (" + "; ".join(f"{name}: {said[name]}" for name in sorted(said)) + ")"
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -478,19 +496,20 @@ def add_time_limit(parser: argparse.ArgumentParser, what: str) -> None:
 
 def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     """The whole command line; `train` offers the shared flags and `model`'s own."""
+    from famerec.models import MODELS
+
+    baselines = len(set(MODELS) - {"fame", "sasrec"})  # counted in the registry
     parser = ArgumentParser(
         prog="famerec",
         description=(
-            "Sequential recommendation with FAME, SASRec and nine baselines: train, compare, "
-            "explain, serve."
+            f"Sequential recommendation with FAME, SASRec and {baselines} baselines: train, "
+            "compare, explain, serve."
         ),
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )
-
-    from famerec.models import MODELS
 
     train = commands.add_parser(
         "train",

@@ -210,14 +210,9 @@ class TrainConfig:
         "--loss sampled: uniform, or popularity (by training frequency, with logQ correction)",
         choices=("uniform", "popularity"),
     )
-    init_from: str | None = option(
-        None,
-        "start from this finished run directory (FAME: a SASRec run; CL4SRec, DuoRec, ICLRec: a "
-        "SASRec run or one of their own kind; SASRec: a SASRec run to train on)",
-    )
-    pretrain: bool = option(
-        False, "first train the model's pretraining model (FAME: SASRec) into OUT/pretrain"
-    )
+    # the CLI adds to both helps what the registry says of each model (cli.add_config_flags)
+    init_from: str | None = option(None, "start from this finished run directory")
+    pretrain: bool = option(False, "first train the model's pretraining model into OUT/pretrain")
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

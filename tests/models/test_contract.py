@@ -174,6 +174,21 @@ def test_help_shows_a_models_own_defaults(capsys):
     assert "number of layers (default: 1)" in text and "(default: 0.3)" in text
 
 
+def test_help_says_what_the_registry_says(capsys):
+    from famerec.cli import main
+
+    assert main(["--help"]) == 0
+    baselines = len(set(MODELS) - {"fame", "sasrec"})
+    assert f"FAME, SASRec and {baselines} baselines" in " ".join(capsys.readouterr().out.split())
+    assert main(["train", "--model", "fame", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name, spec in MODELS.items():
+        if spec.starts_from:
+            assert f"{name}: a {' or '.join(spec.starts_from)} run" in text
+        if spec.pretrain:
+            assert f"{name}: {spec.pretrain}" in text
+
+
 def test_explanation_is_a_capability_of_the_model():
     explaining = {name for name, spec in MODELS.items() if spec.model.explains}
     assert explaining == {"fame"}
