@@ -22,19 +22,10 @@ items instead of their scores, p(v) = sum_h g_h softmax_h(v), trained with -log 
 Eq. 11's mixture of scores collapses to one dot product per user (below); a mixture of
 softmaxes does not, so it is strictly more expressive, at H softmaxes per position.
 
-Facet pressure, not in the paper, off by default (on planted facets nothing in the
-paper's objective pushes the heads apart; each head alone already follows the user's facet):
-* `--attribute-weight`: head k predicts the next item's attributes of kind k (one JSON file per
-  kind, `--attributes`): cross-entropy of softmax_a(F^(k) . p_a), where attribute a is its
-  items' mean sub-embedding p_a = mean_{v has a} x_v W_f^(k) (Eq. 9), so no new parameters;
-  the attributes reach the model through `attach_data`, in buffers not saved with the weights;
-* `--attribute-gate-weight`: the gate (Eq. 10) learns which kind explains the next item: its
-  target is the posterior over kinds of the heads' attribute log-likelihoods (an E-step);
-* `--gate-balance-weight`: mean_n H(g_n) - H(mean_n g_n) over the real positions n of the
-  batch: each gate (Eq. 10) confident, the heads used equally over the batch;
-* `--head-diversity-weight`: the mean squared correlation, over all items, between two heads'
-  scores (Eq. 8) at each position, computed exactly through the items' d x d covariance.
-Each is a named loss beside the unchanged next-item loss.
+Facet pressure, not in the paper, off by default: named losses beside the unchanged
+next-item loss that push the heads toward facets (`--attribute-weight`,
+`--attribute-gate-weight`, `--gate-balance-weight`, `--head-diversity-weight`). They live in
+`models/facet_pressure.py`, a mixin of `FAME`.
 
 With Eq. 11, training never forms the H per-head logit tensors: sum_h g_h (x_v W_f^(h)) . F^(h)
 equals x_v . (sum_h g_h W_f^(h) F^(h)), one query vector per position scored like SASRec's.
@@ -56,13 +47,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from famerec.config import ModelConfig, ModelOptions, TrainConfig, option, path_parts
-from famerec.data.attributes import attribute_matrix, read_attributes
 from famerec.data.batching import TrainBatch
 from famerec.data.sequences import SequenceData
-from famerec.errors import ConfigError, DataError
+from famerec.errors import ConfigError
 from famerec.models.base import EpochContext, Explanation, Losses, SequentialRecommender
+from famerec.models.facet_pressure import FacetPressure
 from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
-from famerec.models.losses import gate_balance_loss, mixture_of_softmaxes_loss
+from famerec.models.losses import mixture_of_softmaxes_loss
 from famerec.models.registry import register
 from famerec.models.transfer import init_fame_from_sasrec, warm_start_new_parts
 
@@ -304,7 +295,7 @@ RECIPE = {
     starts_from=("sasrec",),
     recipe=RECIPE,
 )
-class FAME(SequentialRecommender):
+class FAME(FacetPressure, SequentialRecommender):
     options: FAMEOptions
     accepts_item_attributes = True
     explains = True
@@ -332,15 +323,8 @@ class FAME(SequentialRecommender):
     def attach_data(self, data: SequenceData) -> None:
         """With --attribute-(gate-)weight: read the item attributes, one kind per head."""
         super().attach_data(data)  # --item-attributes
-        if not self.options.uses_attributes:
-            return
-        sources = self.options.attribute_sources
-        kinds = [attribute_matrix(read_attributes(s, data), self.num_items) for s in sources]
-        for kind, (source, members) in enumerate(zip(sources, kinds)):  # K (V + 1, A_k); setup
-            if not members[1:].any():
-                raise DataError(f"no item of the data has an attribute of kind {kind + 1}", source)
-        kind_of = torch.cat([torch.full((m.shape[1],), k) for k, m in enumerate(kinds)])
-        self.set_attributes(torch.cat(kinds, 1), kind_of)
+        if self.options.uses_attributes:
+            self.read_attribute_kinds(data)
 
     def set_attributes(self, members: torch.Tensor, kind_of: torch.Tensor) -> None:
         """members (V + 1, A): item v has attribute a; kind_of (A,): each attribute's kind k,
@@ -485,21 +469,7 @@ class FAME(SequentialRecommender):
             )  # items (H, V, d')
         if not options.facet_pressure:
             return next_item
-        losses = {"next_item": next_item}
-        if options.uses_attributes:
-            log_likelihood, known = self.attribute_log_likelihoods(states, targets)  # (P, K)
-            if options.attribute_weight:
-                loss = self.attribute_loss(log_likelihood, known)
-                losses["attributes"] = options.attribute_weight * loss
-            if options.attribute_gate_weight:
-                loss = self.attribute_gate_loss(gates, log_likelihood, known)
-                losses["attribute_gate"] = options.attribute_gate_weight * loss
-        if options.gate_balance_weight:
-            losses["gate_balance"] = options.gate_balance_weight * gate_balance_loss(gates)
-        if options.head_diversity_weight:
-            diversity = self.head_diversity_loss(states)
-            losses["head_diversity"] = options.head_diversity_weight * diversity
-        return losses
+        return {"next_item": next_item, **self.pressure_losses(states, gates, targets)}
 
     def fuse(self, head_scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """(B, H, V + 1) head scores, (B, H) gate -> (B, V + 1) integrated scores: Eq. 11's
