@@ -128,7 +128,8 @@ def main() -> None:
         settings = entry_plan.entry.settings
         model = str(settings.get("model.name", entry))
         counts[dataset, model, "train.init_from" in settings] += len(entry_plan.runs)
-    walls, old, scale = (record_walls(args.records, recipe) for recipe in (True, False, None))
+    walls, old = record_walls(args.records, True), record_walls(args.records, False)
+    scale = old if any(m == "sasrec" for (_, m, _), _ in old) else walls  # one SASRec recipe
     spent = unfinished_minutes(args.runs) if args.runs.is_dir() else {}
 
     rows, total, bound, unpriced = [], 0.0, 0.0, 0
