@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from famerec.config import config_options
 from famerec.errors import ConfigError, FamerecError
+from famerec.runconfig import config_options
 from famerec.rundir import INPUT, LOG, RunDir
 
 log = logging.getLogger("famerec")

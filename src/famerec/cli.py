@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from famerec.config import PRESETS, SECTIONS, RunConfig, config_options
+from famerec.config import SECTIONS
 from famerec.errors import PAUSED, FamerecError, printable
+from famerec.runconfig import PRESETS, RunConfig, config_options
 
 log = logging.getLogger("famerec")
 

@@ -48,10 +48,8 @@ def add_prepare_command(data_commands) -> None:
         "{item_id: [attribute ids]} file per column) and DIR/prepare.json. The preprocessing is "
         "the literature's: see docs/data.md.",
     )
-    from famerec.cli import ArgumentParser
-
-    sources = prepare.add_subparsers(
-        dest="source", metavar="SOURCE", required=True, parser_class=ArgumentParser
+    sources = prepare.add_subparsers(  # the parser class of famerec.cli, as `prepare` has
+        dest="source", metavar="SOURCE", required=True, parser_class=type(prepare)
     )
     movielens = sources.add_parser(
         "movielens",

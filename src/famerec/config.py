@@ -1,20 +1,24 @@
-"""One typed run configuration: validated once, saved as config.json, overridable from the CLI.
+"""The sections of the typed run configuration: data, model, train, and `ModelOptions`, the
+base of each model's own section.
 
 Every field carries its help text (and, where it differs from the field name, its flag) so that
 the command line is generated from these dataclasses instead of being written out by hand.
+At the bottom of the package: it imports no other famerec module but `famerec.errors`. The
+run config that joins the sections with the chosen model's (`RunConfig`, presets, resolution)
+is `famerec.runconfig`, above the models; its names are still importable from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from famerec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from famerec.runconfig import RunConfig
 
 BUNDLED_ATTRIBUTES = "bundled"  # an attribute source: the bundled dataset's own attributes
 
@@ -126,9 +130,7 @@ class ModelConfig:
     )
 
     def validate(self) -> None:
-        from famerec.models.registry import model_spec
-
-        model_spec(self.name)  # a clear error for an unknown model
+        """The sizes; the model's name is checked against the registry by RunConfig.validate."""
         if self.hidden_size <= 0 or self.num_layers <= 0 or self.num_heads <= 0:
             raise ConfigError("--hidden, --layers and --heads must be positive")
         if not 0.0 <= self.dropout < 1.0:
@@ -249,162 +251,6 @@ class TrainConfig:
         return self.init_from is not None or self.pretrain
 
 
-# Keys of settings that moved into a model's own section: old config.json files and old
-# callers keep working.
-MOVED_KEYS = {
-    "model.num_experts": "fame.num_experts",
-    "model.attn_residual": "fame.attn_residual",
-    "train.freeze_epochs": "fame.freeze_epochs",
-    "train.warm_start": "fame.warm_start",
-}
-
-
-def _options_class(name: str) -> type:
-    from famerec.models.registry import model_spec
-
-    return model_spec(name).options
-
-
-def _model_sections() -> dict[str, type]:
-    from famerec.models.registry import MODELS
-
-    return {name: spec.options for name, spec in MODELS.items()}
-
-
-@dataclass
-class RunConfig:
-    """The shared sections, plus `options`: the section of the model named in `model.name`.
-
-    In config.json and in dotted keys the model's section goes by the model's name, e.g.
-    `{"model": {"name": "fame", ...}, "fame": {"num_experts": 4, ...}}` and "fame.num_experts".
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    options: Any = None
-
-    def __post_init__(self) -> None:
-        if self.options is None:
-            self.options = _options_class(self.model.name)()
-
-    def validate(self) -> RunConfig:
-        for section in (self.data, self.model, self.train, self.options):
-            check_choices(section)
-            check_finite(section)
-        self.data.validate()
-        self.model.validate()
-        self.train.validate()
-        if not isinstance(self.options, _options_class(self.model.name)):
-            raise ConfigError(f"the model section does not belong to model '{self.model.name}'")
-        self.options.validate(self.model, self.train)
-        from famerec.models.registry import model_spec
-
-        spec = model_spec(self.model.name)
-        if self.train.pretrain and spec.pretrain is None:
-            raise ConfigError(f"--pretrain: {self.model.name} has no pretraining stage")
-        if self.train.init_from and not spec.starts_from:
-            raise ConfigError(f"--init-from: {self.model.name} cannot start from another run")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        payload = {
-            "data": dataclasses.asdict(self.data),
-            "model": dataclasses.asdict(self.model),
-            "train": dataclasses.asdict(self.train),
-        }
-        payload[self.model.name] = dataclasses.asdict(self.options)
-        return payload
-
-    def flat(self) -> dict[str, Any]:
-        """Every setting by its dotted key ("train.lr", "fame.num_experts", ...)."""
-        return {f"{s}.{k}": v for s, section in self.to_dict().items() for k, v in section.items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> RunConfig:
-        payload = _move_old_keys(payload)
-        sections = {}
-        for name, section_cls in SECTIONS.items():
-            sections[name] = _build_section(name, section_cls, payload.get(name, {}))
-        model_name = sections["model"].name
-        known_sections = set(SECTIONS) | set(_model_sections())
-        unknown = set(payload) - known_sections
-        if unknown:
-            raise ConfigError(f"unknown config sections: {sorted(unknown)}")
-        options_cls = _options_class(model_name)
-        options = _build_section(model_name, options_cls, payload.get(model_name, {}))
-        return cls(**sections, options=options)
-
-    @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        try:
-            payload = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"cannot read config {path}: {error}") from None
-        return cls.from_dict(payload)
-
-    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
-        """A copy with dotted overrides applied, e.g. {"model.hidden_size": 128}.
-
-        A key of another model's section than the resulting model's is an error.
-        """
-        overrides = {MOVED_KEYS.get(key, key): value for key, value in overrides.items()}
-        payload = self.to_dict()
-        model_name = overrides.get("model.name", self.model.name)
-        if model_name != self.model.name:
-            payload.pop(self.model.name, None)  # the old model's settings do not carry over
-        for key, value in overrides.items():
-            section, name = key.split(".", 1)
-            if section not in SECTIONS and section != model_name:
-                flag = _flag_of(section, name)
-                raise ConfigError(f"{flag} applies to --model {section}, not {model_name}")
-            payload.setdefault(section, {})[name] = value
-        return RunConfig.from_dict(payload)
-
-
-def _move_old_keys(payload: dict[str, Any]) -> dict[str, Any]:
-    """Settings saved by older versions in the shared sections move to the model's section."""
-    payload = {key: dict(value) for key, value in payload.items()}
-    model_name = payload.get("model", {}).get("name", "sasrec")
-    for old, new in MOVED_KEYS.items():
-        old_section, old_name = old.split(".")
-        new_section, new_name = new.split(".")
-        if old_name in payload.get(old_section, {}):
-            value = payload[old_section].pop(old_name)
-            if model_name == new_section:
-                payload.setdefault(new_section, {}).setdefault(new_name, value)
-    return payload
-
-
-def _build_section(name: str, section_cls: type, values: dict[str, Any]) -> Any:
-    known = {f.name for f in dataclasses.fields(section_cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"unknown {name} options in config: {sorted(unknown)}")
-    return section_cls(**values)
-
-
-def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
-    """`overrides` with every value of a `paths` field made absolute (each comma-separated
-    path, `~` expanded)."""
-    sections = {**SECTIONS, **_model_sections()}
-    result = dict(overrides)
-    for key, value in overrides.items():
-        section, name = key.split(".", 1)
-        fields = {f.name: f for f in dataclasses.fields(sections.get(section, ModelOptions))}
-        if value and name in fields and fields[name].metadata.get("paths"):
-            result[key] = ",".join(
-                part
-                if part == BUNDLED_ATTRIBUTES or part.split(":", 1)[0] == "items"  # data/items.py
-                else str(Path(part).expanduser().absolute())
-                for part in path_parts(value)
-            )
-    return result
-
-
 def file_settings(config: RunConfig) -> dict[str, list[str]]:
     """The set values of `paths` fields, by key ("model.item_attributes", "fame.attributes"),
     split into their comma-separated parts: the files a run reads besides its data."""
@@ -428,41 +274,23 @@ def path_parts(value: str) -> list[str]:
     return [part.strip() for part in value.split(",")]
 
 
-def _flag_of(section: str, name: str) -> str:
-    sections = {**SECTIONS, **_model_sections()}
-    for f in dataclasses.fields(sections.get(section, ModelOptions)):
-        if f.name == name:
-            return f.metadata.get("flag") or "--" + name.replace("_", "-")
-    return "--" + name.replace("_", "-")
-
-
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
-# Named bundles of overrides, applied before explicit flags.
-CLASSIC = "classic"  # also leaves out the models' recipes (models/registry.py)
-PRESETS: dict[str, dict[str, Any]] = {
-    # Every model's recipe before schedules: Adam at a constant 1e-3, batch 256, 200 epochs.
-    CLASSIC: {},
-    # A few minutes on a laptop CPU: enough epochs to see learning, not to converge.
-    "quick": {"train.epochs": 15, "train.patience": 3},
-    # The paper's protocol: train to early stop.
-    "paper": {"train.epochs": 200, "train.patience": 10},
-}
+
+# Moved to famerec.runconfig (it reads the model registry); still importable from here.
+MOVED_TO_RUNCONFIG = (
+    "CLASSIC",
+    "MOVED_KEYS",
+    "PRESETS",
+    "RunConfig",
+    "absolute_paths",
+    "config_options",
+)
 
 
-def config_options(model: str | None = None) -> list[tuple[str, str, dataclasses.Field, type]]:
-    """(dotted key, flag, field, python type) for every shared config field and, with `model`,
-    that model's own fields, in declaration order."""
-    options = []
-    sections = dict(SECTIONS)
-    if model is not None:
-        sections[model] = _options_class(model)
-    for section_name, section_cls in sections.items():
-        hints = typing.get_type_hints(section_cls)
-        for f in dataclasses.fields(section_cls):
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-            hint = hints[f.name]
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            base = args[0] if args else hint
-            options.append((f"{section_name}.{f.name}", flag, f, base))
-    return options
+def __getattr__(name: str) -> Any:
+    if name in MOVED_TO_RUNCONFIG:
+        import famerec.runconfig
+
+        return getattr(famerec.runconfig, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

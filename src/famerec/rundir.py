@@ -465,3 +465,10 @@ class RunDir:
         """Drop log records after `last_epoch` (written after the last checkpoint)."""
         records = [r for r in self.read_log() if r.get("epoch", 0) <= last_epoch]
         atomic_write(self.path / LOG, "".join(to_json(r) + "\n" for r in records))
+
+
+def input_copy(run_dir: RunDir, key: str, part: int) -> Path:
+    """Where a run keeps its copy of file `part` (0-based) of setting `key` (file_settings)."""
+    if key == "model.item_attributes":
+        return run_dir / ITEM_ATTRIBUTES  # the name runs have kept it under from the start
+    return run_dir / INPUTS / f"{key}-{part + 1}.json"

@@ -15,19 +15,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from famerec.config import BUNDLED_ATTRIBUTES, RunConfig, file_settings
+from famerec.config import BUNDLED_ATTRIBUTES, file_settings
 from famerec.data import SequenceData
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import SequentialRecommender, build_model
+from famerec.runconfig import RunConfig
 from famerec.rundir import (
     CONFIG,
     DATASET,
-    INPUTS,
-    ITEM_ATTRIBUTES,
     METRICS,
     WEIGHTS,
     RunDir,
     atomic_write,
+    input_copy,
 )
 
 
@@ -77,13 +77,6 @@ class TrainedRun:
     model: SequentialRecommender
     data: SequenceData
     metrics: dict[str, Any]
-
-
-def input_copy(run_dir: RunDir, key: str, part: int) -> Path:
-    """Where a run keeps its copy of file `part` (0-based) of setting `key` (file_settings)."""
-    if key == "model.item_attributes":
-        return run_dir / ITEM_ATTRIBUTES  # the name runs have kept it under from the start
-    return run_dir / INPUTS / f"{key}-{part + 1}.json"
 
 
 def kept_inputs(config: RunConfig, run_dir: RunDir) -> RunConfig:

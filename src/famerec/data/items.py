@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from famerec.config import DataConfig, RunConfig, file_settings
+from famerec.config import DataConfig, file_settings
 from famerec.data.sequences import SequenceData
 from famerec.errors import ConfigError, DataError, printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from famerec.runconfig import RunConfig
     from famerec.rundir import RunDir
 
 ITEM_TABLE = "items"  # an attribute source: the run's item table (items:COLUMN for one column)

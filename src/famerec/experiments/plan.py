@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from famerec.config import MOVED_KEYS, RunConfig
 from famerec.errors import ConfigError
 from famerec.experiments.spec import (
     CONTROL_STAGE,
@@ -30,6 +29,7 @@ from famerec.experiments.spec import (
     SpecError,
     relative,
 )
+from famerec.runconfig import MOVED_KEYS, RunConfig
 from famerec.rundir import LOG, logged_seconds
 
 DONE, READY, WAITING = "done", "ready", "waiting"

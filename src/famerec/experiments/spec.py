@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from famerec.config import MOVED_KEYS, config_options
 from famerec.errors import FamerecError
+from famerec.runconfig import MOVED_KEYS, config_options
 
 if sys.version_info >= (3, 11):
     import tomllib

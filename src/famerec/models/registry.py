@@ -67,8 +67,8 @@ def register(
 
 
 def model_spec(name: str) -> ModelSpec:
-    import famerec.models  # noqa: F401  (importing the package registers every model)
-
+    """The registration of model `name`. Every model is registered: importing this module
+    imports the package `famerec.models` first, which imports every model's file."""
     if name not in MODELS:
         raise ConfigError(f"unknown --model '{name}' (available: {', '.join(sorted(MODELS))})")
     return MODELS[name]

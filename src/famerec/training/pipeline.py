@@ -1,9 +1,9 @@
 """A whole run: check the inputs, load data, build the model (started from another run where
-asked), train, test once, write the run directory."""
+asked), train, test once, write the run directory. The run's config comes from
+`famerec.runconfig.resolve_config`."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -13,19 +13,12 @@ from typing import Any
 
 import torch
 
-from famerec.config import (
-    BUNDLED_ATTRIBUTES,
-    CLASSIC,
-    PRESETS,
-    RunConfig,
-    absolute_paths,
-    file_settings,
-    path_parts,
-)
+from famerec.config import BUNDLED_ATTRIBUTES, file_settings
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
-from famerec.data.items import expand_table_sources, keep_item_table, read_item_table
+from famerec.data.items import keep_item_table, read_item_table
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import build_model, model_spec
+from famerec.runconfig import RunConfig, absolute_config, pretrain_config, resolve_config
 from famerec.rundir import (
     CONFIG,
     DATASET,
@@ -40,21 +33,10 @@ from famerec.training import distributed
 from famerec.training.rundata import check_same_data
 from famerec.training.trainer import Trainer
 
-__all__ = ["TrainedRun", "load_run", "resolve_config", "train_run"]
+# resolve_config and pretrain_config live in famerec.runconfig; still importable from here.
+__all__ = ["TrainedRun", "load_run", "pretrain_config", "resolve_config", "train_run"]
 
 log = logging.getLogger("famerec")
-
-# Settings that may change when a run is resumed: they do not change what is computed. The
-# data file may move (another checkout, another machine): what it holds must still be the
-# data of the run's dataset.npz (check_same_data).
-RESUMABLE_CHANGES = {
-    "train.device",
-    "train.threads",
-    "train.compile",
-    "train.eval_batch_size",
-    "data.path",
-    "data.items",  # the run keeps what it read of the item table (items.json)
-}
 
 
 def dataset_summary(data: SequenceData) -> dict[str, Any]:
@@ -65,56 +47,6 @@ def dataset_summary(data: SequenceData) -> dict[str, Any]:
         "actions": data.num_actions,
         "fingerprint": fingerprint(data),
     }
-
-
-def resolve_config(
-    out: str | Path,
-    overrides: dict[str, Any],
-    preset: str | None = None,
-    resume: bool = False,
-) -> RunConfig:
-    """The config of a run: defaults, then the preset, then explicit overrides.
-
-    On --resume the saved config is the base, and explicit overrides may not change it.
-    """
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(PRESETS)})")
-    overrides = dict(overrides)
-    if "data.path" in overrides and "data.dataset" not in overrides:
-        overrides["data.dataset"] = None
-    if overrides.get("data.path"):
-        overrides["data.path"] = absolute(overrides["data.path"])
-    if overrides.get("data.items"):
-        overrides["data.items"] = absolute(overrides["data.items"])
-    overrides = absolute_paths(overrides)  # e.g. FAME's --attributes
-    saved_path = Path(out) / CONFIG
-    if resume and saved_path.is_file():
-        saved = RunConfig.load(saved_path)
-        flat = {f"{s}.{k}": v for s, section in saved.to_dict().items() for k, v in section.items()}
-        files = file_settings(saved)
-        changed = [
-            f"{key.split('.', 1)[1]} (run has {flat[key]!r}, asked {value!r}"
-            + (": not the same files as the run's copies" if key in files else "")
-            + ")"
-            for key, value in overrides.items()
-            if flat.get(key) != value
-            and key not in RESUMABLE_CHANGES
-            and not (key in files and same_files(RunDir(out), key, value, files[key]))
-        ]
-        if changed:
-            raise ConfigError("cannot change settings of a run on --resume: " + ", ".join(changed))
-        return saved.with_overrides(overrides).validate()
-    model_name = overrides.get("model.name", RunConfig().model.name)
-    # e.g. GRU4Rec's single layer, and the model's recipe unless the preset is "classic"
-    own_defaults = model_spec(model_name).own_defaults(recipe=preset != CLASSIC)
-    base = RunConfig().with_overrides({"model.name": model_name, **own_defaults})
-    base = base.with_overrides(PRESETS.get(preset, {}))
-    return expand_table_sources(base.with_overrides(overrides)).validate()  # --attributes items
-
-
-def absolute(path: str) -> str:
-    """config.json keeps the data path absolute, so that --resume works from any directory."""
-    return str(Path(path).expanduser().absolute())
 
 
 def keep_inputs(config: RunConfig, run_dir: RunDir) -> None:
@@ -130,26 +62,6 @@ def keep_inputs(config: RunConfig, run_dir: RunDir) -> None:
                 atomic_write(copy, Path(part).read_bytes())
 
 
-def same_files(run_dir: RunDir, key: str, asked: Any, saved: list[str]) -> bool:
-    """Whether setting `key` names, at `asked`, the files `saved` the run keeps copies of: a
-    run may resume where its files lie elsewhere (another checkout, another machine)."""
-    asked_parts = path_parts(str(asked)) if asked else []
-    if len(asked_parts) != len(saved):
-        return False
-    for i, (new, old) in enumerate(zip(asked_parts, saved)):
-        if new == BUNDLED_ATTRIBUTES or old == BUNDLED_ATTRIBUTES:
-            if new != old:
-                return False
-            continue
-        copy = input_copy(run_dir, key, i)
-        try:
-            if Path(new).read_bytes() != copy.read_bytes():
-                return False
-        except OSError:  # either file missing or unreadable: not known to be the same
-            return False
-    return True
-
-
 def set_threads(threads: int, processes_per_node: int = 1) -> None:
     """Use `threads`, or every core this process may run on (shared by the processes that
     torchrun started on this node); more than that is refused (a huge count crashed the
@@ -162,24 +74,6 @@ def set_threads(threads: int, processes_per_node: int = 1) -> None:
             "(0 uses them all)"
         )
     torch.set_num_threads(threads or max(cores // processes_per_node, 1))
-
-
-def pretrain_config(config: RunConfig) -> RunConfig:
-    """The run that a `--pretrain` run starts from (FAME: SASRec): same data, sizes, training
-    settings and seed, with the pretraining model's default settings of its own. A setting of
-    the pretraining model's recipe that this run leaves at its own model's default takes the
-    recipe's value (FAME's `--pretrain` trains SASRec with SASRec's recipe)."""
-    spec = model_spec(config.model.name)
-    own = {**RunConfig().with_overrides({"model.name": spec.name}).flat(), **spec.own_defaults()}
-    flat = config.flat()
-    recipe = {
-        key: value
-        for key, value in model_spec(spec.pretrain).recipe
-        if flat[key] == own[key]  # not set for this run: the pretraining model's own default
-    }
-    return config.with_overrides(
-        {"model.name": spec.pretrain, "train.pretrain": False, "train.init_from": None, **recipe}
-    ).validate()
 
 
 def train_run(
@@ -202,11 +96,7 @@ def train_run(
     """
     config.validate()
     deadline = None if time_limit is None else time.monotonic() + time_limit
-    if config.data.path:
-        config = config.with_overrides({"data.path": absolute(config.data.path)})
-    own = {f"{config.model.name}.{k}": v for k, v in dataclasses.asdict(config.options).items()}
-    own["model.item_attributes"] = config.model.item_attributes
-    config = config.with_overrides(absolute_paths(own))
+    config = absolute_config(config)  # as resolve_config leaves them, for a config built here
     run_dir = RunDir(out)
     processes = distributed.join(config.train.device)  # one process, or a torchrun job's
     # process 0 holds the run directory's lock from before it looks at it (--overwrite deletes)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from famerec.config import RunConfig
 from famerec.data.batching import EvalBatches, TrainBatches, train_tensors
 from famerec.data.split import LeaveOneOut
 from famerec.errors import FamerecError
 from famerec.evaluation import evaluate
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.losses import NegativeSampler
+from famerec.runconfig import RunConfig
 from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write, logged_seconds
 from famerec.runs import load_weights, resolve_device, save_weights
 from famerec.training.distributed import ONE_PROCESS, OneProcess
