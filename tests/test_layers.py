@@ -23,7 +23,7 @@ LAYERS = [
     ["runconfig"],
     ["runs"],
     ["training"],
-    ["recommender", "analysis", "report"],
+    ["recommender", "analysis", "tables", "report"],
     ["ann", "batcher", "explorer"],
     ["experiments", "api", "serving", "famerec"],
     ["cli_prepare", "cli", "__main__"],

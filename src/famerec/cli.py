@@ -109,8 +109,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from famerec.report import metrics_table
     from famerec.rundir import RunDir
+    from famerec.tables import metrics_table
     from famerec.training import resolve_config, train_run
     from famerec.training.distributed import environment_rank
     from famerec.training.memory import keep_freed_memory
@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_data_list(args: argparse.Namespace) -> int:
     from famerec.data import BUNDLED, load_bundled
-    from famerec.report import table
+    from famerec.tables import table
 
     rows = []
     for name, description in BUNDLED.items():
@@ -166,7 +166,7 @@ def _print_json(payload) -> None:
 
 
 def _ranked_table(headers: list[str], columns: list[list[str]]) -> str:
-    from famerec.report import table
+    from famerec.tables import table
 
     depth = max((len(c) for c in columns), default=0)
     rows = [
@@ -277,8 +277,8 @@ def _check_explainable(model, run: str) -> None:
 
 def _explain_facets(args: argparse.Namespace) -> int:
     from famerec.analysis import attribute_matrix_for, facet_report
-    from famerec.report import table
     from famerec.runs import load_run
+    from famerec.tables import table
 
     run = load_run(args.run)
     _check_explainable(run.model, args.run)

@@ -7,8 +7,8 @@ from pathlib import Path
 from famerec.experiments.plan import DONE, READY, WAITING, Plan, Run, Store, describe_settings
 from famerec.experiments.runner import format_seconds, grid_summary
 from famerec.experiments.spec import Spec
-from famerec.report import table
 from famerec.rundir import RunDir, logged_seconds
+from famerec.tables import table
 
 
 def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
