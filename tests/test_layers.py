@@ -12,8 +12,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "famerec"
 
-# Bottom first. A unit is a module or subpackage of famerec ("famerec" is the package's own
-# __init__: the Python face). A unit may import its own layer's units and the layers below.
+# Bottom first. A unit is a module or subpackage of famerec, or a module of a subpackage where
+# its modules sit in different layers ("serving.app"); "famerec" is the package's own __init__
+# (the Python face). A unit may import its own layer's units and the layers below.
 LAYERS = [
     ["errors"],
     ["config", "rundir"],
@@ -23,9 +24,9 @@ LAYERS = [
     ["runconfig"],
     ["runs"],
     ["training"],
-    ["recommender", "analysis", "tables", "report"],
-    ["ann", "batcher", "explorer"],
-    ["experiments", "api", "serving", "famerec"],
+    ["serving.recommender", "recommender", "analysis", "tables", "report"],
+    ["serving.ann", "serving.batcher", "serving.explorer", "ann", "batcher", "explorer"],
+    ["serving.app", "serving", "experiments", "api", "famerec"],
     ["cli_prepare", "cli", "__main__"],
 ]
 
@@ -73,8 +74,13 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def unit(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "famerec"
+    """The longest declared unit that `module` is or lies in."""
+    parts = module.split(".")[1:]
+    declared = {name for layer in LAYERS for name in layer}
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in declared:
+            return ".".join(parts[:end])
+    return parts[0] if parts else "famerec"
 
 
 def layer_of(module: str) -> int:

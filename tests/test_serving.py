@@ -386,7 +386,7 @@ def test_batch_work_is_bounded(server):
 
 
 def test_batches_are_scored_in_chunks_like_one_batch(recommender, monkeypatch):
-    monkeypatch.setattr(serving, "SCORES_PER_CHUNK", 3 * (recommender.num_items + 1))
+    monkeypatch.setattr(serving.app, "SCORES_PER_CHUNK", 3 * (recommender.num_items + 1))
     calls = []
     score_batch = recommender.recommend_batch
 
@@ -593,7 +593,7 @@ def test_serve_passes_the_batching_options(trained_runs, capsys, monkeypatch):
         given.update(wait=batch_wait_ms, most=max_batch, body=max_body_bytes)
         raise FamerecError("stop before listening")
 
-    monkeypatch.setattr(serving, "create_app", create)
+    monkeypatch.setattr(serving.app, "create_app", create)
     args = ["serve", "--run", str(trained_runs["fame"]), "--batch-wait-ms", "3.5"]
     code, _, err = run_cli([*args, "--max-batch", "8"], capsys)
     assert_one_line_error(code, err, "stop before listening")

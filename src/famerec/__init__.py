@@ -11,19 +11,19 @@ from famerec.api import Run, compare, train  # light: torch loads when training 
 from famerec.errors import FamerecError
 
 if TYPE_CHECKING:
-    from famerec.recommender import Recommender
+    from famerec.serving.recommender import Recommender
 
 
 def load(run_dir, device: str = "cpu") -> Recommender:
-    """Load a finished run directory for recommendation; see `famerec.recommender`."""
-    from famerec.recommender import load as _load
+    """Load a finished run directory for recommendation; see `famerec.serving.recommender`."""
+    from famerec.serving.recommender import load as _load
 
     return _load(run_dir, device=device)
 
 
 def __getattr__(name: str):
     if name == "Recommender":
-        from famerec.recommender import Recommender
+        from famerec.serving.recommender import Recommender
 
         return Recommender
     raise AttributeError(name)

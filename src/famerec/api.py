@@ -71,7 +71,7 @@ class Run:
     def recommender(self):
         """What `famerec.load(run.path)` returns (loaded once, on the CPU)."""
         if self._recommender is None:
-            from famerec.recommender import load
+            from famerec.serving.recommender import load
 
             self._recommender = load(self.path)
         return self._recommender

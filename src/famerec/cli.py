@@ -176,7 +176,7 @@ def _ranked_table(headers: list[str], columns: list[list[str]]) -> str:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from famerec.recommender import load
+    from famerec.serving.recommender import load
 
     rec = load(args.run, device=args.device)
     if args.user is not None:
@@ -220,7 +220,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return _explain_facets(args)
     if args.user is None:
         raise FamerecError("name a user with --user USER_ID, or ask for --facets")
-    from famerec.recommender import load
+    from famerec.serving.recommender import load
 
     rec = load(args.run, device=args.device)
     _check_explainable(rec.model, args.run)

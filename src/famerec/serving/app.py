@@ -37,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from famerec import __version__
-from famerec.batcher import MicroBatcher
 from famerec.errors import FamerecError
-from famerec.recommender import NoKnownItemsError, Query, Recommender, UnknownItemsError
+from famerec.serving.batcher import MicroBatcher
+from famerec.serving.recommender import NoKnownItemsError, Query, Recommender, UnknownItemsError
 
 MAX_ITEMS = 1000  # items per sequence in a request
 MAX_BATCH = 1000  # sequences per batch request
@@ -428,7 +428,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def explorer() -> HTMLResponse:
-        from famerec.explorer import PAGE  # one self-contained page over the endpoints here
+        from famerec.serving.explorer import PAGE  # one self-contained page over the endpoints here
 
         return HTMLResponse(PAGE)
 

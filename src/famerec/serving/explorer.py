@@ -1,0 +1,195 @@
+"""The explorer page `famerec serve` answers at `GET /`: one self-contained HTML page (inline
+CSS and JavaScript, nothing fetched from elsewhere) over the service's own JSON endpoints:
+`GET /model`, `GET /user/{id}` (a known user's history) and `POST /recommend` with `explain`.
+
+It shows a user's history (or a typed sequence), the integrated top-k and, for FAME, each
+head's top-k with its gate weight and router weights as small bars; item names where the run
+has an item table (`--items`). Every text from the data is set as text (`textContent`), never
+as HTML.
+"""
+
+from __future__ import annotations
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>famerec explorer</title>
+<style>
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.3em; margin: 0 0 .2em; }
+#model { color: #555; margin-bottom: 1em; }
+form { display: flex; flex-wrap: wrap; gap: .6em; align-items: end; margin-bottom: 1em; }
+label { display: flex; flex-direction: column; font-size: .85em; color: #444; }
+input[type=text] { font: inherit; padding: .25em .4em; }
+#items { width: 22em; }
+button { font: inherit; padding: .3em 1em; }
+#error { color: #b00020; margin: .5em 0; }
+.note { width: 100%; color: #555; }
+#history { margin-bottom: 1em; }
+#history span { display: inline-block; background: #f1f1f1; border-radius: 3px;
+  padding: 0 .35em; margin: .1em; }
+.lists { display: flex; flex-wrap: wrap; gap: 1em; }
+.card { border: 1px solid #ddd; border-radius: 4px; padding: .6em; min-width: 16em; }
+.card h2 { font-size: 1em; margin: 0 0 .4em; }
+table { border-collapse: collapse; }
+td { padding: .1em .4em; vertical-align: top; }
+td.score { color: #666; text-align: right; }
+.bar { display: inline-block; height: .7em; background: #4a7fc1; vertical-align: middle; }
+.track { display: inline-block; width: 6em; background: #e6e6e6; margin-right: .3em; }
+.weights { margin-bottom: .4em; }
+.weights div { font-size: .85em; color: #444; }
+.weights .label { display: inline-block; width: 4.5em; }
+</style>
+</head>
+<body>
+<h1>famerec explorer</h1>
+<div id="model">loading the model...</div>
+<form id="ask">
+  <label>user id <input type="text" id="user" placeholder="e.g. 230"></label>
+  <label>or items, oldest first <input type="text" id="items" placeholder="e.g. 12 7 315"></label>
+  <label>k <input type="text" id="k" value="10" size="3"></label>
+  <label><span><input type="checkbox" id="seen"> keep seen items</span></label>
+  <button type="submit" id="go">recommend</button>
+</form>
+<div id="error"></div>
+<div id="history"></div>
+<div class="lists" id="lists"></div>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+function bar(weight) {
+  const track = el("span", null, "track");
+  const fill = el("span", null, "bar");
+  fill.style.width = Math.max(0, Math.min(1, weight)) * 100 + "%";
+  track.appendChild(fill);
+  return track;
+}
+
+async function getJson(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json();
+  if (!response.ok) {
+    const detail = body.detail;
+    const message = Array.isArray(detail) ? detail.map((d) => d.msg).join("; ") : detail;
+    throw new Error(message || response.statusText);
+  }
+  return body;
+}
+
+function listCard(title, entries, weights) {
+  const card = el("div", null, "card");
+  card.appendChild(el("h2", title));
+  if (weights) card.appendChild(weights);
+  const table = el("table");
+  entries.forEach((entry, rank) => {
+    const row = el("tr");
+    row.appendChild(el("td", rank + 1));
+    row.appendChild(el("td", entry.item, "item"));
+    row.appendChild(el("td", entry.name || "", "name"));
+    row.appendChild(el("td", entry.score.toFixed(3), "score"));
+    table.appendChild(row);
+  });
+  card.appendChild(table);
+  return card;
+}
+
+function headWeights(head) {
+  const box = el("div", null, "weights");
+  const gate = el("div");
+  gate.appendChild(el("span", "gate", "label"));
+  gate.appendChild(bar(head.gate));
+  gate.appendChild(el("span", head.gate.toFixed(3)));
+  box.appendChild(gate);
+  head.experts.forEach((weight, index) => {
+    const line = el("div");
+    line.appendChild(el("span", "expert " + (index + 1), "label"));
+    line.appendChild(bar(weight));
+    line.appendChild(el("span", weight.toFixed(3)));
+    box.appendChild(line);
+  });
+  return box;
+}
+
+function showHistory(entries) {
+  const box = $("history");
+  box.replaceChildren(el("div", "history (" + entries.length + " items, oldest first):"));
+  entries.forEach((entry) => {
+    const chip = el("span", entry.name ? entry.item + " " + entry.name : entry.item);
+    box.appendChild(chip);
+  });
+}
+
+async function ask(event) {
+  if (event) event.preventDefault();
+  $("error").textContent = "";
+  $("lists").replaceChildren();
+  try {
+    let items;
+    const user = $("user").value.trim();
+    if (user) {
+      const found = await getJson("user/" + encodeURIComponent(user));
+      items = found.items.map((entry) => entry.item);
+      showHistory(found.items);
+    } else {
+      items = $("items").value.split(/[\\s,]+/).filter((t) => t);
+      if (!items.length) throw new Error("give a user id or some item ids");
+      items = items.map((t) => (/^-?[0-9]+$/.test(t) ? Number(t) : t));
+      showHistory(items.map((item) => ({ item: item })));
+    }
+    const k = Number($("k").value) || 10;
+    const answer = await getJson("recommend", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        items: items, k: k, explain: true, exclude_seen: !$("seen").checked,
+      }),
+    });
+    const lists = $("lists");
+    if (answer.note) lists.appendChild(el("div", answer.note, "note"));
+    lists.appendChild(listCard("integrated top-" + k, answer.items));
+    (answer.heads || []).forEach((head) => {
+      const title = "head " + head.head + " (gate " + head.gate.toFixed(2) + ")";
+      lists.appendChild(listCard(title, head.items, headWeights(head)));
+    });
+    if (answer.unknown && answer.unknown.length) {
+      $("error").textContent = "skipped unknown ids: " + answer.unknown.join(" ");
+    }
+    document.body.dataset.state = "answered";
+  } catch (error) {
+    $("error").textContent = error.message;
+    document.body.dataset.state = "error";
+  }
+}
+
+async function start() {
+  try {
+    const model = await getJson("model");
+    $("model").textContent = model.model + " on " + (model.dataset.name || "its data") + ": " +
+      model.items + " items, " + model.users + " users" +
+      (model.names ? ", with item names" : "");
+  } catch (error) {
+    $("model").textContent = "cannot read the model: " + error.message;
+  }
+  $("ask").addEventListener("submit", ask);
+  const query = new URLSearchParams(location.search);
+  if (query.get("user")) $("user").value = query.get("user");
+  if (query.get("items")) $("items").value = query.get("items");
+  if (query.get("k")) $("k").value = query.get("k");
+  if (query.get("user") || query.get("items")) await ask();
+  else document.body.dataset.state = "ready";
+}
+start();
+</script>
+</body>
+</html>
+"""
