@@ -124,11 +124,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
         time_limit=args.time_limit,
+        stop_after=args.stop_after_epoch,
     )
-    if metrics is None:  # paused between epochs at --time-limit
+    if metrics is None:  # paused between epochs at --time-limit or --stop-after-epoch
+        why = "--time-limit" if args.stop_after_epoch is None else "--stop-after-epoch"
         if environment_rank() == 0:
             print(
-                f"paused at --time-limit after {RunDir(args.out).reached()}; "
+                f"paused at {why} after {RunDir(args.out).reached()}; "
                 f"continue with: famerec train --out {args.out} --resume",
                 file=sys.stderr,
             )
@@ -531,6 +533,13 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     add_time_limit(
         train, "no epoch starts that would end after it; the run pauses and --resume continues it"
+    )
+    train.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        metavar="N",
+        help=f"pause after epoch N, resumable with --resume like --time-limit (exit {PAUSED}); "
+        "the experiment runner's pruned search trains trials to a rung with it",
     )
     add_config_flags(train, model)
     train.set_defaults(handler=cmd_train)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from famerec.errors import ConfigError
+from famerec.experiments.pruning import Verdict, decide, read_log, rung_score
 from famerec.experiments.spec import (
     CONTROL_STAGE,
     SEED_KEY,
@@ -33,6 +34,7 @@ from famerec.runconfig import MOVED_KEYS, RunConfig
 from famerec.rundir import LOG, logged_seconds
 
 DONE, READY, WAITING = "done", "ready", "waiting"
+PRUNED = "pruned"  # a trial the pruned search stopped at a rung: it never continues
 # Settings a finished run may differ in from its spec: where it ran, and paths (relative to
 # where it was started).
 NOT_FROZEN = ("train.device", "train.threads", "data.path")
@@ -91,6 +93,8 @@ class Run:
     state: str = WAITING
     reason: str = ""
     settings: dict[str, Any] | None = None  # every setting, references resolved (when ready)
+    stop_at: int | None = None  # pruned search: the rung (epoch) it trains to next
+    rung: str = ""  # pruned search: where it stands ("at rung 3: valid NDCG@10 0.04321")
 
     @property
     def label(self) -> str:
@@ -138,6 +142,21 @@ class Store:
 
     def has_record(self, run_id: str) -> bool:
         return (self.record_dir(run_id) / RECORD).is_file()
+
+    def finished(self, run_id: str) -> bool:
+        """Trained to its end (metrics.json), not paused or pruned at a rung."""
+        folder = self.record_dir(run_id) if self.has_record(run_id) else None
+        if folder is not None and (folder / "metrics.json").is_file():
+            return True
+        return folder is None and self.finished_locally(run_id)
+
+    def log(self, run_id: str) -> list[dict[str, Any]]:
+        """A trial's log.jsonl as it stands: its record's, else its run directory's."""
+        if self.has_record(run_id):
+            return read_log(self.record_dir(run_id))
+        if self.runs_dir is None:
+            return []
+        return read_log(self.run_dir(run_id))
 
     def finished_locally(self, run_id: str) -> bool:
         return self.runs_dir is not None and (self.run_dir(run_id) / "metrics.json").is_file()
@@ -200,6 +219,7 @@ class Plan:
         self.store = store
         self.by_id: dict[str, Run] = {}
         self.entries: dict[tuple[str, str], EntryPlan] = {}
+        self.verdicts: dict[tuple[str, str, str], Verdict] = {}  # (dataset, entry, stage)
         for dataset in spec.datasets:
             for entry in spec.run_order():
                 self.entries[dataset.name, entry.name] = self.build(dataset, entry)
@@ -241,7 +261,7 @@ class Plan:
             fixed: dict[str, Any] = {}
             if stage.from_best:
                 earlier = {s.name for s in entry.stages[:index]}
-                before = [t for t in plan.trials if t.stage in earlier]
+                before = [t for t in plan.trials if t.stage in earlier and t.state != PRUNED]
                 if any(t.state != DONE for t in before):
                     reason = f"waits for the best of stage {entry.stages[index - 1].name}"
                     plan.trials += [
@@ -251,10 +271,16 @@ class Plan:
                     continue
                 best = self.store.config(self.best(before).id)
                 fixed = {key: best[key] for key in stage.from_best}
-            for point in stage.points:
-                names = {**fixed, **stage.settings, **point}
-                plan.trials.append(self.materialize(dataset, entry, stage.name, names, first))
-        plan.pool = [t for t in plan.trials if t.stage in entry.select_from]
+            trials = [
+                self.materialize(
+                    dataset, entry, stage.name, {**fixed, **stage.settings, **p}, first
+                )
+                for p in stage.points
+            ]
+            if self.spec.pruning is not None:
+                self.prune(dataset, entry, stage.name, trials)
+            plan.trials += trials
+        plan.pool = [t for t in plan.trials if t.stage in entry.select_from and t.state != PRUNED]
         if all(t.state == DONE for t in plan.pool):
             plan.selected = self.best(plan.pool)
             names = plan.selected.names
@@ -265,6 +291,36 @@ class Plan:
                 Run(dataset.name, entry.name, SEED_STAGE, s, None, reason=reason) for s in others
             ]
         return plan
+
+    def prune(self, dataset: Dataset, entry: Entry, stage: str, trials: list[Run]) -> None:
+        """Successive halving over a stage's trials (see famerec.experiments.pruning), decided
+        from their logged validation scores alone."""
+        assert self.spec.pruning is not None
+        metric = self.spec.metric
+        by_id = {run.id: run for run in trials}
+
+        def score(run_id: str, rung: int) -> float | None:
+            finished = self.store.finished(run_id)
+            return rung_score(self.store.log(run_id), rung, metric, finished)
+
+        verdict = decide(list(by_id), self.spec.pruning, score)
+        self.verdicts[dataset.name, entry.name, stage] = verdict
+        for run_id, (rung, value) in verdict.pruned.items():
+            run = by_id[run_id]
+            run.state, run.stop_at = PRUNED, None
+            run.rung = run.reason = f"pruned at rung {rung}: valid {metric} {value:.5f}"
+        if verdict.rung is None:
+            return
+        for run_id in verdict.alive:
+            run, value = by_id[run_id], verdict.scores[run_id]
+            if value is None:  # trains (or resumes) to the rung, then pauses
+                run.stop_at = verdict.rung
+                run.rung = f"to rung {verdict.rung}"
+                continue
+            run.rung = f"at rung {verdict.rung}: valid {metric} {value:.5f}"
+            if run.state != DONE:
+                run.state = WAITING
+                run.reason = f"at rung {verdict.rung}, waits for the other trials of stage {stage}"
 
     def screen(self, plan: EntryPlan) -> None:
         """`screen = true`: the other seeds run only if the first seed's validation score beats
@@ -344,6 +400,12 @@ class Plan:
                 for t in target.pool
                 if all(self.store.config(t.id).get(k) == v for k, v in want.items())
             ]
+            if not pool and any(t.state == PRUNED for t in target.trials):
+                # pruned search: no finished trial of that kind to start from
+                return None, (
+                    f"no trial of {ref.selected} with {describe_settings(want)} survived the "
+                    "pruned search"
+                )
             if not pool:
                 raise SpecError(
                     f"{self.spec.path}: no trial of {ref.selected} on {dataset.name} has "
@@ -368,4 +430,5 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         counts = Counter(run.state for run in self.runs)
-        return {state: counts.get(state, 0) for state in (DONE, READY, WAITING)}
+        states = (DONE, READY, WAITING) + ((PRUNED,) if self.spec.pruning else ())
+        return {state: counts.get(state, 0) for state in states}

@@ -172,6 +172,7 @@ def dataset_section(context: Context, dataset: Dataset) -> str:
         results_table(context, dataset),
         versus_table(context, dataset),
         trials_table(context, dataset),
+        pruned_table(context, dataset),
         figure_links(context, dataset),
     ]
     return "\n\n".join(part for part in parts if part)
@@ -353,6 +354,35 @@ def trials_table(context: Context, dataset: Dataset) -> str:
     )
     return (
         "### Trials (validation)\n\n" + caption + "\n\n" + table(headers, rows, align="lllrrrrrrl")
+    )
+
+
+def pruned_table(context: Context, dataset: Dataset) -> str:
+    """Pruned search: the trials stopped at a rung, with their validation score up to it."""
+    spec, plan = context.spec, context.plan
+    rows = []
+    for (name, entry, stage), verdict in plan.verdicts.items():
+        if name != dataset.name:
+            continue
+        for run_id, (rung, score) in verdict.pruned.items():
+            run = plan.by_id[run_id]
+            setting = describe_settings(run.names or {}) or "-"
+            rows.append([entry, stage, setting, run.seed, rung, fmt(score), "pruned"])
+    if not rows:
+        return ""
+    assert spec.pruning is not None
+    headers = ["model", "stage", "setting", "seed", "rung (epoch)", f"valid {spec.metric}", ""]
+    caption = (
+        f"Pruned search: at each rung (epochs {', '.join(map(str, spec.pruning.rungs))}) a "
+        f"stage's trials are ranked on their best validation {spec.metric} up to it (ties by "
+        f"run id) and the best 1/{spec.pruning.reduction} train on; these were stopped there "
+        "and never selected."
+    )
+    return (
+        "### Pruned trials (validation)\n\n"
+        + caption
+        + "\n\n"
+        + table(headers, rows, align="lllrrrl")
     )
 
 

@@ -28,6 +28,7 @@ import famerec
 from famerec.errors import PAUSED, FamerecError
 from famerec.experiments.plan import (
     DONE,
+    PRUNED,
     READY,
     WAITING,
     Plan,
@@ -35,9 +36,11 @@ from famerec.experiments.plan import (
     Store,
     format_value,
 )
+from famerec.experiments.pruning import reached as last_epoch
+from famerec.experiments.pruning import read_log
 from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
 from famerec.experiments.spec import Spec, known_options, relative
-from famerec.rundir import DirectoryLock, RunDir
+from famerec.rundir import DirectoryLock, RunDir, logged_seconds
 
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device", "train.precision")
@@ -144,7 +147,14 @@ def grid_summary(spec: Spec, plan: Plan) -> str:
         f"  grid: {plural(per_dataset * len(spec.datasets), 'run')}"
         + (f" + {plural(support, 'support run')} found so far" if support else "")
         + f"; {counts[DONE]} done, {counts[READY]} ready, {counts[WAITING]} waiting"
+        + (f", {counts[PRUNED]} pruned" if PRUNED in counts else "")
     )
+    if spec.pruning is not None:
+        rungs = ", ".join(map(str, spec.pruning.rungs))
+        lines.append(
+            f"  pruned search: each stage's trials ranked on validation {spec.metric} at epochs "
+            f"{rungs}; the best 1/{spec.pruning.reduction} train on"
+        )
     return "\n".join(lines)
 
 
@@ -228,13 +238,7 @@ class Runner:
         metrics = self.store.metrics(run.id)
         device = str(metrics.get("device", "unknown"))
         info = {
-            "id": run.id,
-            "spec": self.spec.name,
-            "dataset": run.dataset,
-            "model": run.entry,
-            "stage": run.stage,
-            "seed": run.seed,
-            "settings": run.names,
+            **self.identity(run),
             "command": shlex.join(["famerec", *args]) if args else None,
             "device": device,
             "precision": metrics.get("precision", "unknown"),
@@ -254,6 +258,18 @@ class Runner:
         copy_record(run_dir, self.store.record_dir(run.id), info)
         self.store.forget(run.id)
 
+    def identity(self, run: Run) -> dict[str, Any]:
+        """What a record says the run is."""
+        return {
+            "id": run.id,
+            "spec": self.spec.name,
+            "dataset": run.dataset,
+            "model": run.entry,
+            "stage": run.stage,
+            "seed": run.seed,
+            "settings": run.names,
+        }
+
     def checkout(self) -> str:
         return commit(Path(self.spec.path).resolve().parent, self.outputs)
 
@@ -263,6 +279,30 @@ class Runner:
             if run.state == DONE and not self.store.has_record(run.id):
                 self.save_record(run, None, False, [])
                 self.say(f"recorded {run.id} (finished earlier)")
+        self.record_pruned(plan)
+
+    def record_pruned(self, plan: Plan) -> None:
+        """Record each newly pruned trial: its config, log (and metrics, had it finished), and
+        a record.json saying where it was pruned. Its run directory is left as it is."""
+        for run in plan.runs:
+            if run.state != PRUNED or self.store.has_record(run.id):
+                continue
+            run_dir = self.store.run_dir(run.id)
+            log = read_log(run_dir)
+            info = {
+                **self.identity(run),
+                "pruned": run.rung,
+                "epochs_run": last_epoch(log),
+                "wall_seconds": round(logged_seconds(log), 1),
+                "machine": machine(self.device or "cpu"),
+                "commit": self.checkout(),
+                "threads": self.threads,
+                "jobs": self.jobs,
+                "finished": utc_now(),
+            }
+            copy_record(run_dir, self.store.record_dir(run.id), info)
+            self.store.forget(run.id)
+            self.say(f"pruned {run.id}: {run.rung}")
 
     # -- estimates --------------------------------------------------------------------------
 
@@ -303,6 +343,8 @@ class Runner:
         sitting = []  # not part of the run's command (its record's)
         if self.deadline is not None:
             sitting = ["--time-limit", f"{max(0.0, self.deadline - time.monotonic()):.0f}"]
+        if run.stop_at is not None:  # pruned search: pause at the rung
+            sitting += ["--stop-after-epoch", str(run.stop_at)]
         with open(log_path, "a") as log:
             log.write(f"$ famerec {shlex.join(args + sitting)}\n")
             log.flush()
@@ -369,6 +411,7 @@ class Runner:
         try:
             while True:
                 plan = self.plan()
+                self.record_pruned(plan)
                 ready = [
                     run
                     for run in plan.runs
@@ -420,7 +463,7 @@ class Runner:
 
     def counts_as_left(self, run: Run, failed: dict[str, str]) -> bool:
         return (
-            run.state != DONE
+            run.state not in (DONE, PRUNED)
             and self.wanted(run)
             and run.id not in failed
             and run.id not in self.paused
@@ -437,6 +480,10 @@ class Runner:
                 f"in {format_seconds(wall)}"
             )
             return 1
+        epoch = last_epoch(read_log(self.store.run_dir(job.run.id)))
+        if job.process.returncode == PAUSED and job.run.stop_at and epoch >= job.run.stop_at:
+            self.say(f"rung  {job.run.id}: epoch {epoch} in {format_seconds(wall)}")
+            return 0  # judged with the other trials of its stage once they reach the rung
         if job.process.returncode == PAUSED:
             self.paused.add(job.run.id)
             reached = RunDir(self.store.run_dir(job.run.id)).reached()
@@ -481,9 +528,14 @@ class Runner:
                 continue
             if run.state == READY:
                 args, _ = self.command(run)
-                self.say(f"ready    {run.id}\n         famerec {shlex.join(args)}")
+                if run.stop_at is not None:
+                    args += ["--stop-after-epoch", str(run.stop_at)]
+                rung = f" ({run.rung})" if run.rung else ""
+                self.say(f"ready    {run.id}{rung}\n         famerec {shlex.join(args)}")
             elif run.state == DONE:
-                self.say(f"done     {run.id}")
+                self.say(f"done     {run.id}" + (f" ({run.rung})" if run.rung else ""))
+            elif run.state == PRUNED:
+                self.say(f"pruned   {run.id}: {run.rung}")
             else:
                 self.say(f"waiting  {run.label}: {run.reason}")
         return 0

@@ -91,6 +91,19 @@ class Entry:
         return [value for value in values if isinstance(value, Ref)]
 
 
+@dataclass(frozen=True)
+class Pruning:
+    """Successive halving over each stage's trials (`[selection.pruning]`): at each rung (an
+    epoch), the trials still searched are ranked on their best validation score up to it, and
+    only the best 1/reduction of them (rounded up) train on."""
+
+    rungs: tuple[int, ...]
+    reduction: int
+
+    def keep(self, count: int) -> int:
+        return -(-count // self.reduction)
+
+
 @dataclass
 class Dataset:
     name: str
@@ -123,6 +136,7 @@ class Spec:
     entries: list[Entry]
     figures: list[Figure] = field(default_factory=list)
     paper: Path | None = None
+    pruning: Pruning | None = None  # None: every trial trains to its own early stop
     records_dir: Path = Path()
     report_dir: Path = Path()
     runs_dir: Path = Path()
@@ -226,7 +240,9 @@ class _Loader:
         )
         name = self.name(self.string(payload, "name", "the spec", required=True), "the spec")
         selection = self.table(payload, "selection")
-        self.split(selection, "[selection]", {"metric", "seeds", "budget", "baseline", "split"})
+        self.split(
+            selection, "[selection]", {"metric", "seeds", "budget", "baseline", "split", "pruning"}
+        )
         if selection.get("split", SPLIT) != SPLIT:
             raise self.fail('selection uses the validation split only (split = "valid")')
         metric = selection.get("metric", "NDCG@10")
@@ -264,6 +280,7 @@ class _Loader:
             records_dir=here / payload.get("records", f"../results/records/{name}"),
             report_dir=here / payload.get("report", "../results"),
             runs_dir=here / payload.get("runs", f"../runs/{name}"),
+            pruning=self.pruning(selection.get("pruning")),
         )
         self.check_references(spec)
         self.check_budget(spec, selection.get("budget"))
@@ -349,6 +366,25 @@ class _Loader:
         if isinstance(value, (list, dict)) or value is None:
             raise self.fail(f"{where}: a setting must be a single value, got {value!r}")
         return value
+
+    def pruning(self, payload: Any) -> Pruning | None:
+        if payload is None:
+            return None
+        where = "[selection.pruning]"
+        if not isinstance(payload, dict):
+            raise self.fail(f"{where} must be a table")
+        self.split(payload, where, {"rungs", "reduction"})
+        rungs, reduction = payload.get("rungs"), payload.get("reduction")
+        if (
+            not isinstance(rungs, list)
+            or not rungs
+            or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rungs)
+            or rungs != sorted(set(rungs))
+        ):
+            raise self.fail(f"{where}: rungs must be increasing epochs, e.g. rungs = [3, 9]")
+        if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 2:
+            raise self.fail(f"{where}: reduction must be an integer of 2 or more, e.g. 3")
+        return Pruning(tuple(rungs), reduction)
 
     def dataset(self, name: str, payload: Any) -> Dataset:
         where = f"[datasets.{name}]"

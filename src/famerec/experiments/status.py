@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from famerec.experiments.plan import DONE, READY, WAITING, Plan, Run, Store, describe_settings
+from famerec.experiments.plan import (
+    DONE,
+    PRUNED,
+    READY,
+    WAITING,
+    Plan,
+    Run,
+    Store,
+    describe_settings,
+)
 from famerec.experiments.runner import format_seconds, grid_summary
 from famerec.experiments.spec import Spec
 from famerec.rundir import RunDir, logged_seconds
@@ -74,6 +83,7 @@ def status(spec: Spec, runs_dir: str | Path | None = None) -> str:
             "started, not finished (they resume):",
             table(headers, started, align="lrlrr"),
         ]
+    lines += rung_lines(spec, plan)
     unrecorded = [r.id for r in plan.runs if r.state == DONE and not store.has_record(r.id)]
     if unrecorded:
         lines += [
@@ -107,3 +117,25 @@ def progress(store: Store, run: Run, metric: str) -> list | None:
         since if stopping else "",
         format_seconds(seconds),
     ]
+
+
+def rung_lines(spec: Spec, plan: Plan) -> list[str]:
+    """Pruned search: per stage, the rung its trials train to and how many reached it, or that
+    its rungs are decided; then the pruned trials with their validation score at their rung."""
+    if spec.pruning is None or not plan.verdicts:
+        return []
+    lines = ["", f"pruned search (rungs at epochs {', '.join(map(str, spec.pruning.rungs))}):"]
+    for (dataset, entry, stage), verdict in plan.verdicts.items():
+        where = f"  {dataset}/{entry}/{stage}: "
+        if verdict.rung is None:
+            lines.append(where + f"rungs decided, {len(verdict.alive)} trained on to the end")
+            continue
+        reached = sum(value is not None for value in verdict.scores.values())
+        lines.append(
+            where + f"rung {verdict.rung}: {reached}/{len(verdict.alive)} reached it, "
+            f"{len(verdict.pruned)} pruned so far"
+        )
+    pruned = [run for run in plan.runs if run.state == PRUNED]
+    if pruned:
+        lines += ["pruned trials:", *(f"  {run.id}: {run.rung}" for run in pruned)]
+    return lines

@@ -1,0 +1,227 @@
+"""Pruned search (successive halving over a stage's trials): the spec's rungs, decisions read
+from logged validation scores alone, across restarts, and a tiny run end to end."""
+
+import io
+import json
+import shutil
+
+import pytest
+
+from famerec.cli import main
+from famerec.config import RunConfig
+from famerec.evaluation import METRIC_NAMES
+from famerec.experiments import Plan, SpecError, Store, load_spec
+from famerec.experiments.plan import PRUNED, READY, WAITING
+from famerec.experiments.pruning import decide, rung_score
+from famerec.experiments.runner import Runner
+from famerec.experiments.spec import Pruning
+from tests.conftest import write_sequences
+from tests.experiments.helpers import REPO, write_spec
+
+PRUNING = "[selection.pruning]\nrungs = [2, 4]\nreduction = 2\n"
+HEADER = """
+name = "tiny"
+[selection]
+seeds = [1]
+"""
+BODY = """
+[base]
+train.epochs = 6
+[datasets.toys]
+[models.sasrec]
+[[models.sasrec.stages]]
+name = "dropout"
+grid.model.dropout = [0.1, 0.2, 0.3, 0.4]
+"""
+
+
+def test_the_spec_pins_rungs_and_reduction(tmp_path):
+    spec = write_spec(tmp_path, BODY, header=HEADER + PRUNING)
+    assert spec.pruning == Pruning((2, 4), 2)
+    assert spec.pruning.keep(4) == 2 and spec.pruning.keep(3) == 2
+    assert write_spec(tmp_path, BODY, header=HEADER).pruning is None  # absent: no pruning
+    for bad in ("rungs = [4, 2]\nreduction = 2", "rungs = [2]\nreduction = 1", "rungs = []"):
+        with pytest.raises(SpecError, match="selection.pruning"):
+            write_spec(tmp_path, BODY, header=HEADER + f"[selection.pruning]\n{bad}\n")
+
+    table2 = load_spec(REPO / "experiments/table2.toml")
+    pruned = load_spec(REPO / "experiments/table2_pruned.toml")
+    assert table2.pruning is None
+    assert pruned.pruning == Pruning((3, 9), 3)
+    assert [(e.name, e.settings, e.stages) for e in pruned.entries] == [
+        (e.name, e.settings, e.stages) for e in table2.entries
+    ]
+    assert pruned.base == table2.base and pruned.seeds == table2.seeds
+
+
+def curve(*valid):
+    return [{"epoch": i, "valid": {"NDCG@10": v}} for i, v in enumerate(valid, 1)]
+
+
+def test_decisions_are_a_pure_function_of_the_logged_validation_scores():
+    logs = {
+        "a": (curve(0.1, 0.2, 0.3, 0.4), False),
+        "b": (curve(0.3, 0.1, 0.5, 0.6), False),
+        "c": (curve(0.2, 0.2), True),  # finished before rung 4: competes with its best
+        "d": (curve(0.3, 0.05, 0.9), False),  # tied with b at rung 2: b wins on its run id
+    }
+
+    def score(run_id, rung):
+        log, finished = logs[run_id]
+        return rung_score(log, rung, "NDCG@10", finished)
+
+    verdict = decide(list(logs), Pruning((2, 4), 2), score)
+    assert verdict.pruned == {"a": (2, 0.2), "c": (2, 0.2)}
+    assert verdict.alive == ["b", "d"] and verdict.rung == 4  # d has not reached epoch 4
+    assert verdict.scores == {"b": 0.6, "d": None}
+    assert decide(list(logs), Pruning((2, 4), 2), score) == verdict  # the same every time
+    logs["d"] = (curve(0.3, 0.05, 0.9, 0.2), False)
+    verdict = decide(list(reversed(logs)), Pruning((2, 4), 2), score)
+    assert verdict.pruned == {"a": (2, 0.2), "c": (2, 0.2), "b": (4, 0.6)}
+    assert verdict.alive == ["d"] and verdict.rung is None  # d trains to its early stop
+
+
+def write_run(folder, run, log, metrics=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(RunConfig().with_overrides(run.settings).to_json())
+    (folder / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_decisions_wait_for_the_rung_survive_a_restart_and_never_read_test(tmp_path):
+    spec = write_spec(tmp_path, BODY, header=HEADER + PRUNING)
+    store = Store(spec.records_dir, spec.runs_dir)
+    trials = Plan(spec, store).entries["toys", "sasrec"].trials
+    a, b, c, d = trials
+    write_run(spec.runs_dir / a.id, a, curve(0.1, 0.2))
+    write_run(spec.runs_dir / b.id, b, curve(0.3, 0.25))
+    # finished early, with the best test score by far: if test were read, c would survive
+    metrics = {
+        "valid": dict.fromkeys(METRIC_NAMES, 0.15),
+        "test": dict.fromkeys(METRIC_NAMES, 0.99),
+        "best_epoch": 1,
+        "epochs_run": 1,
+    }
+    write_run(spec.runs_dir / c.id, c, curve(0.15), metrics)
+    write_run(spec.runs_dir / d.id, d, curve(0.4))  # paused before its rung (--time-limit)
+
+    trials = Plan(spec, store).entries["toys", "sasrec"].trials
+    assert [t.state for t in trials] == [WAITING, WAITING, "done", READY]
+    assert trials[3].stop_at == 2 and trials[0].stop_at is None  # d resumes to the rung only
+    assert "at rung 2" in trials[0].reason
+
+    write_run(spec.runs_dir / d.id, d, curve(0.4, 0.1))
+    plan = Plan(spec, store)
+    trials = plan.entries["toys", "sasrec"].trials
+    assert [t.state for t in trials] == [PRUNED, READY, PRUNED, READY]
+    assert trials[2].reason == "pruned at rung 2: valid NDCG@10 0.15000"
+    assert trials[1].stop_at == 4 and plan.entries["toys", "sasrec"].selected is None
+    assert plan.counts()[PRUNED] == 2
+
+    # the runner records the pruned trials; a runner restarted later, even where the pruned
+    # trials' run directories are gone (their records hold their logs), decides the same
+    Runner(spec, stream=io.StringIO()).record_pruned(plan)
+    record = json.loads((spec.records_dir / a.id / "record.json").read_text())
+    assert record["pruned"] == "pruned at rung 2: valid NDCG@10 0.20000"
+    assert record["epochs_run"] == 2 and record["stage"] == "dropout"
+    shutil.rmtree(spec.runs_dir / a.id)
+    shutil.rmtree(spec.runs_dir / c.id)
+    again = Plan(spec, Store(spec.records_dir, spec.runs_dir)).entries["toys", "sasrec"].trials
+    assert [t.state for t in again] == [PRUNED, READY, PRUNED, READY]
+    assert [t.stop_at for t in again] == [None, 4, None, 4]
+    assert [t.reason for t in again if t.state == PRUNED] == [
+        t.reason for t in trials if t.state == PRUNED
+    ]
+
+
+def test_a_tiny_pruned_search_end_to_end(tmp_path, capsys):
+    data = write_sequences(tmp_path / "seqs.txt", num_users=40, num_items=20)
+    header = f"""
+name = "tiny"
+[selection]
+seeds = [1]
+[selection.pruning]
+rungs = [1]
+reduction = 3
+[base]
+model.hidden_size = 16
+model.max_len = 8
+train.epochs = 2
+train.patience = 2
+train.batch_size = 32
+train.loss_chunk = 32
+[datasets.ok]
+data.path = "{data}"
+"""
+    body = (
+        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "dropout"\n'
+        "grid.model.dropout = [0.1, 0.2, 0.3]\n"
+    )
+    spec = write_spec(tmp_path, body, header=header)
+    assert main(["experiment", "run", str(spec.path), "--dry-run"]) == 0
+    dry = capsys.readouterr().err
+    assert "pruned search: each stage's trials ranked on validation NDCG@10 at epochs 1" in dry
+    assert dry.count("(to rung 1)") == 3 and dry.count("--stop-after-epoch 1") == 3
+
+    assert main(["experiment", "run", str(spec.path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("rung  ok/sasrec/") == 3 and err.count("pruned ok/sasrec/") == 2, err
+    plan = Plan(spec, Store(spec.records_dir))
+    trials = plan.entries["ok", "sasrec"].trials
+    assert sum(t.state == PRUNED for t in trials) == 2
+    survivor = plan.entries["ok", "sasrec"].selected
+    assert survivor is not None and survivor.state == "done"
+    assert (
+        json.loads((spec.records_dir / survivor.id / "metrics.json").read_text())["epochs_run"] == 2
+    )
+    for run in trials:
+        if run.state == PRUNED:
+            files = sorted(p.name for p in (spec.records_dir / run.id).iterdir())
+            assert files == ["config.json", "log.jsonl", "record.json"]
+            assert (spec.runs_dir / run.id / "config.json").is_file()  # left as it is
+    assert main(["experiment", "run", str(spec.path), "--dry-run"]) == 0
+    assert capsys.readouterr().err.count("pruned   ok/sasrec/") == 2
+    assert main(["experiment", "status", str(spec.path)]) == 0
+    out = capsys.readouterr().out
+    assert "ok/sasrec/dropout: rungs decided, 1 trained on to the end" in out, out
+    assert out.count(": pruned at rung 1: valid NDCG@10 ") == 2
+    report = tmp_path / "report"
+    assert main(["experiment", "report", str(spec.path), "--out", str(report), "--no-plots"]) == 0
+    text = (report / "tiny.md").read_text()
+    assert "### Pruned trials (validation)" in text and text.count("| pruned |") == 2, text
+
+
+def test_a_reference_to_a_pruned_kind_of_trial_waits(tmp_path):
+    body = """
+[datasets.toys]
+[models.sasrec]
+[[models.sasrec.stages]]
+name = "size"
+grid.model.hidden_size = [64, 128]
+[models.fame]
+model.name = "fame"
+train.init_from = { selected = "sasrec", match = ["model.hidden_size"] }
+[[models.fame.stages]]
+name = "size"
+grid.model.hidden_size = [64, 128]
+"""
+    header = HEADER + "[selection.pruning]\nrungs = [1]\nreduction = 2\n"
+    spec = write_spec(tmp_path, body, header=header)
+    store = Store(spec.records_dir, spec.runs_dir)
+    small, large = Plan(spec, store).entries["toys", "sasrec"].trials
+    metrics = {
+        "valid": dict.fromkeys(METRIC_NAMES, 0.3),
+        "test": dict.fromkeys(METRIC_NAMES, 0.3),
+        "best_epoch": 2,
+        "epochs_run": 2,
+    }
+    write_run(spec.runs_dir / small.id, small, curve(0.2, 0.3), metrics)
+    write_run(spec.runs_dir / large.id, large, curve(0.1))
+    (spec.runs_dir / small.id / "model.safetensors").write_bytes(b"")
+    plan = Plan(spec, store)
+    assert [t.state for t in plan.entries["toys", "sasrec"].trials] == ["done", PRUNED]
+    fame = plan.entries["toys", "fame"].trials
+    assert [t.state for t in fame] == [READY, WAITING]
+    assert fame[0].stop_at == 1
+    assert "no trial of sasrec with hidden_size=128 survived the pruned search" in fame[1].reason
