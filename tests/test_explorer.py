@@ -66,6 +66,16 @@ def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
         url = str(client.base_url)
         dom = dump_dom(url + "/?user=u1&k=3")
         typed = dump_dom(url + "/?items=i1%20i2&k=2")
+        history = [entry["item"] for entry in client.get("/user/u1").json()["items"]]
+        asked = {"items": history, "k": 3, "explain": True, "exclude_seen": True}
+        answer = client.post("/recommend", json=asked).json()
+    # items in more than one head's list are highlighted, in every list they appear in
+    head_lists = [{entry["item"] for entry in head["items"]} for head in answer["heads"]]
+    shared = {item for items in head_lists for item in items}
+    shared = {item for item in shared if sum(item in items for items in head_lists) > 1}
+    lists = [answer["items"], *(head["items"] for head in answer["heads"])]
+    highlighted = sum(e["item"] in shared for lst in lists for e in lst)
+    assert dom.count('class="shared"') == highlighted, (shared, highlighted)
     assert 'data-state="answered"' in dom, dom[-2000:]
     assert "history (6 items, oldest first):" in dom
     assert "i1 Item 1, deluxe" in dom  # the history, named

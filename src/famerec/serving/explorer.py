@@ -36,6 +36,7 @@ button { font: inherit; padding: .3em 1em; }
 table { border-collapse: collapse; }
 td { padding: .1em .4em; vertical-align: top; }
 td.score { color: #666; text-align: right; }
+tr.shared td { background: #fff2b3; }
 .bar { display: inline-block; height: .7em; background: #4a7fc1; vertical-align: middle; }
 .track { display: inline-block; width: 6em; background: #e6e6e6; margin-right: .3em; }
 .weights { margin-bottom: .4em; }
@@ -86,13 +87,24 @@ async function getJson(url, options) {
   return body;
 }
 
-function listCard(title, entries, weights) {
+// Items in more than one head's list (as strings: ids may be numbers or text).
+function sharedItems(heads) {
+  const count = new Map();
+  heads.forEach((head) => {
+    new Set(head.items.map((entry) => String(entry.item))).forEach((item) => {
+      count.set(item, (count.get(item) || 0) + 1);
+    });
+  });
+  return new Set([...count].filter(([, n]) => n > 1).map(([item]) => item));
+}
+
+function listCard(title, entries, weights, shared) {
   const card = el("div", null, "card");
   card.appendChild(el("h2", title));
   if (weights) card.appendChild(weights);
   const table = el("table");
   entries.forEach((entry, rank) => {
-    const row = el("tr");
+    const row = el("tr", null, shared.has(String(entry.item)) ? "shared" : null);
     row.appendChild(el("td", rank + 1));
     row.appendChild(el("td", entry.item, "item"));
     row.appendChild(el("td", entry.name || "", "name"));
@@ -156,10 +168,14 @@ async function ask(event) {
     });
     const lists = $("lists");
     if (answer.note) lists.appendChild(el("div", answer.note, "note"));
-    lists.appendChild(listCard("integrated top-" + k, answer.items));
+    const shared = sharedItems(answer.heads || []);
+    if (shared.size) {
+      lists.appendChild(el("div", "highlighted: in more than one head's list", "note"));
+    }
+    lists.appendChild(listCard("integrated top-" + k, answer.items, null, shared));
     (answer.heads || []).forEach((head) => {
       const title = "head " + head.head + " (gate " + head.gate.toFixed(2) + ")";
-      lists.appendChild(listCard(title, head.items, headWeights(head)));
+      lists.appendChild(listCard(title, head.items, headWeights(head), shared));
     });
     if (answer.unknown && answer.unknown.length) {
       $("error").textContent = "skipped unknown ids: " + answer.unknown.join(" ");
