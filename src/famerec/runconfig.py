@@ -275,7 +275,7 @@ def resolve_config(
     saved_path = Path(out) / CONFIG
     if resume and saved_path.is_file():
         saved = RunConfig.load(saved_path)
-        flat = {f"{s}.{k}": v for s, section in saved.to_dict().items() for k, v in section.items()}
+        flat = saved.flat()
         files = file_settings(saved)
         changed = [
             f"{key.split('.', 1)[1]} (run has {flat[key]!r}, asked {value!r}"
@@ -328,7 +328,7 @@ def pretrain_config(config: RunConfig) -> RunConfig:
     recipe = {
         key: value
         for key, value in model_spec(spec.pretrain).recipe
-        if flat[key] == own[key]  # not set for this run: the pretraining model's own default
+        if flat[key] == own[key]  # left at its own model's default
     }
     return config.with_overrides(
         {"model.name": spec.pretrain, "train.pretrain": False, "train.init_from": None, **recipe}

@@ -20,6 +20,16 @@ baseline = "sasrec"
 [datasets.toys]
 """
 
+# A base section that trains a run on tiny data in seconds.
+TINY_BASE = """[base]
+model.hidden_size = 16
+model.max_len = 8
+train.epochs = 2
+train.patience = 2
+train.batch_size = 32
+train.loss_chunk = 32
+"""
+
 
 def write_spec(folder: Path, body: str, header: str = HEADER):
     """A spec file experiments/tiny.toml under `folder`, loaded."""

@@ -16,7 +16,7 @@ from famerec.experiments.pruning import decide, rung_score
 from famerec.experiments.runner import Runner
 from famerec.experiments.spec import Pruning
 from tests.conftest import write_sequences
-from tests.experiments.helpers import REPO, write_spec
+from tests.experiments.helpers import REPO, TINY_BASE, write_spec
 
 PRUNING = "[selection.pruning]\nrungs = [2, 4]\nreduction = 2\n"
 HEADER = """
@@ -144,14 +144,7 @@ seeds = [1]
 [selection.pruning]
 rungs = [1]
 reduction = 3
-[base]
-model.hidden_size = 16
-model.max_len = 8
-train.epochs = 2
-train.patience = 2
-train.batch_size = 32
-train.loss_chunk = 32
-[datasets.ok]
+{TINY_BASE}[datasets.ok]
 data.path = "{data}"
 """
     body = (

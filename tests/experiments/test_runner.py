@@ -11,7 +11,7 @@ from famerec.experiments import Plan, Store
 from famerec.experiments.records import commit
 from famerec.training import resolve_config, train_run
 from tests.conftest import write_sequences
-from tests.experiments.helpers import write_spec
+from tests.experiments.helpers import TINY_BASE, write_spec
 
 
 def tiny_spec(tmp_path):
@@ -20,14 +20,7 @@ def tiny_spec(tmp_path):
 name = "tiny"
 [selection]
 seeds = [1]
-[base]
-model.hidden_size = 16
-model.max_len = 8
-train.epochs = 2
-train.patience = 2
-train.batch_size = 32
-train.loss_chunk = 32
-[datasets.ok]
+{TINY_BASE}[datasets.ok]
 data.path = "{data}"
 [datasets.broken]
 data.path = "{tmp_path / "missing.txt"}"

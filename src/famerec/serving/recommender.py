@@ -149,15 +149,7 @@ class Recommender:
         return [self._names.get(str(item)) for item in items]
 
     def _internal_item(self, item: ItemId) -> int | None:
-        found = self._item_index.get(item)
-        if found is None and self._ids_are_ints and isinstance(item, str):
-            try:
-                found = self._item_index.get(int(item))
-            except ValueError:
-                found = None
-        elif found is None and not self._ids_are_ints and not isinstance(item, str):
-            found = self._item_index.get(str(item))
-        return found
+        return _lookup(self._item_index, item, self._ids_are_ints)
 
     def encode(self, items: Sequence[ItemId], strict: bool = False) -> tuple[list[int], list]:
         """Original ids -> (internal ids of the known ones, unknown ids)."""
@@ -177,14 +169,7 @@ class Recommender:
 
     def user_history(self, user_id: ItemId) -> list:
         """The user's whole known sequence (train, validation and test items), original ids."""
-        row = self._user_index.get(user_id)
-        if row is None and self._users_are_ints and isinstance(user_id, str):
-            try:
-                row = self._user_index.get(int(user_id))
-            except ValueError:
-                row = None
-        elif row is None and not self._users_are_ints and not isinstance(user_id, str):
-            row = self._user_index.get(str(user_id))
+        row = _lookup(self._user_index, user_id, self._users_are_ints)
         if row is None:
             raise FamerecError(f"unknown user {user_id!r}")
         return [self.item_ids[i - 1] for i in self.data.sequence(row)]
@@ -395,3 +380,17 @@ class Recommender:
 def load(run_dir: str | Path, device: str = "cpu") -> Recommender:
     """Load a finished run for recommendation (`device`: cpu, cuda or auto)."""
     return Recommender(run_dir, device=device)
+
+
+def _lookup(index: dict, key: ItemId, ints: bool) -> int | None:
+    """`index[key]`, where an id of integer-keyed data may come as its text and an id of
+    text-keyed data as a number; None when unknown."""
+    found = index.get(key)
+    if found is None and ints and isinstance(key, str):
+        try:
+            found = index.get(int(key))
+        except ValueError:
+            found = None
+    elif found is None and not ints and not isinstance(key, str):
+        found = index.get(str(key))
+    return found
