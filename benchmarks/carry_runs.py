@@ -7,9 +7,13 @@ spec (a checkpoint, no record) into `experiments/checkpoints/<spec name>.tar.gz`
 spec (git-ignored: copy it to the next machine with scp or rsync, never commit it), or deletes
 that archive once none is left; `restore` puts them back in `runs/`, unless a run there is as
 far along or already finished. `files` lists what resuming needs, one path per line, relative
-to the current folder (for `gpu_sitting.sh`). The run and record folders are the spec's own
-(`famerec.experiments.load_spec`: by default `runs/<name>` and `results/records/<name>` in the
-folder above the spec's); the archive holds paths from that folder. See docs/long-runs.md.
+to the current folder; `pick --budget-mb M` lists, within M MiB, first the weights later runs
+start from (per dataset, model, hidden size and seed, the finished run with the best
+validation score among run ids matching `--weights`), then the unfinished runs' resume files,
+most trained first (for `gpu_sitting.sh`, whose machine returns little). The run and record
+folders are the spec's own (`famerec.experiments.load_spec`: by default `runs/<name>` and
+`results/records/<name>` in the folder above the spec's); the archive holds paths from that
+folder. See docs/long-runs.md.
 
     python benchmarks/carry_runs.py save experiments/defaults_beauty.toml      # sitting end
     rsync -av experiments/checkpoints/ othermachine:famerec/experiments/checkpoints/
@@ -76,6 +80,47 @@ def unfinished_files(spec, pattern: str = "*") -> list[Path]:
             continue
         files += resume_files(run_dir) + resume_files(pretrain, finished_too=True)
     return [f.relative_to(spec.runs_dir) for f in files]
+
+
+WEIGHT_FILES = (CONFIG, DATASET, WEIGHTS, METRICS, ITEM_ATTRIBUTES)
+
+
+def pick(spec, budget_mb: float, weights: str = "*/sasrec/*", pattern: str = "*") -> list[Path]:
+    """What to carry off a machine that returns at most `budget_mb`, most useful first: the
+    best finished run per (dataset, model, hidden size, seed) among ids matching `weights`
+    (the runs later stages start from), then unfinished runs by epochs trained, descending.
+    Whole runs only; a run that does not fit is skipped for a smaller one. Paths relative to
+    the spec's run folder."""
+    runs, store = spec.runs_dir, Store(spec.records_dir)
+    best: dict[tuple, tuple[float, Path]] = {}
+    unfinished: list[tuple[int, Path]] = []
+    for run_dir in sorted(p for p in runs.glob("*/*/*") if p.is_dir()):
+        run_id = str(run_dir.relative_to(runs))
+        if store.has_record(run_id):
+            if not fnmatch.fnmatch(run_id, weights) or not (run_dir / WEIGHTS).is_file():
+                continue
+            if not (run_dir / METRICS).is_file():
+                continue
+            metrics = json.loads((run_dir / METRICS).read_text())
+            config = json.loads((run_dir / CONFIG).read_text())
+            key = (*Path(run_id).parts[:2], config["model"]["hidden_size"], config["train"]["seed"])
+            score = metrics["valid"][spec.metric]
+            if key not in best or score > best[key][0]:
+                best[key] = (score, run_dir)
+        elif fnmatch.fnmatch(run_id, pattern):
+            pretrain = run_dir / PRETRAIN
+            if (run_dir / CHECKPOINT).is_file() or (pretrain / LOG).is_file():
+                unfinished.append((sum(progress(local_text, run_dir)), run_dir))
+    groups = [[d / f for f in WEIGHT_FILES if (d / f).is_file()] for _, d in best.values()]
+    for _, run_dir in sorted(unfinished, key=lambda u: (-u[0], str(u[1]))):
+        groups.append(resume_files(run_dir) + resume_files(run_dir / PRETRAIN, finished_too=True))
+    chosen, left = [], budget_mb * 2**20
+    for files in groups:
+        size = sum(f.stat().st_size for f in files)
+        if size <= left:
+            chosen += files
+            left -= size
+    return [f.relative_to(runs) for f in chosen]
 
 
 def epochs_in(log_text: str | None) -> int:
@@ -156,13 +201,20 @@ def restore(spec) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in ("save", "restore", "files"):
+    for command in ("save", "restore", "files", "pick"):
         commands.add_parser(command).add_argument("specs", nargs="+", type=Path)
-    parser.add_argument("--pattern", default="*", help="files: only run ids matching")
+    parser.add_argument("--pattern", default="*", help="files, pick: only run ids matching")
+    parser.add_argument("--weights", default="*/sasrec/*", help="pick: weights of these runs")
+    parser.add_argument("--budget-mb", type=float, default=56.0, help="pick: at most this much")
     args = parser.parse_args(argv)
     for spec in map(load_spec, args.specs):
-        if args.command == "files":
-            for path in unfinished_files(spec, args.pattern):
+        if args.command in ("files", "pick"):
+            paths = (
+                unfinished_files(spec, args.pattern)
+                if args.command == "files"
+                else pick(spec, args.budget_mb, args.weights, args.pattern)
+            )
+            for path in paths:
                 print(os.path.relpath(spec.runs_dir / path))
         else:
             (save if args.command == "save" else restore)(spec)

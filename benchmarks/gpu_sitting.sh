@@ -12,17 +12,16 @@
 # cores / jobs threads and the runners do not slow each other down on the CPU.
 # Back in $OUT: sitting.log, records.tar.gz (the finished runs' records of every spec: unpack
 # at the repository root, check `famerec experiment status SPEC`, regenerate the report and
-# commit) and weights-*.tar.gz: the weights of finished runs whose id matches WEIGHTS (default
-# '*/sasrec/*'; the runs that later runs start from), without checkpoints, in files of at most
-# 15 MiB. Runs cut off by the time limit come back too (RESUME, default '*', picks them): their
-# checkpoints and logs (a --pretrain run's pretrain/ too; `carry_runs.py files`) in
-# checkpoints.tar.gz, split into parts of at most 15 MiB
-# (checkpoints.tar.gz.part-aa, -ab, ...); `cat checkpoints.tar.gz.part-* | tar xzf -` at the
-# repository root puts them back in runs/, and the next sitting, here or on the CPU, resumes
-# them after their last GPU epoch (the device may change between sittings: checkpoints load
-# onto the device of the run that resumes them). The log warns when more than 8 files would
-# come back (copy fewer: narrow RESUME or WEIGHTS). The machine needs no polars: reading the
-# bundled datasets does not import it.
+# commit) and back.tar.gz.part-aa, -ab, ... (parts of at most 15 MiB; BACK_MB, default 56 MiB
+# per spec, in all): first the weights that later runs start from (per dataset, model, hidden
+# size and seed, the best finished run whose id matches WEIGHTS, default '*/sasrec/*'), then
+# the runs cut off by the time limit whose id matches RESUME (default '*'), most trained first,
+# with their checkpoints and logs (`carry_runs.py pick`). `cat back.tar.gz.part-* | tar xzf -`
+# at the repository root puts them in runs/, and the next sitting, here or on the CPU, resumes
+# them after their last GPU epoch (checkpoints load onto the device of the run that resumes
+# them). ONLY (space-separated run-id patterns, e.g. '*/sasrec/* */fame/*') limits every
+# runner to those runs (`famerec experiment run --only`). The machine needs no polars:
+# reading the bundled datasets does not import it.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -32,6 +31,11 @@ PRECISION=${2:?precision: auto, fp32 or bf16}
 shift 2
 WEIGHTS=${WEIGHTS:-*/sasrec/*}
 RESUME=${RESUME:-*}
+BACK_MB=${BACK_MB:-56}
+only=()
+set -f  # the patterns are for the runner, not the shell
+for pattern in ${ONLY:-}; do only+=(--only "$pattern"); done
+set +f
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 LOG=$OUT/sitting.log
 {
@@ -49,7 +53,7 @@ for item in "$@"; do
   specs+=("$spec")
   timeout --signal=INT --kill-after=60 "$SECONDS_LEFT" taskset -c "$cores" python3 -m famerec \
     experiment run "$spec" --jobs "$jobs" --device "${DEVICE:-cuda}" --precision "$PRECISION" \
-    --time-limit "$((SECONDS_LEFT - 10))" >"$OUT/$name.log" 2>&1 &
+    --time-limit "$((SECONDS_LEFT - 10))" "${only[@]}" >"$OUT/$name.log" 2>&1 &
 done
 wait
 for name in "${names[@]}"; do
@@ -60,41 +64,17 @@ done
 echo "wall $(($(date +%s) - start)) s" >>"$LOG"
 dirs=$(for name in "${names[@]}"; do echo "results/records/$name"; done)
 tar czf "$OUT/records.tar.gz" $dirs 2>>"$LOG"
-# Weights of finished runs (those with a record) that later runs need, packed in chunks.
-python3 - "$OUT" "$WEIGHTS" "${names[@]}" <<'PY' >>"$LOG" 2>&1
-import fnmatch, pathlib, sys, tarfile
-out, pattern, names = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-keep = ("config.json", "dataset.npz", "model.safetensors", "metrics.json", "item_attributes.json")
-chunks, size = [[]], 0
-for name in names:
-    records = pathlib.Path("results/records") / name
-    for record in sorted(records.glob("*/*/*/record.json")):
-        run_id = str(record.parent.relative_to(records))
-        run_dir = pathlib.Path("runs") / name / run_id
-        if not fnmatch.fnmatch(run_id, pattern) or not (run_dir / "model.safetensors").is_file():
-            continue
-        files = [run_dir / f for f in keep if (run_dir / f).is_file()]
-        bytes_ = sum(f.stat().st_size for f in files)
-        if bytes_ > 15 * 2**20:  # may not come back: say so rather than lose it silently
-            print(f"warning: {run_dir} is {bytes_ / 2**20:.1f} MiB, over 15 MiB, in a chunk alone")
-        if size + bytes_ > 15 * 2**20 and chunks[-1]:
-            chunks.append([])
-            size = 0
-        chunks[-1] += files
-        size += bytes_
-for i, files in enumerate(c for c in chunks if c):
-    with tarfile.open(out / f"weights-{i}.tar.gz", "w:gz") as tar:
-        for f in files:
-            tar.add(f)
-    print(f"weights-{i}.tar.gz: {len(files)} files")
-PY
-# Unfinished runs (a checkpoint, no record) whose id matches RESUME: what resuming needs.
-python3 benchmarks/carry_runs.py --pattern "$RESUME" files "${specs[@]}" >"$OUT/unfinished.txt" 2>>"$LOG"
-if [ -s "$OUT/unfinished.txt" ]; then
-  tar czf - -T "$OUT/unfinished.txt" | split -b 15M - "$OUT/checkpoints.tar.gz.part-"
-  echo "unfinished runs back: $(sed -n 's|/checkpoint.pt$||p' "$OUT/unfinished.txt" | tr '\n' ' ')" >>"$LOG"
-  files=$(find "$OUT" -maxdepth 1 -type f ! -name unfinished.txt | wc -l)
-  [ "$files" -le 8 ] || echo "warning: $files files in \$OUT, only 8 come back: narrow RESUME or WEIGHTS" >>"$LOG"
+# What later runs start from, then the unfinished runs, within BACK_MB per spec.
+for spec in "${specs[@]}"; do
+  python3 benchmarks/carry_runs.py --pattern "$RESUME" --weights "$WEIGHTS" \
+    --budget-mb "$BACK_MB" pick "$spec" >>"$OUT/back.txt" 2>>"$LOG"
+done
+if [ -s "$OUT/back.txt" ]; then
+  tar czf - -T "$OUT/back.txt" | split -b 15M - "$OUT/back.tar.gz.part-"
+  echo "back: $(grep -c . "$OUT/back.txt") files of $(sed -n 's|/[^/]*$||p' "$OUT/back.txt" | sort -u | wc -l) runs" >>"$LOG"
+  sed -n 's|/checkpoint.pt$||p' "$OUT/back.txt" | sed 's/^/  unfinished: /' >>"$LOG"
+  files=$(find "$OUT" -maxdepth 1 -type f ! -name back.txt | wc -l)
+  [ "$files" -le 8 ] || echo "warning: $files files in \$OUT, only 8 come back: lower BACK_MB" >>"$LOG"
 fi
-rm -f "$OUT/unfinished.txt"
+rm -f "$OUT/back.txt"
 cat "$LOG"

@@ -427,7 +427,12 @@ def add_experiment_commands(commands) -> None:
         choices=("auto", "fp32", "bf16"),
         help="--precision of every run whose spec does not set it (recorded in each record)",
     )
-    run.add_argument("--only", metavar="PATTERN", help="only run ids matching, e.g. 'beauty/*'")
+    run.add_argument(
+        "--only",
+        metavar="PATTERN",
+        action="append",
+        help="only run ids matching, e.g. 'beauty/*'; repeat it for several patterns",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     add_time_limit(
         run,

@@ -185,7 +185,7 @@ data.path = "{data}"
     assert "### Pruned trials (validation)" in text and text.count("| pruned |") == 2, text
 
 
-def test_a_reference_to_a_pruned_kind_of_trial_waits(tmp_path):
+def test_a_reference_to_a_pruned_kind_of_trial_trains_it_on(tmp_path):
     body = """
 [datasets.toys]
 [models.sasrec]
@@ -213,8 +213,34 @@ grid.model.hidden_size = [64, 128]
     write_run(spec.runs_dir / large.id, large, curve(0.1))
     (spec.runs_dir / small.id / "model.safetensors").write_bytes(b"")
     plan = Plan(spec, store)
-    assert [t.state for t in plan.entries["toys", "sasrec"].trials] == ["done", PRUNED]
+    sasrec = plan.entries["toys", "sasrec"]
+    assert [t.state for t in sasrec.trials] == ["done", READY]  # pruned, then revived (below)
+    assert [t.id for t in sasrec.pool] == [small.id] == [sasrec.selected.id]
     fame = plan.entries["toys", "fame"].trials
     assert [t.state for t in fame] == [READY, WAITING]
     assert fame[0].stop_at == 1
-    assert "no trial of sasrec with hidden_size=128 survived the pruned search" in fame[1].reason
+    # no SASRec trial at d = 128 survived: the pruned one trains on to its own end as the
+    # start of FAME's d = 128 trial, and stays out of SASRec's selection
+    assert fame[1].reason == f"waits for {large.id} (pruned, trains on as its start)"
+    revived = plan.by_id[large.id]
+    assert revived.state == READY and revived.stop_at is None
+    assert revived.reason.endswith("trains on as the start of runs with hidden_size=128")
+    assert revived.settings["model.hidden_size"] == 128
+    # the same once its pruning is on record (as when it was pruned before SASRec's selection)
+    plan = Plan(spec, store)
+    plan.by_id[large.id].state = PRUNED
+    Runner(spec, stream=io.StringIO()).record_pruned(plan)
+    assert (spec.records_dir / large.id / "record.json").is_file()
+    plan = Plan(spec, Store(spec.records_dir, spec.runs_dir))
+    assert plan.by_id[large.id].state == READY and plan.by_id[large.id].settings is not None
+    write_run(spec.runs_dir / large.id, large, curve(0.1, 0.25), metrics)
+    (spec.runs_dir / large.id / "model.safetensors").write_bytes(b"")
+    (spec.records_dir / large.id / "record.json").unlink()  # as the runner's finish replaces it
+    plan = Plan(spec, Store(spec.records_dir, spec.runs_dir))
+    sasrec = plan.entries["toys", "sasrec"]
+    assert [t.state for t in sasrec.trials] == ["done", PRUNED]  # the decision stands
+    assert "pruned at rung 1" in sasrec.trials[1].reason
+    assert sasrec.selected.id == small.id
+    fame = plan.entries["toys", "fame"].trials
+    assert [t.state for t in fame] == [READY, READY], fame[1].reason
+    assert fame[1].settings["train.init_from"].endswith(large.id.split("/")[-1])

@@ -80,6 +80,12 @@ def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
     assert main(["experiment", "run", spec_file, "--only", "ok/*"]) == 0
     err = capsys.readouterr().err
     assert "0 runs finished" in err and "start" not in err
+    # several patterns: a run is wanted if it matches any; the dry plan shows only those
+    assert (
+        main(["experiment", "run", spec_file, "--dry-run", "--only", "nomatch/*", "--only", "ok/*"])
+        == 0
+    )
+    assert "done     ok/sasrec" in capsys.readouterr().err
     assert main(["experiment", "status", spec_file]) == 0
     out = capsys.readouterr().out
     assert (

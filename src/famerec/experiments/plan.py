@@ -59,6 +59,13 @@ def describe_settings(settings: dict[str, Any]) -> str:
     )
 
 
+def given(run: Run) -> dict[str, Any]:
+    """A run's settings as its spec gives them (references unresolved where it is recorded)."""
+    if run.settings is not None:
+        return run.settings
+    return run.unresolved[1] if run.unresolved is not None else {}
+
+
 def run_slug(settings: dict[str, Any], seed: int) -> str:
     """The run's directory name: its searched settings and its seed, readable where possible."""
     parts = [describe_settings(settings)] if settings else []
@@ -95,6 +102,8 @@ class Run:
     settings: dict[str, Any] | None = None  # every setting, references resolved (when ready)
     stop_at: int | None = None  # pruned search: the rung (epoch) it trains to next
     rung: str = ""  # pruned search: where it stands ("at rung 3: valid NDCG@10 0.04321")
+    # a recorded run's (dataset, unresolved settings): what reviving a pruned trial needs
+    unresolved: tuple[Any, dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -322,6 +331,28 @@ class Plan:
                 run.state = WAITING
                 run.reason = f"at rung {verdict.rung}, waits for the other trials of stage {stage}"
 
+    def furthest(self, dataset: Dataset, entry: Entry, pruned: list[Run]) -> Run:
+        """Of pruned trials, the one pruned at the latest rung, then with the best score there,
+        then the first by id: decided from their logs alone."""
+
+        def key(run: Run) -> tuple[int, float, str]:
+            rung, value = self.verdicts[dataset.name, entry.name, run.stage].pruned[run.id]
+            return (-rung, -value, run.id)
+
+        return min(pruned, key=key)
+
+    def revive(self, run: Run, why: str) -> None:
+        """A pruned trial another run starts from trains on to its own early stop."""
+        if run.state != PRUNED:
+            return
+        if run.settings is None and run.unresolved is not None:
+            run.settings = self.resolve_settings(run, *run.unresolved)
+        if run.settings is None:
+            return
+        if not run.rung.endswith(why):
+            run.rung = run.reason = f"{run.rung}; trains on as {why}"
+        run.state, run.stop_at = READY, None
+
     def screen(self, plan: EntryPlan) -> None:
         """`screen = true`: the other seeds run only if the first seed's validation score beats
         that of the control it names (`versus`) at the same seed; chosen on validation only."""
@@ -358,21 +389,31 @@ class Plan:
         if self.store.done(run_id):
             self.check_frozen(run_id, settings)
             run.state = DONE
+            run.unresolved = (dataset, settings)  # a pruned trial may be revived (`revive`)
             return run
+        resolved = self.resolve_settings(run, dataset, settings)
+        if resolved is not None:
+            run.settings, run.state = resolved, READY
+        return run
+
+    def resolve_settings(
+        self, run: Run, dataset: Dataset, settings: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A run's settings with its references resolved; None (and `run.reason`) if one
+        must wait."""
         resolved: dict[str, Any] = {}
         for key, value in settings.items():
             if isinstance(value, Ref):  # `match` sees the settings resolved before it
-                value, waiting = self.resolve(value, dataset, {**settings, **resolved}, seed)
+                value, waiting = self.resolve(value, dataset, {**settings, **resolved}, run.seed)
                 if waiting:
                     run.reason = waiting
-                    return run
+                    return None
             resolved[key] = value
         try:
             RunConfig().with_overrides(resolved).validate()
         except (ConfigError, TypeError) as error:
-            raise SpecError(f"{self.spec.path}: run {run_id}: {error}") from None
-        run.settings, run.state = resolved, READY
-        return run
+            raise SpecError(f"{self.spec.path}: run {run.id}: {error}") from None
+        return resolved
 
     def check_frozen(self, run_id: str, settings: dict[str, Any]) -> None:
         """A finished run must have been made with the spec's settings as they are now."""
@@ -400,12 +441,22 @@ class Plan:
                 for t in target.pool
                 if all(self.store.config(t.id).get(k) == v for k, v in want.items())
             ]
-            if not pool and any(t.state == PRUNED for t in target.trials):
-                # pruned search: no finished trial of that kind to start from
-                return None, (
-                    f"no trial of {ref.selected} with {describe_settings(want)} survived the "
-                    "pruned search"
-                )
+            pruned = [
+                t
+                for t in target.trials
+                if t.state == PRUNED
+                and t.stage in target.entry.select_from
+                and all(given(t).get(k, DEFAULTS.get(k)) == v for k, v in want.items())
+            ]
+            if not pool and pruned:
+                # pruned search: no trial of that kind survived, so the one that went furthest
+                # (latest rung, then best score there, then id) trains on to its own end as the
+                # start of this run; it stays pruned for the selection
+                start = self.furthest(dataset, target.entry, pruned)
+                if not self.store.finished(start.id):
+                    self.revive(start, f"the start of runs with {describe_settings(want)}")
+                    return None, f"waits for {start.id} (pruned, trains on as its start)"
+                pool = [start]
             if not pool:
                 raise SpecError(
                     f"{self.spec.path}: no trial of {ref.selected} on {dataset.name} has "
@@ -415,7 +466,8 @@ class Plan:
         run = self.materialize(dataset, target.entry, SUPPORT_STAGE, names, seed)
         if run.stage == SUPPORT_STAGE and run not in target.support:
             target.support.append(run)
-        if run.state != DONE:
+        trained = run.state == DONE or (run.state == PRUNED and self.store.finished(run.id))
+        if not trained:
             return None, f"waits for {run.id}"
         if ref.get is None:
             if not self.store.has_weights(run.id):

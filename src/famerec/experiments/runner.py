@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +175,7 @@ class Runner:
         spec: Spec,
         jobs: int = 1,
         device: str | None = None,
-        only: str | None = None,
+        only: str | Sequence[str] | None = None,
         precision: str | None = None,
         runs_dir: Path | None = None,
         stream: IO[str] | None = None,
@@ -187,7 +187,8 @@ class Runner:
         self.threads = max(1, usable_cores() // self.jobs)
         self.device = device
         self.precision = precision
-        self.only = only
+        # run-id patterns (fnmatch); a run is wanted if it matches any
+        self.only = [only] if isinstance(only, str) else list(only or [])
         self.store = Store(spec.records_dir, runs_dir or spec.runs_dir)
         self.stream = stream or sys.stderr
         self.poll_seconds = poll_seconds
@@ -208,7 +209,7 @@ class Runner:
             print(message, file=self.stream, flush=True)
 
     def wanted(self, run: Run) -> bool:
-        return self.only is None or fnmatch.fnmatch(run.label, self.only)
+        return not self.only or any(fnmatch.fnmatch(run.label, p) for p in self.only)
 
     def plan(self) -> Plan:
         return Plan(self.spec, self.store)
