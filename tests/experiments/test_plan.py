@@ -224,3 +224,26 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path):
     assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == "bf16"
     fresh = train_command(plain, tmp_path / "new", 1, "cuda", False, precision="fp32")
     assert fresh[fresh.index("--precision") + 1] == "fp32"
+
+
+def test_a_reference_that_matches_waits_for_the_setting_it_matches_on(tmp_path):
+    # the table2 control: its dropout is "of the selected sasrec with the same hidden size" and
+    # its hidden size "of the selected fame"; listed first, the dropout still resolves second
+    body = FAME.replace(
+        'model.name = "sasrec"\ntrain.lr = { selected = "fame"',
+        'model.name = "sasrec"\n'
+        'model.dropout = { selected = "sasrec", match = ["model.hidden_size"], '
+        'get = "model.dropout" }\n'
+        'model.hidden_size = { selected = "fame", get = "model.hidden_size" }\n'
+        'train.lr = { selected = "fame"',
+    )
+    assert body != FAME
+    spec = write_spec(tmp_path, body)
+    for run in plan_of(spec).entries["toys", "sasrec"].trials:
+        fake_record(spec, run, 0.2)
+        fake_weights(spec, run)
+    for run, valid in zip(plan_of(spec).entries["toys", "fame"].trials, (0.1, 0.4)):
+        fake_record(spec, run, valid)
+    first = plan_of(spec).entries["toys", "later"].runs[0]
+    assert first.state == READY, first.reason
+    assert first.settings["model.hidden_size"] == 128 and first.settings["model.dropout"] == 0.5

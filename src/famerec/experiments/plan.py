@@ -402,7 +402,12 @@ class Plan:
         """A run's settings with its references resolved; None (and `run.reason`) if one
         must wait."""
         resolved: dict[str, Any] = {}
-        for key, value in settings.items():
+        # a reference that matches on other settings comes after those (a control's dropout
+        # "of the selected sasrec with the same hidden size", its hidden size "of the selected
+        # fame"), whatever the order the spec lists them in
+        matching = [k for k, v in settings.items() if isinstance(v, Ref) and v.match]
+        order = [k for k in settings if k not in matching] + matching
+        for key, value in ((k, settings[k]) for k in order):
             if isinstance(value, Ref):  # `match` sees the settings resolved before it
                 value, waiting = self.resolve(value, dataset, {**settings, **resolved}, run.seed)
                 if waiting:
