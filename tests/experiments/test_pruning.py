@@ -80,6 +80,17 @@ def test_decisions_are_a_pure_function_of_the_logged_validation_scores():
     assert verdict.pruned == {"a": (2, 0.2), "c": (2, 0.2), "b": (4, 0.6)}
     assert verdict.alive == ["d"] and verdict.rung is None  # d trains to its early stop
 
+    # decisions on record stand: b's pruning at rung 4 holds while d's log is lost and d
+    # trains to rung 2 again; the rung still keeps half of all four trials
+    logs["d"] = ([], False)
+    verdict = decide(list(logs), Pruning((2, 4), 2), score, recorded={"b": 4, "a": 2})
+    assert verdict.pruned == {"a": (2, 0.2), "b": (4, 0.6)}
+    assert verdict.alive == ["c", "d"] and verdict.rung == 2 and verdict.scores["d"] is None
+    logs["d"] = (curve(0.01, 0.01), False)  # now below c at rung 2: c survives, b stays out
+    verdict = decide(list(logs), Pruning((2, 4), 2), score, recorded={"b": 4, "a": 2})
+    assert verdict.pruned == {"a": (2, 0.2), "d": (2, 0.01), "b": (4, 0.6)}
+    assert verdict.alive == ["c"] and verdict.rung is None
+
 
 def write_run(folder, run, log, metrics=None):
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,6 +144,17 @@ def test_decisions_wait_for_the_rung_survive_a_restart_and_never_read_test(tmp_p
     assert [t.reason for t in again if t.state == PRUNED] == [
         t.reason for t in trials if t.state == PRUNED
     ]
+    # a survivor's run is lost (a sitting's run that did not come back): it trains to the rung
+    # again, and the decisions on record stand meanwhile (never "done" at 2 epochs)
+    shutil.rmtree(spec.runs_dir / b.id)
+    again = Plan(spec, Store(spec.records_dir, spec.runs_dir)).entries["toys", "sasrec"]
+    assert [t.state for t in again.trials] == [PRUNED, READY, PRUNED, WAITING]
+    assert again.trials[1].stop_at == 2 and again.selected is None
+    # its new curve would rank it below a pruned trial: the recorded decision still stands
+    write_run(spec.runs_dir / b.id, b, curve(0.01, 0.02))
+    again = Plan(spec, Store(spec.records_dir, spec.runs_dir)).entries["toys", "sasrec"]
+    assert [t.state for t in again.trials] == [PRUNED, READY, PRUNED, READY]
+    assert [t.stop_at for t in again.trials] == [None, 4, None, 4]
 
 
 def test_a_tiny_pruned_search_end_to_end(tmp_path, capsys):

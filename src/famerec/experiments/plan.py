@@ -59,6 +59,12 @@ def describe_settings(settings: dict[str, Any]) -> str:
     )
 
 
+def pruned_rung(record: dict[str, Any]) -> int | None:
+    """The rung a record says its trial was pruned at ("pruned at rung 3: ..."), else None."""
+    found = re.match(r"pruned at rung (\d+)", str(record.get("pruned", "")))
+    return int(found.group(1)) if found else None
+
+
 def given(run: Run) -> dict[str, Any]:
     """A run's settings as its spec gives them (references unresolved where it is recorded)."""
     if run.settings is not None:
@@ -229,6 +235,7 @@ class Plan:
         self.by_id: dict[str, Run] = {}
         self.entries: dict[tuple[str, str], EntryPlan] = {}
         self.verdicts: dict[tuple[str, str, str], Verdict] = {}  # (dataset, entry, stage)
+        self.revived: set[str] = set()  # pruned trials that train on as another run's start
         for dataset in spec.datasets:
             for entry in spec.run_order():
                 self.entries[dataset.name, entry.name] = self.build(dataset, entry)
@@ -312,7 +319,12 @@ class Plan:
             finished = self.store.finished(run_id)
             return rung_score(self.store.log(run_id), rung, metric, finished)
 
-        verdict = decide(list(by_id), self.spec.pruning, score)
+        recorded = {}
+        for run_id in by_id:
+            rung = pruned_rung(self.store.record(run_id))
+            if rung is not None:
+                recorded[run_id] = rung
+        verdict = decide(list(by_id), self.spec.pruning, score, recorded)
         self.verdicts[dataset.name, entry.name, stage] = verdict
         for run_id, (rung, value) in verdict.pruned.items():
             run = by_id[run_id]
@@ -352,6 +364,7 @@ class Plan:
         if not run.rung.endswith(why):
             run.rung = run.reason = f"{run.rung}; trains on as {why}"
         run.state, run.stop_at = READY, None
+        self.revived.add(run.id)
 
     def screen(self, plan: EntryPlan) -> None:
         """`screen = true`: the other seeds run only if the first seed's validation score beats
@@ -449,7 +462,7 @@ class Plan:
             pruned = [
                 t
                 for t in target.trials
-                if t.state == PRUNED
+                if (t.state == PRUNED or t.id in self.revived)
                 and t.stage in target.entry.select_from
                 and all(given(t).get(k, DEFAULTS.get(k)) == v for k, v in want.items())
             ]

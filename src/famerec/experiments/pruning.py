@@ -64,20 +64,43 @@ class Verdict:
     scores: dict[str, float | None] = field(default_factory=dict)  # alive trials at `rung`
 
 
-def decide(ids: list[str], pruning: Pruning, score: Callable[[str, int], float | None]) -> Verdict:
+def decide(
+    ids: list[str],
+    pruning: Pruning,
+    score: Callable[[str, int], float | None],
+    recorded: dict[str, int] | None = None,
+) -> Verdict:
     """Successive halving over the trials `ids`: `score(id, rung)` is the trial's best
     validation score up to the rung, or None while it has not reached it. A rung is decided
-    only once every trial still searched has a score at it."""
+    only once every trial still searched has a score at it.
+
+    `recorded` (id -> rung) are decisions already on record: such a trial is pruned at that
+    rung whatever the scores say now, and counts among the trials each rung up to it keeps a
+    share of. The same logs give the same decisions; this keeps them when a survivor's log is
+    lost (a sitting's run that did not come back) and the survivor trains to the rung again."""
+    recorded = recorded or {}
     alive = list(ids)
     pruned: dict[str, tuple[int, float]] = {}
+
+    def prune(run_id: str, rung: int, value: float | None) -> None:
+        pruned[run_id] = (rung, float("-inf") if value is None else value)
+
     for rung in pruning.rungs:
         scores = {run_id: score(run_id, rung) for run_id in alive}
-        if any(value is None for value in scores.values()):
-            return Verdict(alive, pruned, rung, scores)
-        ranked = sorted(alive, key=lambda run_id: (-scores[run_id], run_id))
-        keep = set(ranked[: pruning.keep(len(alive))])
-        for run_id in ranked:
+        searched = [run_id for run_id in alive if run_id not in recorded]
+        if any(scores[run_id] is None for run_id in searched):
+            for run_id in alive:
+                if run_id in recorded:
+                    prune(run_id, recorded[run_id], score(run_id, recorded[run_id]))
+            return Verdict(searched, pruned, rung, {r: scores[r] for r in searched})
+        count = pruning.keep(len(alive))
+        ranked = sorted(
+            (r for r in alive if recorded.get(r) != rung and scores[r] is not None),
+            key=lambda run_id: (-scores[run_id], run_id),
+        )
+        keep = set(ranked[:count])
+        for run_id in alive:
             if run_id not in keep:
-                pruned[run_id] = (rung, scores[run_id])
+                prune(run_id, rung, scores[run_id])
         alive = [run_id for run_id in alive if run_id in keep]
     return Verdict(alive, pruned)

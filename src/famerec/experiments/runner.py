@@ -256,6 +256,9 @@ class Runner:
             "resumed": resumed,
             "finished": utc_now(),
         }
+        pruned = self.store.record(run.id).get("pruned")
+        if pruned:  # a pruned trial trained on as another run's start: the decision stands
+            info["pruned"] = pruned
         copy_record(run_dir, self.store.record_dir(run.id), info)
         self.store.forget(run.id)
 
