@@ -253,11 +253,18 @@ grid.model.hidden_size = [64, 128]
     plan.by_id[large.id].state = PRUNED
     Runner(spec, stream=io.StringIO()).record_pruned(plan)
     assert (spec.records_dir / large.id / "record.json").is_file()
-    plan = Plan(spec, Store(spec.records_dir, spec.runs_dir))
+    store = Store(spec.records_dir, spec.runs_dir)
+    plan = Plan(spec, store)
     assert plan.by_id[large.id].state == READY and plan.by_id[large.id].settings is not None
+    # it trains on here to its end; the runner records it (reading its new metrics), and the
+    # record keeps its pruning
     write_run(spec.runs_dir / large.id, large, curve(0.1, 0.25), metrics)
     (spec.runs_dir / large.id / "model.safetensors").write_bytes(b"")
-    (spec.records_dir / large.id / "record.json").unlink()  # as the runner's finish replaces it
+    assert store.finished(large.id)
+    Runner(spec, stream=io.StringIO()).save_record(plan.by_id[large.id], 1.0, False, [])
+    record = json.loads((spec.records_dir / large.id / "record.json").read_text())
+    assert record["pruned"].startswith("pruned at rung 1")
+    assert (spec.records_dir / large.id / "metrics.json").is_file()
     plan = Plan(spec, Store(spec.records_dir, spec.runs_dir))
     sasrec = plan.entries["toys", "sasrec"]
     assert [t.state for t in sasrec.trials] == ["done", PRUNED]  # the decision stands

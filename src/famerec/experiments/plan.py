@@ -163,7 +163,8 @@ class Store:
         folder = self.record_dir(run_id) if self.has_record(run_id) else None
         if folder is not None and (folder / "metrics.json").is_file():
             return True
-        return folder is None and self.finished_locally(run_id)
+        # here: never recorded, or recorded when pruned and trained on since as a start
+        return self.finished_locally(run_id)
 
     def log(self, run_id: str) -> list[dict[str, Any]]:
         """A trial's log.jsonl as it stands: its record's, else its run directory's."""
@@ -186,8 +187,9 @@ class Store:
         key = (run_id, name)
         if key not in self._cache:
             folder = self.record_dir(run_id)
-            if not (folder / RECORD).is_file() and self.finished_locally(run_id):
-                folder = self.run_dir(run_id)
+            recorded_end = (folder / RECORD).is_file() and (folder / "metrics.json").is_file()
+            if name != RECORD and not recorded_end and self.finished_locally(run_id):
+                folder = self.run_dir(run_id)  # finished here since its record (or none)
             path = folder / name
             try:
                 if name.endswith(".jsonl"):

@@ -280,7 +280,14 @@ class Runner:
     def sync(self, plan: Plan) -> None:
         """Copy the records of runs that finished here but were not recorded (interrupted)."""
         for run in plan.runs:
-            if run.state == DONE and not self.store.has_record(run.id):
+            unrecorded = not self.store.has_record(run.id)
+            # a pruned trial that trained on as a start: its record still ends at its rung
+            trained_on = (
+                run.state == PRUNED
+                and self.store.finished_locally(run.id)
+                and not (self.store.record_dir(run.id) / "metrics.json").is_file()
+            )
+            if (run.state == DONE and unrecorded) or trained_on:
                 self.save_record(run, None, False, [])
                 self.say(f"recorded {run.id} (finished earlier)")
         self.record_pruned(plan)
