@@ -82,7 +82,7 @@ def unfinished_files(spec, pattern: str = "*") -> list[Path]:
     return [f.relative_to(spec.runs_dir) for f in files]
 
 
-WEIGHT_FILES = (CONFIG, DATASET, WEIGHTS, METRICS, ITEM_ATTRIBUTES)
+WEIGHT_FILES = (CONFIG, DATASET, LOG, WEIGHTS, METRICS, ITEM_ATTRIBUTES)
 
 
 def pick(spec, budget_mb: float, weights: str = "*/sasrec/*", pattern: str = "*") -> list[Path]:
