@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from famerec.data.attributes import attribute_matrix, read_attributes, to_internal
+from famerec.data.attributes import ItemAttributes, read_attributes, to_internal
 from famerec.data.batching import EvalBatches
 from famerec.data.items import load_item_table
 from famerec.data.split import PrefixSet, leave_one_out
@@ -26,14 +26,15 @@ from famerec.errors import ConfigError
 from famerec.runs import TrainedRun
 
 
-def attribute_matrix_for(run: TrainedRun, attributes_path: str | None = None) -> torch.Tensor:
-    """(num_items + 1, num_attributes) uint8 matrix: item i has attribute a. Without a file,
-    a run with an item table (`--items`) uses its attribute columns, together."""
+def attribute_matrix_for(run: TrainedRun, attributes_path: str | None = None) -> ItemAttributes:
+    """Which items have which attributes (sparse, over the ids the items have). Without a
+    file, a run with an item table (`--items`) uses its attribute columns, together."""
     table = load_item_table(run.path) if attributes_path is None else None
     if table is not None and table.attributes:
         attributes = to_internal(table.attribute_ids(list(table.attributes)), run.data)
-        return attribute_matrix(attributes, run.data.num_items)
-    return attribute_matrix(read_attributes(attributes_path, run.data), run.data.num_items)
+    else:
+        attributes = read_attributes(attributes_path, run.data)
+    return ItemAttributes.from_lists(attributes, run.data.num_items)
 
 
 @dataclass
@@ -43,9 +44,9 @@ class ListStats:
     attributes: torch.Tensor  # (A,) attribute occurrences summed over all lists
 
 
-def list_statistics(items: torch.Tensor, attributes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def list_statistics(items: torch.Tensor, attributes: ItemAttributes) -> tuple[torch.Tensor, ...]:
     """(B, k) item ids -> per-list entropy (B,), purity (B,) and attribute counts (B, A)."""
-    counts = attributes[items].sum(1, dtype=torch.float32)  # (B, A)
+    counts = attributes.rows(items).sum(1, dtype=torch.float32)  # (B, A)
     total = counts.sum(1, keepdim=True).clamp(min=1)
     share = counts / total
     entropy = -(share * share.clamp(min=1e-12).log()).sum(1)
@@ -60,7 +61,7 @@ class _Accumulator:
         self.count = 0
         self.attributes = torch.zeros(width)
 
-    def add(self, items: torch.Tensor, attributes: torch.Tensor) -> None:
+    def add(self, items: torch.Tensor, attributes: ItemAttributes) -> None:
         entropy, purity, counts = list_statistics(items, attributes)
         self.entropy += float(entropy.sum())
         self.purity += float(purity.sum())
@@ -75,7 +76,7 @@ class _Accumulator:
 @torch.inference_mode()
 def facet_report(
     run: TrainedRun,
-    attributes: torch.Tensor,
+    attributes: ItemAttributes,
     k: int = 10,
     max_users: int | None = None,
     compare: TrainedRun | None = None,
@@ -91,7 +92,7 @@ def facet_report(
         test = PrefixSet(test.items, test.starts[chosen], test.ends[chosen], test.targets[chosen])
     batches = EvalBatches(test, run.config.model.max_len, batch_size)
     heads = run.model.config.num_heads
-    width = attributes.shape[1]
+    width = attributes.width
     acc = {
         name: _Accumulator(width)
         for name in [f"head {h + 1}" for h in range(heads)] + ["integrated", "random"]
@@ -140,7 +141,7 @@ def facet_report(
             top = lift.topk(min(3, len(lift))).indices.tolist()
             row["top_attributes"] = [
                 {
-                    "attribute": a,
+                    "attribute": int(attributes.vocabulary[a]),
                     "lift": round(float(lift[a]), 2),
                     "share": round(float(share[a]), 4),
                 }

@@ -193,11 +193,17 @@ def drop_short_users(data: SequenceData, min_length: int = MIN_SEQUENCE_LENGTH) 
 
 
 def require_training_pairs(data: SequenceData) -> SequenceData:
-    """Refuse data that leave-one-out leaves nothing to train on.
+    """Refuse data that leave-one-out leaves nothing to train on, or that has nothing to rank.
 
     Each user's last two items are held out (validation, test), so a user with 3 items keeps one
-    training item and no (item, next item) pair; training needs some user with 4 or more.
+    training item and no (item, next item) pair; training needs some user with 4 or more. A
+    catalog of one item has no ranking to learn or to evaluate.
     """
+    if data.num_items < 2:
+        raise DataError(
+            f"dataset '{data.name}' has {data.num_items} item: nothing to rank (a model ranks "
+            "the items of the data, and needs 2 or more)"
+        )
     if data.num_users and data.lengths.max() <= MIN_SEQUENCE_LENGTH:
         raise DataError(
             f"dataset '{data.name}' has no user with more than {MIN_SEQUENCE_LENGTH} items, so "

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from famerec.config import ModelConfig, ModelOptions
-from famerec.data.attributes import attribute_matrix, read_attributes
+from famerec.data.attributes import ItemAttributes, item_attributes
 from famerec.data.batching import TrainBatch, TrainTensors
 from famerec.data.sequences import SequenceData
 from famerec.errors import ConfigError
@@ -133,16 +133,40 @@ class SequentialRecommender(nn.Module):
     def has_item_attributes(self) -> bool:
         return hasattr(self, "item_attribute_embedding")
 
-    def set_item_attributes(self, members: torch.Tensor) -> None:
-        """members (V + 1, A): item v has attribute a. Adds the attribute embeddings (A, d),
-        zero at first, so that a run started from a plain one begins exactly where it was."""
-        item, attribute = members.nonzero(as_tuple=True)  # (M,) each, sorted by item
-        counts = torch.bincount(item, minlength=members.shape[0])  # (V + 1,) attributes per item
-        offsets = torch.cumsum(counts, 0) - counts  # (V + 1,) where each item's bag starts
-        self.register_buffer("attribute_ids", attribute, persistent=False)  # (M,)
-        self.register_buffer("attribute_offsets", offsets, persistent=False)  # (V + 1,)
-        self.item_attribute_embedding = nn.Embedding(members.shape[1], self.hidden_size)
+    def set_item_attributes(self, members: ItemAttributes | torch.Tensor) -> None:
+        """members: item v has attribute a (sparse, or a dense (V + 1, A) matrix). Adds the
+        attribute embeddings (A, d), zero at first, so that a run started from a plain one
+        begins exactly where it was."""
+        if isinstance(members, torch.Tensor):
+            members = ItemAttributes.from_matrix(members)
+        self.register_buffer("attribute_ids", members.columns, persistent=False)  # (M,)
+        # (V + 1,) where each item's bag starts
+        self.register_buffer("attribute_offsets", members.offsets[:-1], persistent=False)
+        self.register_buffer("attribute_vocabulary", members.vocabulary, persistent=False)
+        self.item_attribute_embedding = nn.Embedding(members.width, self.hidden_size)
         nn.init.zeros_(self.item_attribute_embedding.weight)
+        self.register_load_state_dict_pre_hook(_rows_by_column)
+
+    def by_column(self, table: torch.Tensor) -> torch.Tensor:
+        """A table of the attribute embeddings' shape as runs before the compact vocabulary
+        saved it, one row per attribute id 0..max (weights, optimizer moments): its rows of
+        this model's columns. Any other table is returned as it is."""
+        vocabulary = self.attribute_vocabulary.to(table.device)
+        rows = self.item_attribute_embedding.weight.shape[0]
+        old_rows = int(vocabulary[-1]) + 1
+        if table.dim() != 2 or table.shape[0] == rows or table.shape[0] != old_rows:
+            return table
+        return table[vocabulary]
+
+    def by_column_moments(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer's moments of the attribute embeddings, after a checkpoint saved before
+        the compact vocabulary was loaded: fit to the columns as `by_column` fits the weights."""
+        if not self.has_item_attributes:
+            return
+        state = optimizer.state.get(self.item_attribute_embedding.weight, {})
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                state[name] = self.by_column(value)
 
     def attribute_vectors(self) -> torch.Tensor:
         """(V + 1, d) the mean attribute embedding of each item (zero without attributes)."""
@@ -275,8 +299,7 @@ class SequentialRecommender(nn.Module):
         information keyed by item (e.g. item attributes) reads it here, into buffers that are
         not saved with the weights. By default only --item-attributes."""
         if self.config.item_attributes:
-            attributes = read_attributes(self.config.item_attributes, data)
-            self.set_item_attributes(attribute_matrix(attributes, self.num_items))
+            self.set_item_attributes(item_attributes(self.config.item_attributes, data))
 
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
         """Start from a finished run's model (`--init-from`, `--pretrain`); returns the names
@@ -294,3 +317,11 @@ class SequentialRecommender(nn.Module):
                     target[name].copy_(tensor)
                     copied.append(name)
         return copied
+
+
+def _rows_by_column(model: SequentialRecommender, state_dict: dict, prefix: str, *_: Any) -> None:
+    """Loading the attribute embeddings of a run saved before the compact vocabulary: its
+    rows of this model's columns (`by_column`)."""
+    key = prefix + ATTRIBUTE_EMBEDDING
+    if key in state_dict and model.has_item_attributes:
+        state_dict[key] = model.by_column(state_dict[key])

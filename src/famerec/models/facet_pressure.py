@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from famerec.data.attributes import attribute_matrix, read_attributes
+from famerec.data.attributes import ItemAttributes, item_attributes
 from famerec.data.sequences import SequenceData
 from famerec.errors import ConfigError, DataError
 from famerec.models.losses import gate_balance_loss
@@ -57,27 +57,44 @@ class FacetPressure:
     def read_attribute_kinds(self, data: SequenceData) -> None:
         """Read `--attributes`, one file per kind (head), into the buffers of `set_attributes`."""
         sources = self.options.attribute_sources
-        kinds = [attribute_matrix(read_attributes(s, data), self.num_items) for s in sources]
-        for kind, (source, members) in enumerate(zip(sources, kinds)):  # K (V + 1, A_k); setup
-            if not members[1:].any():
+        kinds = [item_attributes(s, data) for s in sources]  # K, each over its own columns
+        for kind, (source, members) in enumerate(zip(sources, kinds)):
+            if members.is_empty():
                 raise DataError(f"no item of the data has an attribute of kind {kind + 1}", source)
-        kind_of = torch.cat([torch.full((m.shape[1],), k) for k, m in enumerate(kinds)])
-        self.set_attributes(torch.cat(kinds, 1), kind_of)
+        kind_of = torch.cat([torch.full((m.width,), k) for k, m in enumerate(kinds)])
+        self.set_attributes(ItemAttributes.side_by_side(kinds), kind_of)
 
-    def set_attributes(self, members: torch.Tensor, kind_of: torch.Tensor) -> None:
-        """members (V + 1, A): item v has attribute a; kind_of (A,): each attribute's kind k,
-        0..K-1, supervising head k. Kept in buffers that are not saved with the weights (only
-        training reads them). Attributes that no item has are left out."""
-        used = members[1:].bool().any(0)  # (A,)
-        members, kind_of = members[:, used].to(torch.uint8), kind_of[used].long()
-        attribute, item = members.T.nonzero(as_tuple=True)  # every (attribute, item) pair
+    def set_attributes(self, members: ItemAttributes | torch.Tensor, kind_of: torch.Tensor) -> None:
+        """members: item v has attribute a (sparse, or a dense (V + 1, A) matrix); kind_of
+        (A,): each attribute's kind k, 0..K-1, supervising head k. Kept in buffers that are not
+        saved with the weights (only training reads them). Attributes that no item has are
+        left out."""
+        if isinstance(members, torch.Tensor):
+            members = ItemAttributes.from_matrix(members)
+        start = int(members.offsets[1])  # the entries of items 1..V (row 0: padding)
+        used = torch.bincount(members.columns[start:], minlength=members.width) > 0  # (A,)
+        members, kind_of = members.select(used), kind_of[used].long()
+        order = torch.sort(members.columns, stable=True).indices  # by attribute, then item
         self.num_attribute_kinds = int(kind_of.max()) + 1  # K
-        self.register_buffer("item_attributes", members, persistent=False)  # (V + 1, A)
+        self.register_buffer("attribute_item_offsets", members.offsets, persistent=False)
+        self.register_buffer("attribute_columns", members.columns, persistent=False)  # (M,)
         self.register_buffer("attribute_kind", kind_of, persistent=False)  # (A,)
-        self.register_buffer("member_attribute", attribute, persistent=False)  # (M,)
-        self.register_buffer("member_item", item, persistent=False)  # (M,)
-        counts = members.sum(0, dtype=torch.float32)  # (A,) items per attribute
+        self.register_buffer("kind_vocabulary", members.vocabulary, persistent=False)  # (A,)
+        self.register_buffer("member_attribute", members.columns[order], persistent=False)
+        self.register_buffer("member_item", members.items()[order], persistent=False)  # (M,)
+        counts = torch.bincount(members.columns, minlength=members.width).float()  # (A,)
         self.register_buffer("attribute_counts", counts, persistent=False)
+
+    @property
+    def item_attributes(self) -> torch.Tensor:
+        """(V + 1, A) uint8 the whole membership, dense: for a look at it (training builds the
+        rows of its targets only, `attribute_rows`)."""
+        return self.attribute_rows(torch.arange(len(self.attribute_item_offsets) - 1))
+
+    def attribute_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """(*items.shape, A) uint8: item v has attribute a, for the items asked only."""
+        offsets, columns = self.attribute_item_offsets, self.attribute_columns
+        return ItemAttributes(offsets, columns, self.kind_vocabulary).rows(items)
 
     def attribute_log_likelihoods(
         self, states: torch.Tensor, targets: torch.Tensor
@@ -91,7 +108,7 @@ class FacetPressure:
         head k's distribution is softmax_a(F^(k) . p_a) over the attributes of kind k, and the
         log-likelihood is the mean log-probability of the next item's attributes of that kind.
         """
-        if not hasattr(self, "item_attributes"):
+        if not hasattr(self, "attribute_columns"):
             raise ConfigError("FAME --attribute-weight needs item attributes: call attach_data")
         kinds = self.num_attribute_kinds
         items = self.item_vectors()  # (V + 1, d)
@@ -106,7 +123,7 @@ class FacetPressure:
         own = self.attribute_kind[None, :] == heads[:, None]  # (K, A) attribute a is of kind k
         log_p = torch.log_softmax(logits.float().masked_fill(~own, float("-inf")), dim=-1)
         log_p = log_p.masked_fill(~own, 0.0)  # (P, K, A), 0 outside kind k (never -inf * 0)
-        wanted = self.item_attributes[targets][:, None, :] * own  # (P, K, A) next item has a
+        wanted = self.attribute_rows(targets)[:, None, :] * own  # (P, K, A) next item has a
         count = wanted.sum(-1)  # (P, K)
         log_likelihood = (wanted * log_p).sum(-1) / count.clamp_min(1)  # (P, K)
         return log_likelihood, count > 0

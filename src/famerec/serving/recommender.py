@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from famerec.data.ids import query_id
 from famerec.data.items import load_item_table
 from famerec.errors import FamerecError
 from famerec.runs import load_run, resolve_device
@@ -169,7 +170,7 @@ class Recommender:
 
     def user_history(self, user_id: ItemId) -> list:
         """The user's whole known sequence (train, validation and test items), original ids."""
-        row = _lookup(self._user_index, user_id, self._users_are_ints)
+        row = _lookup(self._user_index, user_id, self._users_are_ints, "user")
         if row is None:
             raise FamerecError(f"unknown user {user_id!r}")
         return [self.item_ids[i - 1] for i in self.data.sequence(row)]
@@ -382,15 +383,12 @@ def load(run_dir: str | Path, device: str = "cpu") -> Recommender:
     return Recommender(run_dir, device=device)
 
 
-def _lookup(index: dict, key: ItemId, ints: bool) -> int | None:
-    """`index[key]`, where an id of integer-keyed data may come as its text and an id of
-    text-keyed data as a number; None when unknown."""
-    found = index.get(key)
-    if found is None and ints and isinstance(key, str):
-        try:
-            found = index.get(int(key))
-        except ValueError:
-            found = None
-    elif found is None and not ints and not isinstance(key, str):
-        found = index.get(str(key))
-    return found
+def _lookup(index: dict, key: ItemId, ints: bool, what: str = "item") -> int | None:
+    """`index[key]` under the data's id rule (`famerec.data.ids.query_id`): an id of
+    integer-keyed data may come as its plain text, an id of text-keyed data as a number; None
+    when unknown. An id that the data files would refuse is one line (FamerecError)."""
+    try:
+        found = query_id(key, ints)
+    except ValueError as error:
+        raise FamerecError(f"{what} {error}") from None
+    return None if found is None else index.get(found)
