@@ -280,6 +280,8 @@ class Runner:
     def sync(self, plan: Plan) -> None:
         """Copy the records of runs that finished here but were not recorded (interrupted)."""
         for run in plan.runs:
+            if run.id is None:  # waits for another stage: not named yet
+                continue
             unrecorded = not self.store.has_record(run.id)
             # a pruned trial that trained on as a start: its record still ends at its rung
             trained_on = (
