@@ -11,6 +11,12 @@ A model with a training recipe (its registration's `recipe`: schedule, rate, bat
 is priced from the records trained with that recipe; where it has none yet, from its records of
 the old constant-rate recipe, and the row says "old recipe".
 
+A spec with a pruned search (`[selection.pruning]`) prices each stage's n trials as the epochs
+successive halving trains: n to the first rung, the kept share on to the next, and so on, the
+last survivors to the early stop that the same records reached (their mean epochs). Its "runs"
+column then counts full-run equivalents. A pruned trial revived as another run's start is not
+counted (rare: only when no trial of that kind survived).
+
     python benchmarks/grid_cost.py experiments/table2.toml
 """
 
@@ -64,6 +70,42 @@ def record_walls(records: Path, recipe: bool | None = None) -> dict[tuple[Key, i
         wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
         walls[key, train.get("threads")].append(wall / 60)
     return walls
+
+
+def record_epochs(records: Path, recipe: bool | None = None) -> dict[Key, list[int]]:
+    """Epochs run by the same finished CPU runs as `record_walls` (any thread count)."""
+    epochs: dict[Key, list[int]] = defaultdict(list)
+    for path in records.glob(f"*/*/*/*/{METRICS}"):
+        metrics = json.loads(path.read_text())
+        cpu = metrics.get("device") == "cpu" and metrics.get("precision", "fp32") == "fp32"
+        if not cpu or not metrics.get("wall_seconds") or not metrics.get("epochs_run"):
+            continue
+        model = metrics["model"]
+        follows = follows_recipe(metrics["config"], model)
+        if recipe is True and not follows:
+            continue
+        if recipe is False and (follows or not model_spec(model).recipe):
+            continue
+        train = metrics["config"]["train"]
+        key = (metrics["dataset"]["name"], model, bool(train.get("init_from")))
+        epochs[key].append(int(metrics["epochs_run"]))
+    return epochs
+
+
+def pruned_share(trials: int, rungs: tuple[int, ...], reduction: int, epochs: float) -> float:
+    """The epochs successive halving trains over `trials` trials that would each run `epochs`
+    epochs unpruned, as a share of training them all: n to the first rung, ceil(n / reduction)
+    of them on to the next, ..., the last survivors to `epochs`."""
+    if trials == 0 or epochs <= 0:
+        return 1.0
+    alive, done, spent = trials, 0.0, 0.0
+    for rung in rungs:
+        reach = min(rung, epochs)
+        spent += alive * (reach - done)
+        done = reach
+        alive = -(-alive // reduction)
+    spent += alive * (epochs - done)
+    return spent / (trials * epochs)
 
 
 def unfinished_minutes(runs: Path) -> dict[Key, float]:
@@ -123,12 +165,22 @@ def main() -> None:
 
     spec = load_spec(args.spec)
     plan = Plan(spec, Store(spec.records_dir))
-    counts: dict[Key, int] = defaultdict(int)
+    walls, old = record_walls(args.records, True), record_walls(args.records, False)
+    epochs = {**record_epochs(args.records, False), **record_epochs(args.records, True)}
+    counts: dict[Key, float] = defaultdict(float)
     for (dataset, entry), entry_plan in plan.entries.items():
         settings = entry_plan.entry.settings
         model = str(settings.get("model.name", entry))
-        counts[dataset, model, "train.init_from" in settings] += len(entry_plan.runs)
-    walls, old = record_walls(args.records, True), record_walls(args.records, False)
+        key = (dataset, model, "train.init_from" in settings)
+        runs = float(len(entry_plan.runs))
+        known = epochs.get(key) or epochs.get(("beauty", model, key[2]))
+        if spec.pruning is not None and known and not entry_plan.entry.control:
+            mean = statistics.mean(known)
+            for stage in entry_plan.entry.stages:
+                n = sum(1 for t in entry_plan.trials if t.stage == stage.name)
+                share = pruned_share(n, spec.pruning.rungs, spec.pruning.reduction, mean)
+                runs -= n * (1 - share)
+        counts[key] += runs
     scale = old if any(m == "sasrec" for (_, m, _), _ in old) else walls  # one SASRec recipe
     spent = unfinished_minutes(args.runs) if args.runs.is_dir() else {}
 
@@ -142,8 +194,8 @@ def main() -> None:
             if priced is not None and not priced[1].startswith("at least"):
                 priced = priced[0], priced[1] + ", old recipe"
         if priced is None:
-            rows.append([dataset, name, runs, "", "", "no run yet"])
-            unpriced += runs
+            rows.append([dataset, name, f"{runs:g}", "", "", "no run yet"])
+            unpriced += int(round(runs))
             continue
         minutes, source = priced
         hours = runs * minutes / 60
@@ -151,7 +203,8 @@ def main() -> None:
             bound += hours
         else:
             total += hours
-        rows.append([dataset, name, runs, f"{minutes:.1f}", f"{hours:.1f}", source])
+        shown = f"{runs:.1f}" if runs != int(runs) else str(int(runs))
+        rows.append([dataset, name, shown, f"{minutes:.1f}", f"{hours:.1f}", source])
     print(
         table(
             ["dataset", "model", "runs", "min / run", "core-hours", "priced from"],
@@ -160,7 +213,9 @@ def main() -> None:
         )
     )
     print(
-        f"\n{sum(counts.values())} runs: {total:.0f} core-hours priced from finished runs, "
+        f"\n{sum(counts.values()):.0f} runs"
+        + (" (full-run equivalents, pruned)" if spec.pruning is not None else "")
+        + f": {total:.0f} core-hours priced from finished runs, "
         f"at least {bound:.0f} more from unfinished ones, {unpriced} runs not priced (no run yet); "
         f"at least {(total + bound) / 2:.0f} h of wall on two cores, one run per core"
     )

@@ -43,3 +43,13 @@ def test_a_model_with_a_recipe_is_priced_from_the_records_that_follow_it():
         config.setdefault(section, {})[name] = value
     assert follows_recipe(config, "sasrec")
     assert follows_recipe({"train": {}}, "gru4rec") == (not model_spec("gru4rec").recipe)
+
+
+def test_a_pruned_stage_costs_the_epochs_successive_halving_trains():
+    from benchmarks.grid_cost import pruned_share
+
+    # 10 trials of 25 epochs, rungs 3 and 9, a third kept: 10 x 3 + 4 x 6 + 2 x 16 epochs
+    assert pruned_share(10, (3, 9), 3, 25) == (30 + 24 + 32) / 250
+    # runs that stop before a rung cost only what they ran
+    assert pruned_share(5, (3, 9), 3, 2) == 1.0
+    assert pruned_share(1, (3, 9), 3, 25) == 1.0
