@@ -11,16 +11,31 @@ is `famerec.runconfig`, above the models; its names are still importable from he
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from famerec.errors import ConfigError
+from famerec.errors import ConfigError, printable
 
 if TYPE_CHECKING:
     from famerec.runconfig import RunConfig
 
 BUNDLED_ATTRIBUTES = "bundled"  # an attribute source: the bundled dataset's own attributes
+
+# The most a size may be: far above any model this library trains, far below what a typing
+# slip (or a hand-edited config.json: a hidden size of 1e12) would have allocated.
+MAX_HIDDEN = 16384
+MAX_LAYERS = 128
+MAX_LEN = 16384  # the position table is max_len x hidden_size
+MAX_BATCH = 2**20  # sequences per training or evaluation batch
+MAX_NEGATIVES = 2**24  # --negatives, --loss-chunk
+MAX_OPTION = 2**16  # any integer setting of a model's own section (sizes, counts)
+BITS64 = 2**64  # no integer setting needs more than 64 bits; its own range check is tighter
+
+KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 def option(
@@ -36,14 +51,108 @@ def option(
     return field(default=default, metadata=metadata)
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of a config field."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+@functools.cache
+def field_kinds(section_cls: type) -> tuple[tuple[dataclasses.Field, type, bool], ...]:
+    """(field, base type, whether it may be None) of each field of a config section, from its
+    annotations (`int`, `str | None`, ...)."""
+    hints = typing.get_type_hints(section_cls)
+    kinds = []
+    for f in dataclasses.fields(section_cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        base = [a for a in args if a is not type(None)]
+        kinds.append((f, base[0] if len(base) == 1 else hint, type(None) in args))
+    return tuple(kinds)
+
+
+def describe(value: object) -> str:
+    """A setting's value as an error shows it: short, one line, JSON's words for JSON's kinds."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "the string " + printable(repr(value), limit=40)
+    if isinstance(value, numbers.Number):
+        try:
+            return printable(value, limit=40)
+        except ValueError:  # an integer of more digits than str() converts
+            return "a number of thousands of digits"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def typed_value(key: str, kind: type, optional: bool, value: Any) -> Any:
+    """`value` as setting `key` of type `kind` holds it (an integer for a float setting becomes
+    a float); one line naming the key for any other type. A bool is not an integer, and an
+    integer must fit in 64 bits."""
+    if value is None and optional:
+        return None
+    if kind not in KIND_NAMES:
+        return value  # a type this check does not know: the section's validate checks it
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, numbers.Integral if kind is int else numbers.Real)
+        ok = ok and not isinstance(value, bool)
+    if not ok:
+        expected = KIND_NAMES[kind] + (" or null" if optional else "")
+        raise ConfigError(f"{key} must be {expected}, got {describe(value)}")
+    if kind is int:
+        value = int(value)
+        if not -BITS64 < value < BITS64:
+            raise ConfigError(f"{key} must fit in 64 bits, got {describe(value)}")
+    elif kind is float:
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key} must be a finite number, got {describe(value)}") from None
+    return value
+
+
+def typed_values(name: str, section_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` of config section `name` checked and converted by `typed_value`."""
+    kinds = {f.name: (kind, optional) for f, kind, optional in field_kinds(section_cls)}
+    return {
+        key: typed_value(f"{name}.{key}", *kinds[key], value) if key in kinds else value
+        for key, value in values.items()
+    }
+
+
+def check_types(section: Any, name: str) -> None:
+    """Every field of config section `name` holds a value of its declared type (`typed_value`):
+    a section built in Python, not read from a file, is checked before its ranges."""
+    for f, kind, optional in field_kinds(type(section)):
+        typed_value(f"{name}.{f.name}", kind, optional, getattr(section, f.name))
+
+
+def check_option_sizes(options: Any) -> None:
+    """No integer setting of a model's own section (sizes, counts) exceeds MAX_OPTION."""
+    for f, kind, _ in field_kinds(type(options)):
+        value = getattr(options, f.name)
+        if kind is int and value is not None and value > MAX_OPTION:
+            raise ConfigError(f"{flag_of(f)} must be at most {MAX_OPTION}, got {value}")
+
+
 def check_choices(section: Any) -> None:
     """Every field declared with `choices` holds one of them."""
     for f in dataclasses.fields(section):
         choices = f.metadata.get("choices")
         value = getattr(section, f.name)
         if choices and value not in choices:
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-            raise ConfigError(f"unknown {flag} value '{value}' (choose from {', '.join(choices)})")
+            raise ConfigError(
+                f"unknown {flag_of(f)} value '{value}' (choose from {', '.join(choices)})"
+            )
 
 
 def check_finite(section: Any) -> None:
@@ -52,8 +161,7 @@ def check_finite(section: Any) -> None:
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-            raise ConfigError(f"{flag} must be a finite number, got {value}")
+            raise ConfigError(f"{flag_of(f)} must be a finite number, got {value}")
 
 
 @dataclass
@@ -131,12 +239,17 @@ class ModelConfig:
 
     def validate(self) -> None:
         """The sizes; the model's name is checked against the registry by RunConfig.validate."""
-        if self.hidden_size <= 0 or self.num_layers <= 0 or self.num_heads <= 0:
-            raise ConfigError("--hidden, --layers and --heads must be positive")
+        sizes = (
+            ("--hidden", self.hidden_size, MAX_HIDDEN),
+            ("--layers", self.num_layers, MAX_LAYERS),
+            ("--heads", self.num_heads, self.hidden_size),
+            ("--max-len", self.max_len, MAX_LEN),
+        )
+        for flag, value, most in sizes:
+            if not 1 <= value <= most:
+                raise ConfigError(f"{flag} must be from 1 to {most}, got {value}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.max_len <= 0:
-            raise ConfigError(f"--max-len must be positive, got {self.max_len}")
 
     def check_heads_divide_hidden(self) -> None:
         """For models that split d over H attention heads."""
@@ -221,6 +334,14 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be a positive integer, got {getattr(self, name)}")
+        for flag, value, most in (
+            ("--batch-size", self.batch_size, MAX_BATCH),
+            ("--eval-batch-size", self.eval_batch_size, MAX_BATCH),
+            ("--negatives", self.negatives, MAX_NEGATIVES),
+            ("--loss-chunk", self.loss_chunk, MAX_NEGATIVES),
+        ):
+            if value > most:
+                raise ConfigError(f"{flag} must be at most {most}, got {value}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.patience <= 0:

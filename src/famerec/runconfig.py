@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,16 @@ from famerec.config import (
     TrainConfig,
     check_choices,
     check_finite,
+    check_option_sizes,
+    check_types,
+    describe,
     file_settings,
+    flag_of,
     path_parts,
+    typed_values,
 )
 from famerec.data.items import expand_table_sources
-from famerec.errors import ConfigError
+from famerec.errors import ConfigError, printable
 from famerec.rundir import CONFIG, RunDir, input_copy
 
 if TYPE_CHECKING:
@@ -50,6 +56,11 @@ __all__ = [
 
 # Settings that hold one file path each (not copied into the run: `file_settings` are).
 PATH_SETTINGS = ("data.path", "data.items")
+
+# A config.json is a few kilobytes; a file this large is no config (and is not read whole).
+MAX_CONFIG_BYTES = 2**20
+MESSAGE_LIMIT = 300  # characters of a loaded config's error: its values are shown, cut short
+MAX_DEPTH = 64  # a config's values sit at depth 2; JSON nested deeper than this is not parsed
 
 # Keys of settings that moved into a model's own section: old config.json files and old
 # callers keep working.
@@ -97,6 +108,10 @@ class RunConfig:
             self.options = _options_class(self.model.name)()
 
     def validate(self) -> RunConfig:
+        names = {"data": self.data, "model": self.model, "train": self.train}
+        for name, section in names.items():
+            check_types(section, name)
+        check_types(self.options, self.model.name)
         for section in (self.data, self.model, self.train, self.options):
             check_choices(section)
             check_finite(section)
@@ -106,6 +121,7 @@ class RunConfig:
         self.train.validate()
         if not isinstance(self.options, spec.options):
             raise ConfigError(f"the model section does not belong to model '{self.model.name}'")
+        check_option_sizes(self.options)
         self.options.validate(self.model, self.train)
         if self.train.pretrain and spec.pretrain is None:
             raise ConfigError(f"--pretrain: {self.model.name} has no pretraining stage")
@@ -131,6 +147,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> RunConfig:
+        """The config of `payload` (config.json's content), each value checked against its
+        setting's type (`typed_values`); its ranges are `validate`'s."""
+        if not isinstance(payload, dict):
+            raise ConfigError(f"a config is an object of sections, got {describe(payload)}")
+        for name, values in payload.items():
+            if not isinstance(values, dict):
+                shown = printable(name, limit=40)
+                raise ConfigError(
+                    f"config section '{shown}' must be an object of settings, got "
+                    f"{describe(values)}"
+                )
         payload = _move_old_keys(payload)
         sections = {}
         for name, section_cls in SECTIONS.items():
@@ -146,11 +173,33 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        """The validated config saved in file `path` (a run's config.json, perhaps edited by
+        hand): before anything is built from it, every setting has its type and range, else
+        one line (ConfigError) names the file and the setting's key."""
+        path = Path(path)
         try:
-            payload = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            with open(path, "rb") as handle:
+                text = handle.read(MAX_CONFIG_BYTES + 1)
+        except OSError as error:
+            raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from None
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES} bytes, too large for a config")
+        deep = too_deep(text.decode(errors="replace"))  # before json.loads recurses as deep
+        nested = f"nested too deeply for a config (over {MAX_DEPTH} levels)"
+        if deep is not None:
+            where = f"{printable(deep, limit=60)} is " if deep else ""
+            raise ConfigError(f"{path}: {where}{nested}")
+        try:
+            payload = json.loads(text)
+        except RecursionError:  # a nesting too_deep did not see (it reads every bracket)
+            raise ConfigError(f"{path}: {nested}") from None
+        except ValueError as error:  # not JSON, not UTF-8, an integer of too many digits
             raise ConfigError(f"cannot read config {path}: {error}") from None
-        return cls.from_dict(payload)
+        try:
+            return cls.from_dict(payload).validate()
+        except ConfigError as error:
+            message = named_by_keys(str(error), saved_model_name(payload))
+            raise ConfigError(f"{path}: {printable(message, limit=MESSAGE_LIMIT)}") from None
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted overrides applied, e.g. {"model.hidden_size": 128}.
@@ -190,7 +239,50 @@ def _build_section(name: str, section_cls: type, values: dict[str, Any]) -> Any:
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown {name} options in config: {sorted(unknown)}")
-    return section_cls(**values)
+    return section_cls(**typed_values(name, section_cls, values))
+
+
+JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]')
+
+
+def too_deep(text: str) -> str | None:
+    """Where JSON `text` nests deeper than MAX_DEPTH, as the dotted keys of the objects on the
+    way there ("" at the top); None where it does not. Reads tokens, never recurses."""
+    stack: list[list] = []  # per open container: its bracket, its last key
+    last_string = None
+    for match in JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token.startswith('"'):
+            last_string = token[1:-1]
+        elif token == ":":
+            if stack and stack[-1][0] == "{":
+                stack[-1][1] = last_string
+        elif token in "[{":
+            stack.append([token, None])
+            if len(stack) > MAX_DEPTH:
+                return ".".join(key for bracket, key in stack if bracket == "{" and key)
+        elif stack:
+            stack.pop()
+    return None
+
+
+def saved_model_name(payload: Any) -> str | None:
+    """The model a config's content names, where it names a known one."""
+    from famerec.models import MODELS
+
+    model = payload.get("model") if isinstance(payload, dict) else None
+    name = model.get("name", RunConfig().model.name) if isinstance(model, dict) else None
+    return name if isinstance(name, str) and name in MODELS else None
+
+
+FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def named_by_keys(message: str, model: str | None) -> str:
+    """A validation message about a config file, each flag it names ("--hidden") written as the
+    file's key ("model.hidden_size"): the file has keys, not flags."""
+    keys = {flag: key for key, flag, _, _ in config_options(model)}
+    return FLAG.sub(lambda match: keys.get(match.group(0), match.group(0)), message)
 
 
 def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +319,7 @@ def _flag_of(section: str, name: str) -> str:
     sections = {**SECTIONS, **_model_sections()}
     for f in dataclasses.fields(sections.get(section, ModelOptions)):
         if f.name == name:
-            return f.metadata.get("flag") or "--" + name.replace("_", "-")
+            return flag_of(f)
     return "--" + name.replace("_", "-")
 
 
@@ -345,7 +437,7 @@ def config_options(model: str | None = None) -> list[tuple[str, str, dataclasses
     for section_name, section_cls in sections.items():
         hints = typing.get_type_hints(section_cls)
         for f in dataclasses.fields(section_cls):
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            flag = flag_of(f)
             hint = hints[f.name]
             args = [a for a in typing.get_args(hint) if a is not type(None)]
             base = args[0] if args else hint

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -63,6 +63,41 @@ def load_weights(model: SequentialRecommender, path: Path) -> None:
         raise FamerecError(f"weights {path} do not fit the model of its config: {first}") from None
 
 
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in a safetensors file, read from its header alone."""
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            names = weights.keys()  # a safe_open is no mapping: it has keys, no iteration
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in names}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise FamerecError(f"cannot read weights {path}: {error}") from None
+
+
+def check_weight_shapes(config: RunConfig, data: SequenceData, path: Path) -> None:
+    """Refuse, in one line and before the model is allocated, weights whose tensors are not the
+    parameters of the model that `config` (the run's config.json) and `data` describe: a
+    config.json edited after training. The model is built on the meta device, which allocates
+    nothing; only the item attributes' table (its size from the data) is real."""
+    with torch.device("meta"):
+        model = build_model(config.model, data.num_items, config.options)
+    if config.model.item_attributes:
+        model.attach_data(data)  # adds the attribute embeddings
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    found = weight_shapes(path)
+    for name in [*expected, *(name for name in found if name not in expected)]:
+        if name not in found:
+            problem = f"it has no {name}"
+        elif name not in expected:
+            problem = f"it holds {name}, which that model has not"
+        elif found[name] != expected[name]:
+            problem = f"{name} is {list(found[name])} there, {list(expected[name])} in the model"
+        else:
+            continue
+        raise FamerecError(
+            f"weights {path} do not fit the model that {path.parent / CONFIG} describes: {problem}"
+        )
+
+
 def check_finite_weights(model: SequentialRecommender, path: Path) -> None:
     """A diverged model (NaN or infinite weights) must not be served or analysed."""
     for name, tensor in model.state_dict().items():
@@ -102,9 +137,10 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun
     for name in (CONFIG, WEIGHTS, DATASET):
         if not (run_dir / name).is_file():
             raise ConfigError(f"{path} is missing {name}")
-    config = RunConfig.load(run_dir / CONFIG)
+    config = RunConfig.load(run_dir / CONFIG)  # validated: types, ranges, sizes
     data = SequenceData.load(run_dir / DATASET)
     kept = kept_inputs(config, run_dir)
+    check_weight_shapes(kept, data, run_dir / WEIGHTS)  # before anything is allocated
     model = build_model(kept.model, data.num_items, kept.options)
     if config.model.item_attributes:  # its attribute embeddings are scored: read them first
         model.attach_data(data)

@@ -4,6 +4,7 @@ asked), train, test once, write the run directory. The run's config comes from
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -16,7 +17,7 @@ import torch
 from famerec.config import BUNDLED_ATTRIBUTES, file_settings
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
 from famerec.data.items import keep_item_table, read_item_table
-from famerec.errors import ConfigError, FamerecError
+from famerec.errors import ConfigError, DataError, FamerecError, printable
 from famerec.models import build_model, model_spec
 from famerec.runconfig import RunConfig, absolute_config, pretrain_config, resolve_config
 from famerec.rundir import (
@@ -24,11 +25,19 @@ from famerec.rundir import (
     DATASET,
     METRICS,
     PRETRAIN,
+    WEIGHTS,
     RunDir,
     atomic_write,
     write_json,
 )
-from famerec.runs import TrainedRun, input_copy, kept_inputs, load_run, resolve_device
+from famerec.runs import (
+    TrainedRun,
+    check_weight_shapes,
+    input_copy,
+    kept_inputs,
+    load_run,
+    resolve_device,
+)
 from famerec.training import distributed
 from famerec.training.rundata import check_same_data
 from famerec.training.trainer import Trainer
@@ -37,6 +46,33 @@ from famerec.training.trainer import Trainer
 __all__ = ["TrainedRun", "load_run", "pretrain_config", "resolve_config", "train_run"]
 
 log = logging.getLogger("famerec")
+
+
+@contextlib.contextmanager
+def quoting_nothing(run_dir: RunDir, started: bool):
+    """Around reading a started run's data again (--resume): a file it cannot read is named,
+    but nothing of it is quoted. The run's config.json says which file that is, and it may have
+    been edited to name a file that is not the run's (another user's, /etc/passwd), whose lines
+    no error may print."""
+    try:
+        yield
+    except DataError as error:
+        if not started or error.path is None:
+            raise
+        path = Path(error.path)
+        if not path.exists():
+            what = "does not exist"
+        elif not path.is_file():
+            what = "is not a regular file"
+        else:
+            what = "cannot be read as this run's data" + (
+                f" (line {error.line})" if error.line is not None else ""
+            )
+        raise FamerecError(
+            f"cannot resume: {printable(path, limit=None)}, the data file that "
+            f"{run_dir / CONFIG} names, {what}; restore the run's data file, or start the run "
+            "over with --overwrite"
+        ) from None
 
 
 def dataset_summary(data: SequenceData) -> dict[str, Any]:
@@ -142,10 +178,12 @@ def _train_claimed(
     deadline: float | None = None,
 ) -> dict[str, Any] | None:
     """train_run's work once the run directory is known to be writable."""
-    data = load_dataset(config.data)
+    started = processes.on_main(lambda: run_dir.is_started)  # as process 0 sees it before writing
+    with quoting_nothing(run_dir, started):
+        data = load_dataset(config.data)
     # --items: checked before anything is written; a started run reads its own items.json
     item_table = read_item_table(config.data, data, run_dir.path)
-    if processes.on_main(lambda: run_dir.is_started):  # as process 0 sees it before writing
+    if started:
         check_same_data(data, run_dir / DATASET, config.data.path)
     summary = dataset_summary(data)
 
@@ -175,6 +213,8 @@ def _train_claimed(
         processes.on_main(lambda: keep_item_table(item_table, config, run_dir, copy_of))
         processes.barrier()
     kept = kept_inputs(config, run_dir)  # a started run reads its own copies of its files
+    if started and (run_dir / WEIGHTS).is_file():  # before its model is allocated
+        check_weight_shapes(kept, data, run_dir / WEIGHTS)
     model = build_model(kept.model, data.num_items, kept.options)
     model.attach_data(data)
     if source is not None:

@@ -10,7 +10,9 @@ import logging
 import math
 import pickle
 import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -35,16 +37,34 @@ log = logging.getLogger("famerec")
 SCORE_BUDGET = 2**26  # most scores in one (rows x items) matrix: 256 MB of float32
 
 EARLY_STOPPING_METRIC = "NDCG@10"
-# What torch.load and applying its result raise for a truncated or foreign checkpoint file.
-UNREADABLE = (
-    RuntimeError,
-    EOFError,
-    OSError,
-    KeyError,
-    TypeError,
-    ValueError,
-    pickle.UnpicklingError,
-)
+# What applying a loaded payload raises when it is not a famerec checkpoint (other keys, other
+# kinds of values) or not this run's (other shapes).
+UNFIT = (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError)
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict:
+    """A checkpoint's content, read as tensors and plain values only (never code); one line
+    that tells a file cut short from a file that is no famerec checkpoint at all."""
+    try:
+        with warnings.catch_warnings():  # torch's notes on foreign pickles: the line says it
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only met more than tensors and plain values
+        raise FamerecError(
+            f"cannot resume from {path}: it is not a famerec checkpoint (not a file of tensors "
+            "and plain values); start the run over with --overwrite"
+        ) from None
+    except Exception as error:  # what torch's readers meet in bytes cut short, or in none
+        raise FamerecError(
+            f"cannot resume from {path}: the file is damaged ({type(error).__name__}, "
+            "e.g. cut short by a full disk); start the run over with --overwrite"
+        ) from None
+    if not isinstance(payload, dict):
+        raise FamerecError(
+            f"cannot resume from {path}: it is not a famerec checkpoint (it holds a "
+            f"{type(payload).__name__}); start the run over with --overwrite"
+        )
+    return payload
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -155,19 +175,23 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         found = path.exists()
         if found:
-            try:
-                self.restore(torch.load(path, map_location=self.device, weights_only=True))
-            except UNREADABLE as error:
-                raise FamerecError(
-                    f"cannot resume from {path}: the file is damaged ({type(error).__name__}, "
-                    "e.g. cut short by a full disk); start the run over with --overwrite"
-                ) from None
+            self.restore(read_checkpoint(path, self.device), path)
             log.info("resumed %s after epoch %d", self.run_dir, self.state.epoch)
         if self.processes.is_main:
             self.run_dir.truncate_log(self.state.epoch)
         return found
 
-    def restore(self, payload: dict) -> None:
+    def restore(self, payload: dict, path: Path | str = "the checkpoint") -> None:
+        """Continue from a checkpoint's `payload`; one line if it is not this run's."""
+        try:
+            self._restore(payload)
+        except UNFIT as error:
+            raise FamerecError(
+                f"cannot resume from {path}: it is not a famerec checkpoint of this run's model "
+                f"and settings ({type(error).__name__}); start the run over with --overwrite"
+            ) from None
+
+    def _restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         state = dict(payload["state"])
