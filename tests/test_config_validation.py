@@ -305,7 +305,7 @@ def test_a_checkpoint_of_another_model_is_not_this_runs(interrupted, runs, tmp_p
     assert_one_line_error(code, err, "is not a famerec checkpoint of this run's model")
 
 
-SECRET = "root:x:0:0:SECRET-FIRST-LINE:/root:/bin/bash"
+SECRET = "admin:x:0:0:SECRET-FIRST-LINE:home:shell"
 
 
 @pytest.mark.parametrize(

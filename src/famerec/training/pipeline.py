@@ -52,7 +52,7 @@ log = logging.getLogger("famerec")
 def quoting_nothing(run_dir: RunDir, started: bool):
     """Around reading a started run's data again (--resume): a file it cannot read is named,
     but nothing of it is quoted. The run's config.json says which file that is, and it may have
-    been edited to name a file that is not the run's (another user's, /etc/passwd), whose lines
+    been edited to name a file that is not the run's (another user's, a system file), whose lines
     no error may print."""
     try:
         yield
