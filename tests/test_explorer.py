@@ -65,9 +65,11 @@ def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
     with serving_in_thread(create_app(load(named_run), batch_wait_ms=0)) as client:
         url = str(client.base_url)
         dom = dump_dom(url + "/?user=u1&k=3")
+        whole = dump_dom(url + "/?user=u1&k=3&holdout=0")
         typed = dump_dom(url + "/?items=i1%20i2&k=2")
         history = [entry["item"] for entry in client.get("/user/u1").json()["items"]]
-        asked = {"items": history, "k": 3, "explain": True, "exclude_seen": True}
+        # by default the page holds out the user's last item and asks with the ones before
+        asked = {"items": history[:-1], "k": 3, "explain": True, "exclude_seen": True}
         answer = client.post("/recommend", json=asked).json()
     # items in more than one head's list are highlighted, in every list they appear in
     head_lists = [{entry["item"] for entry in head["items"]} for head in answer["heads"]]
@@ -75,9 +77,25 @@ def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
     shared = {item for item in shared if sum(item in items for items in head_lists) > 1}
     lists = [answer["items"], *(head["items"] for head in answer["heads"])]
     highlighted = sum(e["item"] in shared for lst in lists for e in lst)
-    assert dom.count('class="shared"') == highlighted, (shared, highlighted)
+    assert len(re.findall(r'<tr class="shared( held)?"', dom)) == highlighted, (shared, dom)
     assert 'data-state="answered"' in dom, dom[-2000:]
-    assert "history (6 items, oldest first):" in dom
+    # the held-out item: marked in every list it is in, and its rank in each said in words
+    held = history[-1]
+    ranks = [
+        [e["item"] for e in lst].index(held) + 1 if held in [e["item"] for e in lst] else 0
+        for lst in lists
+    ]
+    assert len(re.findall(r'<tr class="(shared )?held"', dom)) == sum(r > 0 for r in ranks)
+    words = ["rank " + str(r) if r else "not in its top-3" for r in ranks]
+    names = ["integrated"] + [f"head {head['head']}" for head in answer["heads"]]
+    said = "; ".join(f"{name}: {word}" for name, word in zip(names, words))
+    assert f"held-out item {held} " in dom and said in dom, dom[-3000:]
+    assert "history (5 items, oldest first):" in dom and 'class="held"' in dom
+    assert (
+        "history (6 items, oldest first):" in whole
+        and "held-note"
+        not in whole.split("<body")[1].split("<script")[0] + whole.split("</script>")[-1]
+    )
     assert "i1 Item 1, deluxe" in dom  # the history, named
     assert "integrated top-3" in dom
     assert dom.count('class="card"') == 3  # integrated, head 1, head 2

@@ -4,8 +4,11 @@ CSS and JavaScript, nothing fetched from elsewhere) over the service's own JSON 
 
 It shows a user's history (or a typed sequence), the integrated top-k and, for FAME, each
 head's top-k with its gate weight and router weights as small bars; item names where the run
-has an item table (`--items`). Every text from the data is set as text (`textContent`), never
-as HTML.
+has an item table (`--items`). Items in more than one head's list are highlighted. For a known
+user it holds out the last item by default (the test item of the leave-one-out split), asks
+with the items before it, and marks where the held-out item stands in each list
+(`?holdout=0`, or the box, keeps the whole history). Every text from the data is set as text
+(`textContent`), never as HTML.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ table { border-collapse: collapse; }
 td { padding: .1em .4em; vertical-align: top; }
 td.score { color: #666; text-align: right; }
 tr.shared td { background: #fff2b3; }
+tr.held td { background: #c8ecc9; font-weight: 600; }
+#history span.held { background: #c8ecc9; }
 .bar { display: inline-block; height: .7em; background: #4a7fc1; vertical-align: middle; }
 .track { display: inline-block; width: 6em; background: #e6e6e6; margin-right: .3em; }
 .weights { margin-bottom: .4em; }
@@ -52,6 +57,8 @@ tr.shared td { background: #fff2b3; }
   <label>or items, oldest first <input type="text" id="items" placeholder="e.g. 12 7 315"></label>
   <label>k <input type="text" id="k" value="10" size="3"></label>
   <label><span><input type="checkbox" id="seen"> keep seen items</span></label>
+  <label><span><input type="checkbox" id="holdout" checked> hold out a user's last item</span>
+  </label>
   <button type="submit" id="go">recommend</button>
 </form>
 <div id="error"></div>
@@ -98,13 +105,16 @@ function sharedItems(heads) {
   return new Set([...count].filter(([, n]) => n > 1).map(([item]) => item));
 }
 
-function listCard(title, entries, weights, shared) {
+function listCard(title, entries, weights, shared, held) {
   const card = el("div", null, "card");
   card.appendChild(el("h2", title));
   if (weights) card.appendChild(weights);
   const table = el("table");
   entries.forEach((entry, rank) => {
-    const row = el("tr", null, shared.has(String(entry.item)) ? "shared" : null);
+    const classes = [];
+    if (shared.has(String(entry.item))) classes.push("shared");
+    if (held !== null && String(entry.item) === String(held)) classes.push("held");
+    const row = el("tr", null, classes.join(" ") || null);
     row.appendChild(el("td", rank + 1));
     row.appendChild(el("td", entry.item, "item"));
     row.appendChild(el("td", entry.name || "", "name"));
@@ -132,13 +142,27 @@ function headWeights(head) {
   return box;
 }
 
-function showHistory(entries) {
+function chipText(entry) {
+  return entry.name ? entry.item + " " + entry.name : String(entry.item);
+}
+
+function showHistory(entries, held) {
   const box = $("history");
   box.replaceChildren(el("div", "history (" + entries.length + " items, oldest first):"));
-  entries.forEach((entry) => {
-    const chip = el("span", entry.name ? entry.item + " " + entry.name : entry.item);
-    box.appendChild(chip);
+  entries.forEach((entry) => box.appendChild(el("span", chipText(entry))));
+  if (held) {
+    box.appendChild(el("div", "held out (the user's last item):"));
+    box.appendChild(el("span", chipText(held), "held"));
+  }
+}
+
+// Where the held-out item stands in each list: "rank 3" or "not in its top-k".
+function heldNote(held, lists) {
+  const where = lists.map(([name, entries]) => {
+    const rank = entries.findIndex((entry) => String(entry.item) === String(held.item));
+    return name + ": " + (rank < 0 ? "not in its top-" + entries.length : "rank " + (rank + 1));
   });
+  return "held-out item " + chipText(held) + ": " + where.join("; ");
 }
 
 async function ask(event) {
@@ -147,11 +171,17 @@ async function ask(event) {
   $("lists").replaceChildren();
   try {
     let items;
+    let held = null;
     const user = $("user").value.trim();
     if (user) {
       const found = await getJson("user/" + encodeURIComponent(user));
-      items = found.items.map((entry) => entry.item);
-      showHistory(found.items);
+      let history = found.items;
+      if ($("holdout").checked && history.length > 1) {
+        held = history[history.length - 1];
+        history = history.slice(0, -1);
+      }
+      items = history.map((entry) => entry.item);
+      showHistory(history, held);
     } else {
       items = $("items").value.split(/[\\s,]+/).filter((t) => t);
       if (!items.length) throw new Error("give a user id or some item ids");
@@ -172,10 +202,16 @@ async function ask(event) {
     if (shared.size) {
       lists.appendChild(el("div", "highlighted: in more than one head's list", "note"));
     }
-    lists.appendChild(listCard("integrated top-" + k, answer.items, null, shared));
+    const heldId = held === null ? null : held.item;
+    if (held !== null) {
+      const named = [["integrated", answer.items]].concat(
+        (answer.heads || []).map((head) => ["head " + head.head, head.items]));
+      lists.appendChild(el("div", heldNote(held, named), "note held-note"));
+    }
+    lists.appendChild(listCard("integrated top-" + k, answer.items, null, shared, heldId));
     (answer.heads || []).forEach((head) => {
       const title = "head " + head.head + " (gate " + head.gate.toFixed(2) + ")";
-      lists.appendChild(listCard(title, head.items, headWeights(head), shared));
+      lists.appendChild(listCard(title, head.items, headWeights(head), shared, heldId));
     });
     if (answer.unknown && answer.unknown.length) {
       $("error").textContent = "skipped unknown ids: " + answer.unknown.join(" ");
@@ -201,6 +237,7 @@ async function start() {
   if (query.get("user")) $("user").value = query.get("user");
   if (query.get("items")) $("items").value = query.get("items");
   if (query.get("k")) $("k").value = query.get("k");
+  if (query.get("holdout") === "0") $("holdout").checked = false;
   if (query.get("user") || query.get("items")) await ask();
   else document.body.dataset.state = "ready";
 }
