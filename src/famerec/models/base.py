@@ -151,12 +151,21 @@ class SequentialRecommender(nn.Module):
         """A table of the attribute embeddings' shape as runs before the compact vocabulary
         saved it, one row per attribute id 0..max (weights, optimizer moments): its rows of
         this model's columns. Any other table is returned as it is."""
-        vocabulary = self.attribute_vocabulary.to(table.device)
         rows = self.item_attribute_embedding.weight.shape[0]
-        old_rows = int(vocabulary[-1]) + 1
-        if table.dim() != 2 or table.shape[0] == rows or table.shape[0] != old_rows:
+        if table.dim() != 2 or table.shape[0] == rows or table.shape[0] != self.rows_per_id:
             return table
-        return table[vocabulary]
+        return table[self.attribute_vocabulary.to(table.device)]
+
+    @property
+    def rows_per_id(self) -> int:
+        """How many rows the attribute embeddings had when runs kept a row per id 0..largest."""
+        return int(self.attribute_vocabulary[-1]) + 1
+
+    def loads_older_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Whether saved weights whose tensor `name` has `shape`, not this model's own, load
+        all the same: the attribute embeddings of a run saved with a row per id (`by_column`)."""
+        older = (self.rows_per_id, self.hidden_size) if self.has_item_attributes else None
+        return name == ATTRIBUTE_EMBEDDING and tuple(shape) == older
 
     def by_column_moments(self, optimizer: torch.optim.Optimizer) -> None:
         """The optimizer's moments of the attribute embeddings, after a checkpoint saved before

@@ -194,6 +194,7 @@ class Trainer:
     def _restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        self.model.by_column_moments(self.optimizer)  # checkpoints of older attribute tables
         state = dict(payload["state"])
         state.setdefault("steps", state["epoch"] * len(self.train_batches))  # older checkpoints
         if "wall_seconds" not in state:  # older checkpoints: their log's time, a lower bound
