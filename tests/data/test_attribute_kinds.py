@@ -1,7 +1,7 @@
-"""benchmarks/attribute_kinds.py: brand = an attribute that only ever comes first."""
+"""tools/attribute_kinds.py: brand = an attribute that only ever comes first."""
 
-from benchmarks.attribute_kinds import split_kinds
 from famerec.data.bundled import raw_attributes
+from tools.attribute_kinds import split_kinds
 
 
 def test_an_attribute_seen_only_first_is_a_brand():

@@ -1,11 +1,11 @@
-"""benchmarks/carry_runs.py: unfinished runs survive a sitting in an archive kept outside git."""
+"""tools/carry_runs.py: unfinished runs survive a sitting in an archive kept outside git."""
 
 import json
 import shutil
 import tarfile
 from pathlib import Path
 
-from benchmarks.carry_runs import main
+from tools.carry_runs import main
 
 SPEC = """name = "tiny"
 [selection]

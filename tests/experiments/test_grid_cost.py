@@ -1,6 +1,6 @@
-"""benchmarks/grid_cost.py: how a run without its own record is priced."""
+"""tools/grid_cost.py: how a run without its own record is priced."""
 
-from benchmarks.grid_cost import price
+from tools.grid_cost import price
 
 WALLS = {
     (("beauty", "sasrec", False), 1): [10.0, 12.0],
@@ -32,8 +32,8 @@ def test_an_unfinished_run_gives_a_lower_bound_and_nothing_gives_none():
 
 
 def test_a_model_with_a_recipe_is_priced_from_the_records_that_follow_it():
-    from benchmarks.grid_cost import follows_recipe
     from famerec.models import model_spec
+    from tools.grid_cost import follows_recipe
 
     recipe = dict(model_spec("sasrec").recipe)
     config = {"model": {"name": "sasrec"}, "train": {"lr": 0.001}}
@@ -46,7 +46,7 @@ def test_a_model_with_a_recipe_is_priced_from_the_records_that_follow_it():
 
 
 def test_a_pruned_stage_costs_the_epochs_successive_halving_trains():
-    from benchmarks.grid_cost import pruned_share
+    from tools.grid_cost import pruned_share
 
     # 10 trials of 25 epochs, rungs 3 and 9, a third kept: 10 x 3 + 4 x 6 + 2 x 16 epochs
     assert pruned_share(10, (3, 9), 3, 25) == (30 + 24 + 32) / 250

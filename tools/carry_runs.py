@@ -15,9 +15,9 @@ folders are the spec's own (`famerec.experiments.load_spec`: by default `runs/<n
 `results/records/<name>` in the folder above the spec's); the archive holds paths from that
 folder. See docs/long-runs.md.
 
-    python benchmarks/carry_runs.py save experiments/defaults_beauty.toml      # sitting end
+    python tools/carry_runs.py save experiments/defaults_beauty.toml      # sitting end
     rsync -av experiments/checkpoints/ othermachine:famerec/experiments/checkpoints/
-    python benchmarks/carry_runs.py restore experiments/defaults_beauty.toml   # next sitting
+    python tools/carry_runs.py restore experiments/defaults_beauty.toml   # next sitting
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ inference is ours, not the data's documentation; FAME's attribute options take t
 as two kinds (`--attributes brand.json,category.json`), and `famerec explain --facets
 --attributes F` measures concentration on one kind.
 
-    python benchmarks/attribute_kinds.py beauty --out /tmp/kinds   # brand.json, category.json
+    python tools/attribute_kinds.py beauty --out /tmp/kinds   # brand.json, category.json
 """
 
 from __future__ import annotations

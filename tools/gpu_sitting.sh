@@ -3,7 +3,7 @@
 # machine, from the repository root, with the run directories the specs start from copied there
 # first (here runs/fame_beauty/beauty/sasrec):
 #   export OUT=$PWD/gpu-out && mkdir -p "$OUT"
-#   bash benchmarks/gpu_sitting.sh 450 fp32 experiments/fame_beauty.toml:6:0-7 \
+#   bash tools/gpu_sitting.sh 450 fp32 experiments/fame_beauty.toml:6:0-7 \
 #       experiments/fame_toys.toml:4:8-11
 # Arguments: SECONDS before every runner is interrupted (they stop their jobs cleanly; 10 s
 # before, their --time-limit has their runs pause between epochs, so none is cut short), the
@@ -66,7 +66,7 @@ dirs=$(for name in "${names[@]}"; do echo "results/records/$name"; done)
 tar czf "$OUT/records.tar.gz" $dirs 2>>"$LOG"
 # What later runs start from, then the unfinished runs, within BACK_MB per spec.
 for spec in "${specs[@]}"; do
-  python3 benchmarks/carry_runs.py --pattern "$RESUME" --weights "$WEIGHTS" \
+  python3 tools/carry_runs.py --pattern "$RESUME" --weights "$WEIGHTS" \
     --budget-mb "$BACK_MB" pick "$spec" >>"$OUT/back.txt" 2>>"$LOG"
 done
 if [ -s "$OUT/back.txt" ]; then

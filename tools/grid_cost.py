@@ -17,7 +17,7 @@ last survivors to the early stop that the same records reached (their mean epoch
 column then counts full-run equivalents. A pruned trial revived as another run's start is not
 counted (rare: only when no trial of that kind survived).
 
-    python benchmarks/grid_cost.py experiments/table2.toml
+    python tools/grid_cost.py experiments/table2.toml
 """
 
 from __future__ import annotations
