@@ -35,7 +35,7 @@ demo: $(VENV)/.installed
 	@echo; echo "quick-preset demo done: runs in $(DEMO); full runs: README.md and docs/training.md"
 
 test: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks studies tools
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed

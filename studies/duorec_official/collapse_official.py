@@ -1,4 +1,4 @@
-"""The per-column similarity of benchmarks/collapse.py, for a checkpoint of the official DuoRec
+"""The per-column similarity of studies/collapse.py, for a checkpoint of the official DuoRec
 code (RuihongQiu/DuoRec, RecBole-based). Run from that checkout, with its Python environment:
 
     python collapse_official.py MODEL_PTH [--users 2000]

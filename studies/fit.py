@@ -5,7 +5,7 @@ how much of its validation score a run keeps on test (test / valid, mean of the 
 and how sharp the validation peak that early stopping picked is (the best epoch's validation
 NDCG@10 over the mean of the up to four epochs within two of it, as a change in %).
 
-    python benchmarks/fit.py results/records/fame_beauty/beauty
+    python studies/fit.py results/records/fame_beauty/beauty
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Does early stopping stop too soon? The default rule against a very patient run.
 
-    python benchmarks/early_stopping.py                        # small dense data, real runs
-    python benchmarks/early_stopping.py --seed 4 --threads 2
-    python benchmarks/early_stopping.py --replay benchmarks/early_stopping_curves.json
-    python benchmarks/early_stopping.py --replay RUN [RUN ...] [--steps-per-epoch 88]
+    python studies/early_stopping.py                        # small dense data, real runs
+    python studies/early_stopping.py --seed 4 --threads 2
+    python studies/early_stopping.py --replay studies/early_stopping_curves.json
+    python studies/early_stopping.py --replay RUN [RUN ...] [--steps-per-epoch 88]
 
-The first form generates small dense data (benchmarks/dense_data.py, from a seed), trains
+The first form generates small dense data (studies/dense_data.py, from a seed), trains
 SASRec with default settings under three stopping rules (the patient run, plain patience 10
 as before, and the current default) and prints, for each, the best validation NDCG@10 it
 found, its epochs and its wall time. Selection is on validation only; the test column is the
@@ -34,11 +34,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from benchmarks.dense_data import write_dense  # noqa: E402
 from famerec.config import RunConfig, TrainConfig  # noqa: E402
 from famerec.report import table  # noqa: E402
 from famerec.training import train_run  # noqa: E402
 from famerec.training.stopping import StoppingRule  # noqa: E402
+from studies.dense_data import write_dense  # noqa: E402
 
 DEFAULT = TrainConfig()
 # From least to most patient; the patient run is the reference.
@@ -100,7 +100,7 @@ def real_runs(args: argparse.Namespace) -> None:
 
 def recorded_curves(paths: list[str], steps_per_epoch: int | None) -> dict[str, tuple]:
     """name -> (validation NDCG@10 per epoch, optimizer steps per epoch), from run directories
-    or from a JSON file of curves (benchmarks/early_stopping_curves.json)."""
+    or from a JSON file of curves (studies/early_stopping_curves.json)."""
     curves = {}
     for path in map(Path, paths):
         if path.is_dir():

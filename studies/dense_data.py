@@ -2,7 +2,7 @@
 uneven: models learn popularity and taste within a few epochs, then sit on a plateau before
 they pick up the item-to-item transitions (the case that stopped SASRec too early).
 
-    python benchmarks/dense_data.py OUT.txt [--seed 0] [--items 1000] [--follow 0.15] [--taste 0.5]
+    python studies/dense_data.py OUT.txt [--seed 0] [--items 1000] [--follow 0.15] [--taste 0.5]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ this prints, for the last column and a few before it, the mean cosine similarity
 different users' vectors and their mean norm. Near 1: every user gets nearly the same vector,
 so the ranking barely depends on the history.
 
-    python benchmarks/collapse.py RUN_DIR [RUN_DIR ...] [--users 2000]
+    python studies/collapse.py RUN_DIR [RUN_DIR ...] [--users 2000]
 """
 
 from __future__ import annotations

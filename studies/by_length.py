@@ -1,7 +1,7 @@
 """Where does one model beat another? Relative NDCG@10 by the user's sequence length, from
 committed experiment records alone (their per-user ranks), averaged over the seeds.
 
-    python benchmarks/by_length.py results/records/fame_beauty/beauty \
+    python studies/by_length.py results/records/fame_beauty/beauty \
         fame-warm:sasrec-continued fame-warm-lr3e-4:sasrec-lr3e-4
 
 Each pair A:B prints, for the validation and the test split, A's mean per-user NDCG@10 over B's

@@ -15,9 +15,9 @@ Measured on the test users (scored from all but their last item, seen items excl
 
 The data is generated from a seed at run time; nothing is downloaded.
 
-    python benchmarks/planted_facets.py                      # paper recipe, warm start, softmax
-    python benchmarks/planted_facets.py --variants paper --epochs 10
-    python benchmarks/planted_facets.py --variants warm+attr,warm+balance --out /tmp/pf
+    python studies/planted_facets.py                      # paper recipe, warm start, softmax
+    python studies/planted_facets.py --variants paper --epochs 10
+    python studies/planted_facets.py --variants warm+attr,warm+balance --out /tmp/pf
 
 With --out, finished runs there are reused (SASRec trains once for all variants). Variants
 whose name has `attr` train with the planted genre and actor as attribute kinds of heads 1 and
