@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import polars as pl
@@ -11,8 +12,9 @@ from safetensors.numpy import load_file
 
 import famerec
 from famerec.cli import main
-from famerec.errors import FamerecError
+from famerec.errors import FamerecError, InUseError
 from famerec.evaluation.significance import paired_t_test, per_user
+from famerec.rundir import DirectoryLock
 from tests.conftest import write_sequences
 
 OPTIONS = {"hidden": 16, "max_len": 10, "epochs": 2, "batch_size": 32, "threads": 1}
@@ -131,3 +133,119 @@ def test_paired_t_test_on_per_user_metrics():
     base = rng.random(2000)
     assert paired_t_test(base, base + 0.05 + rng.normal(0, 0.1, 2000)) < 1e-6
     assert paired_t_test(base, base + rng.normal(0, 0.1, 2000)) > 0.01
+
+
+def events(path):
+    """The (user, item, timestamp) rows of a sequence file, timestamps 0, 1, ... per user."""
+    rows = {"user": [], "item": [], "timestamp": []}
+    for line in path.read_text().splitlines():
+        user, *items = map(int, line.split())
+        rows["user"] += [user] * len(items)
+        rows["item"] += items
+        rows["timestamp"] += list(range(len(items)))
+    return rows
+
+
+def train_on(data, out, **options):
+    options = {**OPTIONS, "epochs": 1, "kcore": 0, **options}
+    return famerec.train(data=data, out=out, quiet=True, **options)
+
+
+def test_pandas_frames_train_without_pyarrow(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where pyarrow is not installed
+    rows = events(write_sequences(tmp_path / "s.txt", num_users=40, num_items=20))
+    text = pl.DataFrame(rows).with_columns(
+        ("u" + pl.col("user").cast(pl.String)).alias("user"),
+        ("i" + pl.col("item").cast(pl.String)).alias("item"),
+    )
+    fingerprint = {
+        "numbers": train_on(pl.DataFrame(rows), tmp_path / "polars numbers").metrics["dataset"],
+        "text": train_on(text, tmp_path / "polars text").metrics["dataset"],
+    }
+    fingerprint = {kind: summary["fingerprint"] for kind, summary in fingerprint.items()}
+    start = pd.Timestamp("2024-03-31", tz="Europe/Berlin")  # a clock change in the first days
+    frames = {
+        "text": pd.DataFrame(text.to_dict(as_series=False)),  # pandas 3: its str dtype
+        "zoned times": pd.DataFrame(rows).assign(
+            timestamp=lambda f: start + pd.to_timedelta(f.timestamp, unit="h")
+        ),
+        "categories, lists, objects": pd.DataFrame(text.to_dict(as_series=False)).assign(
+            item=lambda f: f.item.astype("category"),
+            tags=lambda f: [[1, 2]] * len(f),
+            extra=lambda f: [object()] * len(f),
+        ),
+    }
+    expected = {"text": "text", "zoned times": "numbers", "categories, lists, objects": "text"}
+    for name, frame in frames.items():
+        run = train_on(frame, tmp_path / name)
+        assert run.metrics["dataset"]["fingerprint"] == fingerprint[expected[name]], name
+        assert (run.path / "input.parquet").is_file()
+    # a None among text ids: the row is left out, as a file's empty id would be
+    with_none = pd.DataFrame(text.to_dict(as_series=False))
+    with_none.loc[0, "user"] = None
+    without = train_on(text.slice(1), tmp_path / "without")
+    assert (
+        train_on(with_none, tmp_path / "none").metrics["dataset"]["fingerprint"]
+        == (without.metrics["dataset"]["fingerprint"])
+    )
+    # integer ids with a None: pandas stores them as floats; they stay the integers they were
+    with_none = pd.DataFrame(rows)
+    with_none.loc[0, "user"] = None
+    without = train_on(pl.DataFrame(rows).slice(1), tmp_path / "int-without")
+    assert with_none["user"].dtype == "float64"
+    assert (
+        train_on(with_none, tmp_path / "int-none").metrics["dataset"]["fingerprint"]
+        == (without.metrics["dataset"]["fingerprint"])
+    )
+
+
+@pytest.mark.parametrize(
+    "column, values, words",
+    [
+        ("user", ["u1", 2], "column 'user': values of two types, integer and text"),
+        ("item", [1.5, "x"], "column 'item': values of two types, number and text"),
+        ("item", [[1], [2]], "column 'item': list values"),
+        ("timestamp", [b"1", b"2"], "column 'timestamp': bytes values"),
+    ],
+)
+def test_pandas_columns_of_mixed_types_are_refused_and_nothing_is_written(
+    tmp_path, monkeypatch, column, values, words
+):
+    pd = pytest.importorskip("pandas")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    frame = pd.DataFrame({"user": [1, 1, 1, 2], "item": [1, 2, 3, 1], "timestamp": [0, 1, 2, 0]})
+    frame[column] = pd.Series(values * 2, dtype=object)
+    with pytest.raises(FamerecError, match=words) as caught:
+        train_on(frame, tmp_path / "run")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_in_memory_data_is_written_only_once_read_checked_and_locked(tmp_path):
+    rows = events(write_sequences(tmp_path / "s.txt", num_users=30, num_items=15))
+    one_each = pl.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": [0, 0]})
+    with pytest.raises(FamerecError, match="no user with at least 3 items"):
+        train_on(one_each, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FamerecError, match="no column 'timestamp'"):
+        train_on(pl.DataFrame(rows).drop("timestamp"), tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
+    with DirectoryLock(tmp_path / "held"):  # another famerec process writes this run
+        with pytest.raises(InUseError):
+            train_on(pl.DataFrame(rows), tmp_path / "held")
+        assert [p.name for p in (tmp_path / "held").iterdir()] == [".lock"]
+
+
+def test_init_from_trains_on_the_starting_runs_data(seq_file, tmp_path):
+    options = {**OPTIONS, "hidden": 64, "quiet": True}
+    sasrec = famerec.train(data=seq_file, out=tmp_path / "sasrec", **options)
+    fame = famerec.train(model="fame", init_from=sasrec, out=tmp_path / "fame", **options)
+    assert fame.metrics["dataset"] == sasrec.metrics["dataset"]
+    assert fame.metrics["config"]["data"]["path"] == str(seq_file)
+    with pytest.raises(FamerecError, match="it was trained on dataset 'tiny'"):
+        famerec.train(
+            model="fame", init_from=sasrec, dataset="beauty", out=tmp_path / "b", **options
+        )
+    assert not (tmp_path / "b").exists()

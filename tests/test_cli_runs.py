@@ -266,3 +266,28 @@ def test_bad_time_limit_is_a_usage_error(tmp_path, capsys, data, text):
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "give a duration such as 90m, 2h30m or 5400 (seconds)" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_init_from_without_data_trains_on_the_starting_runs_data(tmp_path, capsys, data):
+    flags = ["--hidden", "64", *TINY[2:]]
+    sasrec = ["train", "--data", str(data), "--out", str(tmp_path / "sasrec"), *flags]
+    assert run_cli(sasrec, capsys)[0] == 0
+    fame = ["train", "--model", "fame", "--init-from", str(tmp_path / "sasrec"), *flags]
+    assert run_cli([*fame, "--out", str(tmp_path / "fame")], capsys)[0] == 0
+    ours, theirs = (
+        strict_json((tmp_path / r / "metrics.json").read_text()) for r in ("fame", "sasrec")
+    )
+    assert ours["dataset"] == theirs["dataset"]  # the same sequences and ids: fingerprint too
+    assert ours["config"]["data"] == theirs["config"]["data"]
+    # an explicit --dataset still wins, and is checked as before
+    code, _, err = run_cli([*fame, "--dataset", "toys", "--out", str(tmp_path / "toys")], capsys)
+    assert_one_line_error(code, err, "it was trained on dataset 'd'", "this run uses 'toys'")
+    # the starting run's data file changed since: its fingerprint tells
+    write_sequences(data, seed=3)
+    code, _, err = run_cli([*fame, "--out", str(tmp_path / "changed")], capsys)
+    assert_one_line_error(code, err, str(data), "no longer holds the data it was trained on")
+    data.unlink()
+    code, _, err = run_cli([*fame, "--out", str(tmp_path / "gone")], capsys)
+    assert_one_line_error(code, err, str(data), "which is not found", "--data")
+    for failed in ("toys", "changed", "gone"):
+        assert not (tmp_path / failed).exists()

@@ -10,12 +10,15 @@ Options are the CLI's flags without the dashes (`hidden=64`, `experts=4`, `lr=1e
 `no_attn_residual` is `attn_residual=False`) or dotted config keys (`"model.hidden_size"`),
 with the CLI's defaults and validation; bad input raises `FamerecError` with the CLI's message.
 `data=` takes a file path, a Polars or pandas DataFrame of (user, item, timestamp) rows, or a
-mapping user -> items (oldest first); in-memory data is written into the run directory
-(`input.parquet`) so that the run can be resumed and checked later.
+mapping user -> items (oldest first); in-memory data (pandas without pyarrow too:
+`famerec.data.frames`) is checked, then written into the run directory (`input.parquet`) so
+that the run can be resumed and checked later. With `init_from=` and no `data=` or `dataset=`,
+the run reads the data of the run it starts from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -24,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from famerec.errors import ConfigError, FamerecError
+from famerec.errors import ConfigError
 from famerec.runconfig import config_options
 from famerec.rundir import INPUT, LOG, RunDir
 
@@ -117,47 +120,6 @@ def option_keys(model: str) -> dict[str, str]:
     return keys
 
 
-def _data_overrides(data: Any, out: Path) -> dict[str, Any]:
-    """Overrides that make the run read `data`; in-memory data is written to OUT first."""
-    if isinstance(data, str | Path):
-        return {"data.path": str(data)}
-    frame = _as_table(data)
-    out.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(out / INPUT)
-    overrides = {"data.path": str(out / INPUT), "data.format": "table"}
-    if isinstance(data, Mapping):
-        overrides["data.kcore"] = 0  # like a sequence file: no k-core unless asked for
-    return overrides
-
-
-def _as_table(data: Any):
-    """A Polars frame with user, item, timestamp columns from a DataFrame or a mapping."""
-    import polars as pl
-
-    if isinstance(data, Mapping):
-        rows = {"user": [], "item": [], "timestamp": []}
-        for user, items in data.items():
-            if isinstance(items, str | bytes) or not isinstance(items, Sequence):
-                raise FamerecError(
-                    f"user {user!r}: items must be a list, not {type(items).__name__}"
-                )
-            rows["user"] += [user] * len(items)
-            rows["item"] += list(items)
-            rows["timestamp"] += list(range(len(items)))
-        try:
-            return pl.DataFrame(rows)
-        except (TypeError, pl.exceptions.PolarsError) as error:
-            raise FamerecError(f"cannot read the user -> items mapping: {error}") from None
-    if isinstance(data, pl.DataFrame):
-        return data
-    if type(data).__module__.startswith("pandas"):
-        return pl.from_pandas(data)
-    raise FamerecError(
-        "data must be a file path, a Polars or pandas DataFrame, or a mapping user -> items; "
-        f"got {type(data).__name__}"
-    )
-
-
 def train(
     model: str = "sasrec",
     dataset: str | None = None,
@@ -176,8 +138,10 @@ def train(
     `out` defaults to a new temporary directory. `progress` (default: when stderr is a
     terminal or a notebook) shows the epoch bars; `quiet` silences the per-epoch log lines.
     """
+    from famerec.data.frames import as_frame
     from famerec.training import resolve_config, train_run
     from famerec.training.distributed import environment_world_size
+    from famerec.training.rundata import with_data_of_source
 
     if dataset is not None and data is not None:
         raise ConfigError("give either dataset= or data=, not both")
@@ -186,6 +150,7 @@ def train(
             "under torchrun every process must find the same run and data: pass out= and a "
             "data file (or dataset=)"
         )
+    temporary = out is None
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"famerec-{model}-"))
     keys = option_keys(model)
     overrides: dict[str, Any] = {"model.name": model}
@@ -203,19 +168,28 @@ def train(
         overrides["train.init_from"] = str(
             init_from.path if isinstance(init_from, Run) else init_from
         )
-    config = resolve_config(out, overrides, preset=preset, resume=resume)  # validates first
-    if data is not None:
-        if overwrite:  # clear the old run before the new input is written into its directory
-            RunDir(out).prepare(resume=False, overwrite=True)
-            overwrite = False
-        config = resolve_config(out, {**overrides, **_data_overrides(data, out)}, preset, resume)
+    in_memory = data is not None and not isinstance(data, str | Path)
+    if in_memory:  # written into the run directory by train_run once read and checked
+        overrides.update({"data.path": str(out / INPUT), "data.format": "table"})
+        if isinstance(data, Mapping):
+            overrides.setdefault("data.kcore", 0)  # like a sequence file: no k-core unless asked
+    elif data is not None:
+        overrides["data.path"] = str(data)
     if progress is None:
         progress = sys.stderr.isatty() or "ipykernel" in sys.modules
     level = log.level
     if quiet:
         log.setLevel(logging.WARNING)
     try:
-        train_run(config, out, resume=resume, overwrite=overwrite, progress=progress)
+        overrides = with_data_of_source(overrides, out, resume)  # init_from's data, if no other
+        config = resolve_config(out, overrides, preset=preset, resume=resume)  # validates first
+        frame = as_frame(data, config.data) if in_memory else None
+        train_run(config, out, resume=resume, overwrite=overwrite, progress=progress, frame=frame)
+    except BaseException:
+        if temporary:  # the folder made for this run, left empty by the failure
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     finally:
         log.setLevel(level)
     return Run(out)

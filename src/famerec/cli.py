@@ -114,9 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from famerec.training import resolve_config, train_run
     from famerec.training.distributed import environment_rank
     from famerec.training.memory import keep_freed_memory
+    from famerec.training.rundata import with_data_of_source
 
     keep_freed_memory()  # up to 1.37x less CPU per batch (benchmarks/RESULTS.md); same results
-    config = resolve_config(args.out, _overrides(args), preset=args.preset, resume=args.resume)
+    overrides = with_data_of_source(_overrides(args), args.out, args.resume)  # --init-from
+    config = resolve_config(args.out, overrides, preset=args.preset, resume=args.resume)
     metrics = train_run(
         config,
         args.out,
@@ -343,7 +345,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise FamerecError(f"--jobs must be 1 or more, got {args.jobs}")
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, allow_outside=args.allow_outside)
     runner = Runner(
         spec,
         jobs=args.jobs,
@@ -360,7 +362,7 @@ def cmd_experiment_status(args: argparse.Namespace) -> int:
     from famerec.experiments import load_spec
     from famerec.experiments.status import status
 
-    print(status(load_spec(args.spec), runs_dir=args.runs))
+    print(status(load_spec(args.spec, allow_outside=args.allow_outside), runs_dir=args.runs))
     return 0
 
 
@@ -368,7 +370,8 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
     from famerec.experiments import load_spec
     from famerec.experiments.report import write_report
 
-    print(write_report(load_spec(args.spec), out=args.out, plots=not args.no_plots), end="")
+    spec = load_spec(args.spec, allow_outside=args.allow_outside)
+    print(write_report(spec, out=args.out, plots=not args.no_plots), end="")
     return 0
 
 
@@ -398,6 +401,12 @@ def add_experiment_commands(commands) -> None:
     def spec_command(name: str, handler, help: str, description: str, runs: bool = True):
         parser = subcommands.add_parser(name, help=help, description=description)
         parser.add_argument("spec", metavar="FILE", help="experiment spec (TOML)")
+        parser.add_argument(
+            "--allow-outside",
+            action="store_true",
+            help="let the spec's runs, records and report keys name folders outside its "
+            "repository (the folder above the spec's)",
+        )
         if runs:
             parser.add_argument(
                 "--runs",

@@ -306,7 +306,8 @@ class RunDir:
         except OSError as error:
             remove_empty(self.path, missing[-1] if missing else None)
             raise FamerecError(f"cannot write to --out {self.path}: {error.strerror}") from None
-        empty = not self.contents()
+        # empty, or holding only the input data of an earlier famerec.train() that failed
+        empty = not [name for name in self.contents() if name != INPUT]
         self.created = missing[-1] if missing and empty else None
         self.was_empty = not missing and empty
         self._remove_created = False

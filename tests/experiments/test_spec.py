@@ -2,10 +2,11 @@
 
 import pytest
 
+from famerec.cli import main
 from famerec.experiments import Plan, Store, load_spec
 from famerec.experiments.plan import READY, WAITING, run_slug
 from famerec.experiments.spec import Ref, SpecError
-from tests.experiments.helpers import REPO, write_spec
+from tests.experiments.helpers import HEADER, REPO, TINY_BASE, write_spec
 
 
 def test_table2_spec_has_the_papers_grids_with_equal_budgets(tmp_path):
@@ -156,3 +157,30 @@ def test_committed_specs_load_with_equal_budgets(name):
     assert spec.name == name
     budgets = {e.trials for e in spec.entries if e.pending is None and not e.control}
     assert len(budgets) == 1
+
+
+@pytest.mark.parametrize("key", ["runs", "records", "report"])
+@pytest.mark.parametrize("where", ["absolute", "dotted"])
+def test_output_folders_stay_inside_the_specs_repository(tmp_path, capsys, key, where):
+    outside = tmp_path / "outside"
+    written = str(outside) if where == "absolute" else "../../outside"
+    spec = tmp_path / "repo" / "experiments" / "tiny.toml"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(f'{key} = "{written}"\n' + HEADER + TINY_BASE + "[models.sasrec]\n" + STAGE)
+    for command in (["run"], ["status"], ["report", "--no-plots"]):
+        code = main(["experiment", *command, str(spec)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"{key} = '{written}' is outside the repository of the spec" in err
+        assert "--allow-outside" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # nothing written anywhere
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["experiments"]
+    # inside the repository, absolute or not, and outside where allowed
+    inside = f"{tmp_path / 'repo' / 'out'}" if where == "absolute" else "../out"
+    spec.write_text(f'{key} = "{inside}"\n' + HEADER + TINY_BASE + "[models.sasrec]\n" + STAGE)
+    assert main(["experiment", "status", str(spec)]) == 0
+    spec.write_text(f'{key} = "{written}"\n' + HEADER + TINY_BASE + "[models.sasrec]\n" + STAGE)
+    assert main(["experiment", "status", "--allow-outside", str(spec)]) == 0
+    assert load_spec(spec, allow_outside=True).runs_dir.name == (
+        "outside" if key == "runs" else "tiny"
+    )

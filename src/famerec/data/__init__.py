@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from famerec.config import DataConfig
 from famerec.data.bundled import BUNDLED, bundled_names, load_attributes, load_bundled
-from famerec.data.readers import kcore_filter, kcore_sequences, read_sequence_file, read_table
+from famerec.data.frames import WHERE
+from famerec.data.readers import (
+    kcore_filter,
+    kcore_sequences,
+    read_frame,
+    read_sequence_file,
+    read_table,
+)
 from famerec.data.sequences import (
     SequenceData,
     drop_short_users,
@@ -12,6 +22,9 @@ from famerec.data.sequences import (
     require_training_pairs,
 )
 from famerec.data.split import LeaveOneOut, PrefixSet, leave_one_out
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "BUNDLED",
@@ -27,17 +40,29 @@ __all__ = [
     "load_attributes",
     "load_bundled",
     "load_dataset",
+    "read_frame",
     "read_sequence_file",
     "read_table",
     "require_training_pairs",
 ]
 
 
-def load_dataset(config: DataConfig) -> SequenceData:
+def load_dataset(config: DataConfig, frame: pl.DataFrame | None = None) -> SequenceData:
     """The dataset a config names, with users too short for leave-one-out dropped; data with
-    nothing to train on is refused here, before a run directory exists."""
+    nothing to train on is refused here, before a run directory exists. `frame`: in-memory data
+    (`famerec.data.frames`), read as the table `config.path` will hold once it is written."""
     kcore = config.kcore_or_default
-    if config.path is None:
+    if frame is not None:
+        data = read_frame(
+            frame,
+            WHERE,
+            user_col=config.user_col,
+            item_col=config.item_col,
+            time_col=config.time_col,
+            kcore=kcore,
+            name=Path(config.path).name.split(".")[0] if config.path else WHERE,
+        )
+    elif config.path is None:
         data = load_bundled(config.dataset)
         if kcore:
             data = kcore_sequences(data, kcore)

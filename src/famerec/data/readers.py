@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,24 +152,42 @@ def read_table(
     renumbers users and items in increasing order of their original ids (integers when every
     id is a plain integer, else strings as written).
     """
+    path = _require_file(path)
+    return read_frame(
+        _scan_table(path, sep, header, columns),
+        str(path),
+        user_col=user_col,
+        item_col=item_col,
+        time_col=time_col,
+        kcore=kcore,
+        name=name or path.name.split(".")[0],
+        first_line=None if path.suffix.lower() in PARQUET_SUFFIXES else (2 if header else 1),
+        hint="" if header or columns else "; name the columns of a headerless table with --columns",
+    )
+
+
+def read_frame(
+    frame: pl.LazyFrame | pl.DataFrame,
+    where: str,
+    user_col: str = "user",
+    item_col: str = "item",
+    time_col: str = "timestamp",
+    kcore: int = 5,
+    name: str = "data",
+    first_line: int | None = None,
+    hint: str = "",
+) -> SequenceData:
+    """`read_table` for a table already in Polars (in-memory data): `where` names it in errors,
+    `first_line` is the file line of its first row (None: errors name rows), `hint` ends the
+    error about a missing column."""
     import polars as pl
 
-    path = _require_file(path)
-    frame = _scan_table(path, sep, header, columns)
+    frame = frame.lazy()
     try:
         available = frame.collect_schema().names()
     except pl.exceptions.PolarsError as error:
-        raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
-    missing = [c for c in (user_col, item_col, time_col) if c not in available]
-    if missing:
-        hint = (
-            "" if header or columns else "; name the columns of a headerless table with --columns"
-        )
-        raise DataError(
-            f"no column {printable(', '.join(map(repr, missing)))} "
-            f"(columns are: {printable(', '.join(available))}){hint}",
-            str(path),
-        )
+        raise DataError(f"cannot read table: {_first_line(error)}", where) from None
+    check_columns((user_col, item_col, time_col), available, where, hint)
     selected = frame.select(
         pl.col(user_col).alias("user"),
         pl.col(item_col).alias("item"),
@@ -177,23 +196,34 @@ def read_table(
     try:
         table = selected.collect(engine="streaming")
     except pl.exceptions.PolarsError as error:
-        raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
+        raise DataError(f"cannot read table: {_first_line(error)}", where) from None
     if table.height == 0:
-        raise DataError("the table has no rows", str(path))
-    first_line = None if path.suffix.lower() in PARQUET_SUFFIXES else (2 if header else 1)
+        raise DataError("the table has no rows", where)
     try:
         complete = _complete_rows(table)
         if complete.height == 0:
-            raise DataError("no row has a user, an item and a timestamp", str(path))
+            raise DataError("no row has a user, an item and a timestamp", where)
         complete = complete.with_columns(
             _typed_ids(complete["user"]),
             _typed_ids(complete["item"]),
-            _parsed_times(complete, str(path), first_line),
+            _parsed_times(complete, where, first_line),
         )
     except pl.exceptions.PolarsError as error:
-        raise DataError(f"cannot read table: {_first_line(error)}", str(path)) from None
-    name = name or path.name.split(".")[0]
-    return _sequences_from_frame(name, complete, kcore, str(path))
+        raise DataError(f"cannot read table: {_first_line(error)}", where) from None
+    return _sequences_from_frame(name, complete, kcore, where)
+
+
+def check_columns(
+    wanted: Sequence[str], available: Sequence[str], where: str, hint: str = ""
+) -> None:
+    """Refuse a table that lacks a column of `wanted`, naming the missing and the present."""
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise DataError(
+            f"no column {printable(', '.join(map(repr, missing)))} "
+            f"(columns are: {printable(', '.join(map(str, available)))}){hint}",
+            where,
+        )
 
 
 def _complete_rows(table: pl.DataFrame) -> pl.DataFrame:

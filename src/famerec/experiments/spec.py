@@ -10,6 +10,10 @@ run, resolved when that run is finished:
 
 `match` restricts the choice to that model's trials whose values of these keys equal the
 referring run's; the referred run always has the referring run's seed.
+
+Where a spec's runs, records and report go (`runs`, `records`, `report`, relative to the
+spec's folder) stays inside the repository the spec belongs to, the folder above the spec's
+(`OUTPUTS`), unless the command is given `--allow-outside` (`load_spec(allow_outside=True)`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from famerec.errors import FamerecError
+from famerec.errors import FamerecError, printable
 from famerec.runconfig import MOVED_KEYS, config_options
 
 if sys.version_info >= (3, 11):
@@ -36,6 +40,8 @@ SEED_STAGE = "seeds"  # the selected setting rerun with the other seeds
 SUPPORT_STAGE = "support"  # runs that another model's runs start from
 CONTROL_STAGE = "control"  # a control's one setting, with every seed
 RESERVED_STAGES = (SEED_STAGE, SUPPORT_STAGE, CONTROL_STAGE)
+# Spec keys of the folders that the experiment commands write, and their Spec attributes.
+OUTPUTS = {"records": "records_dir", "report": "report_dir", "runs": "runs_dir"}
 
 
 class SpecError(FamerecError):
@@ -210,8 +216,9 @@ _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
 _METRICS = tuple(f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20))
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and check a spec; every problem is a SpecError naming the file."""
+def load_spec(path: str | Path, allow_outside: bool = False) -> Spec:
+    """Read and check a spec; every problem is a SpecError naming the file. Its output folders
+    must lie inside its repository (the folder above the spec's) unless `allow_outside`."""
     path = Path(path)
     try:
         payload = tomllib.loads(path.read_text())
@@ -221,7 +228,25 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"cannot read experiment spec {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: invalid TOML: {error}") from None
-    return _Loader(path).spec(payload)
+    spec = _Loader(path).spec(payload)
+    if not allow_outside:
+        check_outputs_inside(spec, payload)
+    return spec
+
+
+def check_outputs_inside(spec: Spec, payload: dict) -> None:
+    """Refuse a `runs`, `records` or `report` folder outside the spec's repository, the folder
+    above the spec's. Paths are compared as written (`..` counts; links are not followed)."""
+    repository = Path(os.path.abspath(spec.path)).parent.parent
+    for key, attribute in OUTPUTS.items():
+        folder = Path(os.path.abspath(getattr(spec, attribute)))
+        if folder != repository and repository not in folder.parents:
+            written = printable(repr(payload.get(key, str(folder))))
+            raise SpecError(
+                f"{spec.path}: {key} = {written} is outside the repository of the spec "
+                f"({repository}, the folder above the spec's); use a folder inside it, or pass "
+                "--allow-outside"
+            )
 
 
 class _Loader:
@@ -266,6 +291,7 @@ class _Loader:
         if not entries:
             raise self.fail("no [models.NAME] table")
         here = self.path.parent
+        records, report, runs = (self.string(payload, key, "the spec") for key in OUTPUTS)
         spec = Spec(
             path=self.path,
             name=name,
@@ -277,9 +303,9 @@ class _Loader:
             datasets=datasets,
             entries=entries,
             paper=here / payload["paper"] if "paper" in payload else None,
-            records_dir=here / payload.get("records", f"../results/records/{name}"),
-            report_dir=here / payload.get("report", "../results"),
-            runs_dir=here / payload.get("runs", f"../runs/{name}"),
+            records_dir=here / (records or f"../results/records/{name}"),
+            report_dir=here / (report or "../results"),
+            runs_dir=here / (runs or f"../runs/{name}"),
             pruning=self.pruning(selection.get("pruning")),
         )
         self.check_references(spec)

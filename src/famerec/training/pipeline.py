@@ -10,12 +10,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from famerec.config import BUNDLED_ATTRIBUTES, file_settings
 from famerec.data import SequenceData, fingerprint, leave_one_out, load_dataset
+from famerec.data.frames import write_input
 from famerec.data.items import keep_item_table, read_item_table
 from famerec.errors import ConfigError, DataError, FamerecError, printable
 from famerec.models import build_model, model_spec
@@ -23,6 +24,7 @@ from famerec.runconfig import RunConfig, absolute_config, pretrain_config, resol
 from famerec.rundir import (
     CONFIG,
     DATASET,
+    INPUT,
     METRICS,
     PRETRAIN,
     WEIGHTS,
@@ -39,8 +41,11 @@ from famerec.runs import (
     resolve_device,
 )
 from famerec.training import distributed
-from famerec.training.rundata import check_same_data
+from famerec.training.rundata import DATA_SOURCE, check_same_data
 from famerec.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # resolve_config and pretrain_config live in famerec.runconfig; still importable from here.
 __all__ = ["TrainedRun", "load_run", "pretrain_config", "resolve_config", "train_run"]
@@ -120,8 +125,13 @@ def train_run(
     progress: bool = True,
     stop_after: int | None = None,
     time_limit: float | None = None,
+    frame: pl.DataFrame | None = None,
 ) -> dict[str, Any] | None:
     """Run `config` into directory `out`; returns metrics.json's content.
+
+    `frame`: in-memory data (`famerec.train(data=...)`, made by `famerec.data.frames`) for a
+    config whose data path is OUT/input.parquet: read and checked first, then written there,
+    under the run directory's lock, where a resumed run reads it again.
 
     Returns None when `stop_after` or `time_limit` (seconds from now: no epoch starts that
     would end after it) ended training early; the run stays resumable. A run that
@@ -157,6 +167,7 @@ def train_run(
             stop_after,
             processes,
             deadline,
+            frame,
         )
     except Exception as error:
         kept = processes.is_main and run_dir.release()
@@ -176,15 +187,18 @@ def _train_claimed(
     stop_after: int | None,
     processes: distributed.OneProcess,
     deadline: float | None = None,
+    frame: pl.DataFrame | None = None,
 ) -> dict[str, Any] | None:
     """train_run's work once the run directory is known to be writable."""
     started = processes.on_main(lambda: run_dir.is_started)  # as process 0 sees it before writing
     with quoting_nothing(run_dir, started):
-        data = load_dataset(config.data)
+        data = load_dataset(config.data, frame)
     # --items: checked before anything is written; a started run reads its own items.json
     item_table = read_item_table(config.data, data, run_dir.path)
     if started:
         check_same_data(data, run_dir / DATASET, config.data.path)
+    if frame is not None:  # read and checked: now the run's own copy (--pretrain reads it)
+        processes.on_main(lambda: write_input(frame, run_dir / INPUT))
     summary = dataset_summary(data)
 
     source = None
@@ -205,7 +219,7 @@ def _train_claimed(
     elif config.train.init_from:
         source = load_run(config.train.init_from, device="cpu")
     if source is not None:
-        check_source(source, summary, config.model.name)
+        check_source(source, summary, config)
 
     torch.manual_seed(config.train.seed)
     if item_table is not None:  # items.json, and the files of --attributes items (data/items.py)
@@ -273,8 +287,9 @@ def _train_claimed(
     return metrics
 
 
-def check_source(source: TrainedRun, summary: dict[str, Any], target_model: str) -> None:
+def check_source(source: TrainedRun, summary: dict[str, Any], config: RunConfig) -> None:
     """A run may start only from a run of a model it accepts, on the same data."""
+    target_model = config.model.name
     source_model = source.config.model.name
     accepted = model_spec(target_model).starts_from
     if source_model not in accepted:
@@ -283,9 +298,19 @@ def check_source(source: TrainedRun, summary: dict[str, Any], target_model: str)
             f"{source.path} is a {source_model} run"
         )
     theirs = source.metrics.get("dataset", {})
-    if theirs.get("fingerprint") != summary["fingerprint"]:
+    if theirs.get("fingerprint") == summary["fingerprint"]:
+        return
+    same_settings = all(
+        getattr(config.data, key) == getattr(source.config.data, key) for key in DATA_SOURCE
+    )
+    if same_settings and config.data.path:  # e.g. the data it defaulted to (--init-from)
         raise ConfigError(
-            f"cannot start from {source.path}: it was trained on dataset '{theirs.get('name')}' "
-            f"({theirs.get('users')} users, {theirs.get('items')} items), this run uses "
-            f"'{summary['name']}' ({summary['users']} users, {summary['items']} items)"
+            f"cannot start from {source.path}: {config.data.path} no longer holds the data it "
+            "was trained on (the fingerprints differ); restore the file, or give the data with "
+            "--data"
         )
+    raise ConfigError(
+        f"cannot start from {source.path}: it was trained on dataset '{theirs.get('name')}' "
+        f"({theirs.get('users')} users, {theirs.get('items')} items), this run uses "
+        f"'{summary['name']}' ({summary['users']} users, {summary['items']} items)"
+    )
