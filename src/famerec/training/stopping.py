@@ -1,7 +1,7 @@
 """When to stop training: early stopping on validation NDCG@10 that does not stop too soon.
 
 Plain patience (stop after `patience` epochs without a new best) fails in two ways, both seen
-on small dense data (benchmarks/early_stopping.py):
+on small dense data (studies/early_stopping.py):
 
 * An epoch is a unit of data, not of optimization. On 1,000 users an epoch is 4 Adam steps, so
   10 epochs of patience are 40 steps, and a model that sits on a plateau for a few hundred steps
