@@ -12,18 +12,23 @@ from famerec.experiments.report import write_report
 from famerec.experiments.status import status
 from tests.experiments.helpers import REPO, fake_record, write_spec
 
-SMOKE = REPO / "experiments/smoke.toml"
-FIXTURE = [REPO / "results/records/smoke", REPO / "results/smoke", REPO / "results/smoke.md"]
+FIXTURES = REPO / "tests/fixtures/smoke"
+SMOKE = FIXTURES / "experiments/smoke.toml"
+FIXTURE = [
+    FIXTURES / "results/records/smoke",
+    FIXTURES / "results/smoke",
+    FIXTURES / "results/smoke.md",
+]
 
 
 def test_committed_smoke_report_is_what_the_committed_records_give(tmp_path):
     spec = load_spec(SMOKE)
     text = write_report(spec, out=tmp_path, plots=False)
-    assert text == (REPO / "results/smoke.md").read_text()
+    assert text == (FIXTURES / "results/smoke.md").read_text()
     assert (tmp_path / "smoke.md").read_text() == text
     for name in ("tiny-ml-heads.png", "tiny-ml-experts.png", "tiny-ml-curves.png"):
         assert f"(smoke/{name})" in text
-        assert (REPO / "results/smoke" / name).read_bytes()[:4] == b"\x89PNG"
+        assert (FIXTURES / "results/smoke" / name).read_bytes()[:4] == b"\x89PNG"
     # what the report says, checked against the records it was made from
     plan = Plan(spec, Store(spec.records_dir))
     for model in ("sasrec", "fame"):

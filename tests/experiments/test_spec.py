@@ -151,10 +151,17 @@ def test_missing_spec_file(tmp_path):
         load_spec(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("name", ["table2", "smoke", "probe"])
-def test_committed_specs_load_with_equal_budgets(name):
-    spec = load_spec(REPO / f"experiments/{name}.toml")
-    assert spec.name == name
+@pytest.mark.parametrize(
+    "path",
+    [
+        "experiments/table2.toml",
+        "tests/fixtures/smoke/experiments/smoke.toml",
+        "experiments/probe.toml",
+    ],
+)
+def test_committed_specs_load_with_equal_budgets(path):
+    spec = load_spec(REPO / path)
+    assert spec.name == path.rsplit("/", 1)[1].removesuffix(".toml")
     budgets = {e.trials for e in spec.entries if e.pending is None and not e.control}
     assert len(budgets) == 1
 
