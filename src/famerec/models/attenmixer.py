@@ -23,7 +23,8 @@ Defaults: the original's levels (`last_k` 7), p (`l_p` 4) and scale (16) are thi
 flags; the shared flags keep famerec's defaults (64, 2 heads, dropout 0.5), where the original
 uses `--hidden 256 --heads 8 --dropout 0.1` (the FAME paper ran its baselines at d = 64/128).
 The original also trains with Adam L2 1e-5 (`--weight-decay 1e-5` here) and divides the
-learning rate by 10 every 3 epochs (no schedule here).
+learning rate by 10 every 3 epochs (`--lr-schedule step --step-epochs 3 --step-factor 0.1`;
+not the default here: see benchmarks/RESULTS.md, "Recipes").
 
 Where famerec differs, and why:
 * Concept-view queries sum the last l items, as the paper's deep-sets formulation says; the

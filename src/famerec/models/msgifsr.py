@@ -31,7 +31,8 @@ of DGL:
 Defaults: K = 3 (`order`), 8 attention heads per relation, scale 12 and IFR on are this
 model's flags; the shared flags keep famerec's defaults (64, dropout 0.5, 2 layers), where the
 original uses d = 256, dropout 0.1 and one layer (`--layers 1`); it trains with Adam, L2 1e-4
-(`--weight-decay 1e-4`) and divides the learning rate by 10 every 3 epochs (no schedule here).
+(`--weight-decay 1e-4`) and divides the learning rate by 10 every 3 epochs
+(`--lr-schedule step --step-epochs 3 --step-factor 0.1`; not the default here).
 
 Where famerec differs, and why:
 * No graph library: units are found on the sessions' dense (B, L) positions (a unit at the
