@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from famerec.config import DataConfig
+from famerec.data.ids import id_value_problem
 from famerec.data.readers import _first_line, check_columns
 from famerec.errors import FamerecError, printable
 from famerec.rundir import atomic_write
@@ -71,6 +72,12 @@ def mapping_frame(data: Mapping, config: DataConfig) -> pl.DataFrame:
             raise FamerecError(
                 f"user {printable(repr(user))}: items must be a list, not {type(sequence).__name__}"
             )
+        problem = id_value_problem(user)  # ids follow the rule of the data files
+        if problem:
+            raise FamerecError(f"{WHERE}: user {problem}")
+        problem = next(filter(None, map(id_value_problem, sequence)), None)
+        if problem:
+            raise FamerecError(f"{WHERE}: user {printable(repr(user))}: item {problem}")
         users += [user] * len(sequence)
         items += list(sequence)
         times += range(len(sequence))
