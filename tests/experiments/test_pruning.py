@@ -48,9 +48,12 @@ def test_the_spec_pins_rungs_and_reduction(tmp_path):
     pruned = load_spec(REPO / "experiments/table2_pruned.toml")
     assert table2.pruning is None
     assert pruned.pruning == Pruning((3, 9), 3)
-    assert [(e.name, e.settings, e.stages) for e in pruned.entries] == [
-        (e.name, e.settings, e.stages) for e in table2.entries
-    ]
+    # table2's grid unchanged, then rows the paper does not have, each labelled so
+    grid = [(e.name, e.settings, e.stages) for e in pruned.entries[: len(table2.entries)]]
+    assert grid == [(e.name, e.settings, e.stages) for e in table2.entries]
+    extra = pruned.entries[len(table2.entries) :]
+    assert [e.name for e in extra] == ["fame-famerec", "sasrec-itemattr-continued"]
+    assert all(e.control and "not in the paper" in e.label for e in extra)
     assert pruned.base == table2.base and pruned.seeds == table2.seeds
 
 
