@@ -189,13 +189,18 @@ def test_pandas_frames_train_without_pyarrow(tmp_path, monkeypatch):
         train_on(with_none, tmp_path / "none").metrics["dataset"]["fingerprint"]
         == (without.metrics["dataset"]["fingerprint"])
     )
-    # integer ids with a None: pandas stores them as floats; they stay the integers they were
+    # integer ids with a None: pandas stores them as floats, which are refused in one line
+    # that says why and what to do (tests/data/test_id_columns.py); pandas' Int64 trains
     with_none = pd.DataFrame(rows)
     with_none.loc[0, "user"] = None
-    without = train_on(pl.DataFrame(rows).slice(1), tmp_path / "int-without")
     assert with_none["user"].dtype == "float64"
+    with pytest.raises(famerec.FamerecError, match="drop those rows first, or give the column"):
+        train_on(with_none, tmp_path / "int-none")
+    assert not (tmp_path / "int-none").exists()
+    without = train_on(pl.DataFrame(rows).slice(1), tmp_path / "int-without")
+    nullable = with_none.astype({"user": "Int64"})
     assert (
-        train_on(with_none, tmp_path / "int-none").metrics["dataset"]["fingerprint"]
+        train_on(nullable, tmp_path / "int64").metrics["dataset"]["fingerprint"]
         == (without.metrics["dataset"]["fingerprint"])
     )
 

@@ -53,7 +53,7 @@ def as_frame(data: Any, config: DataConfig) -> pl.DataFrame:
         check_columns(columns, data.columns, WHERE)
         return data.select(columns)
     if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
-        return pandas_frame(data, columns, ids=(config.user_col, config.item_col))
+        return pandas_frame(data, columns)
     raise FamerecError(
         "data must be a file path, a Polars or pandas DataFrame, or a mapping user -> items; "
         f"got {type(data).__name__}"
@@ -90,9 +90,10 @@ def mapping_frame(data: Mapping, config: DataConfig) -> pl.DataFrame:
     )
 
 
-def pandas_frame(frame: Any, columns: list[str], ids: Sequence[str]) -> pl.DataFrame:
-    """`columns` of a pandas DataFrame in Polars, without pyarrow. Id columns (`ids`) of whole
-    numbers stored as floats (pandas' integers with a missing value) become integers again."""
+def pandas_frame(frame: Any, columns: list[str]) -> pl.DataFrame:
+    """`columns` of a pandas DataFrame in Polars, without pyarrow. Id columns stay as
+    they are: floats, even whole ones (pandas' integers with a missing value), are refused
+    later with a line that says so (`famerec.data.ids`)."""
     import polars as pl
 
     available = list(frame.columns)
@@ -102,7 +103,7 @@ def pandas_frame(frame: Any, columns: list[str], ids: Sequence[str]) -> pl.DataF
         if available.count(name) > 1:
             raise FamerecError(f"{WHERE}: {available.count(name)} columns are named {name!r}")
         column = pandas_column(frame[name], name)
-        converted.append(whole_numbers(column) if name in ids else column)
+        converted.append(column)
     return pl.DataFrame(converted)
 
 
@@ -183,19 +184,6 @@ def _date_times(name: str, values: Sequence, what: str) -> pl.Series:
         for v in values
     ]
     return pl.Series(name, utc, dtype=pl.Datetime("us")).dt.replace_time_zone("UTC")
-
-
-def whole_numbers(column: pl.Series) -> pl.Series:
-    """A float column whose values are all whole 64-bit integers, as integers."""
-    import polars as pl
-
-    if not column.dtype.is_float():
-        return column
-    values = column.drop_nulls()
-    limit = 2.0**63
-    if ((values == values.round()) & (values.abs() < limit)).all():
-        return column.cast(pl.Int64)
-    return column
 
 
 def write_input(frame: pl.DataFrame, path: Path) -> None:
