@@ -199,6 +199,11 @@ def test_answers_are_not_held_back(server):
         (["--batch-wait-ms", "nan"], ["--batch-wait-ms must be between 0 and 1,000", "nan"]),
         (["--max-batch", "0"], ["--max-batch must be between 1 and 1,000", "got 0"]),
         (["--max-batch", "1001"], ["--max-batch must be between 1 and 1,000", "1001"]),
+        (["--max-connections", "0"], ["--max-connections must be between 1 and 1,000,000"]),
+        (["--timeout-keep-alive", "0"], ["--timeout-keep-alive must be over 0", "got 0.0"]),
+        (["--timeout-request", "-1"], ["--timeout-request must be over 0", "-1.0"]),
+        (["--timeout-request", "nan"], ["--timeout-request must be over 0", "nan"]),
+        (["--timeout-keep-alive", "3601"], ["at most 3,600 seconds", "3601"]),
     ],
 )
 def test_serve_bad_options_are_one_line(trained_runs, capsys, options, words):

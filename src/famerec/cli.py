@@ -335,6 +335,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         on_ready=announce,
         batch_wait_ms=args.batch_wait_ms,
         max_batch=args.max_batch,
+        max_connections=args.max_connections,
+        timeout_keep_alive=args.timeout_keep_alive,
+        timeout_request=args.timeout_request,
     )
     return 0
 
@@ -615,6 +618,28 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
         "(default: 0.5; 0: one request at a time)",
     )
     serve.add_argument("--max-batch", type=int, help="most sequences scored together (default: 64)")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections at most: a new one takes the place of the one that has waited "
+        "longest for its client, or gets 503 when all are being answered (default: 1000, or "
+        "fewer where the limit on open files, ulimit -n, is low)",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection that has no request in progress, new or after an answer, "
+        "after this long (default: 5)",
+    )
+    serve.add_argument(
+        "--timeout-request",
+        type=float,
+        metavar="SECONDS",
+        help="a request, headers and body, must arrive within this long of its first byte, "
+        "else 408 and the connection is closed; a client that reads nothing of its answer for "
+        "this long is dropped (default: 30)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     add_experiment_commands(commands)

@@ -14,18 +14,29 @@ What batching cannot share is kept small: a valid JSON request to /recommend or 
 reaches its handler without FastAPI's routing (`DirectRoutes`; anything else takes the route),
 a call's answers reach the event loop in one wake-up (`MicroBatcher.submit_async`), and an
 answer's head and body leave in one send (`CoalescedWrites`).
+
+No client holds a connection for long, and there are never more connections than the process
+can open (`GuardedHTTP`, `ConnectionLimits`): an idle connection is closed after
+`timeout_keep_alive`, a request must arrive whole within `timeout_request` of its first byte, and
+at `max_connections` a new connection takes the place of the one that has waited longest for its
+client (503 only when every connection is being answered), so the event loop never runs out of
+descriptors and /healthz keeps answering. A message repeated in a burst is logged once per
+`LOG_INTERVAL_S` (`OncePerInterval`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 import uvicorn
@@ -54,6 +65,20 @@ MAX_BATCH_WAIT_MS = 1000.0
 DEFAULT_MAX_BATCH = 64  # sequences scored together at most (and at most a chunk's rows)
 MAX_REPORTED_ERRORS = 10  # validation errors listed in one answer
 MAX_MESSAGE_CHARS = 300  # longest message (and 1/8 of it for a location part) in an answer
+DEFAULT_MAX_CONNECTIONS = 1000  # open connections at most (fewer where the descriptor limit is low)
+MAX_CONNECTIONS = 1_000_000
+# connections accepted in one turn of the event loop (and the queue of those not yet accepted):
+# a turn's connections count towards the cap only on the next turn
+ACCEPT_BATCH = 128
+# open files beside the connections under the cap: two turns of accepted connections (those
+# replaced close a turn later), and the process's own (the run's files, pipes, logs)
+RESERVED_DESCRIPTORS = 2 * ACCEPT_BATCH + 128
+DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0  # seconds an open connection may wait for its next request
+DEFAULT_TIMEOUT_REQUEST = 30.0  # seconds a request may take to arrive, from its first byte
+MAX_TIMEOUT = 3600.0
+LOG_INTERVAL_S = 60.0  # a message repeated in a burst is logged once per interval
+
+log = logging.getLogger("famerec.serving")
 
 ItemIdField = StrictInt | StrictStr
 Sequence = Annotated[
@@ -569,6 +594,9 @@ def check_serve_options(
     max_body_bytes: int,
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
     max_batch: int = DEFAULT_MAX_BATCH,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE,
+    timeout_request: float = DEFAULT_TIMEOUT_REQUEST,
 ) -> None:
     """Reject bad options before the (slow) model load, each with one line."""
     if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -577,6 +605,7 @@ def check_serve_options(
         raise FamerecError(f"--device must be cpu, cuda or auto, got {device!r}")
     check_body_limit(max_body_bytes)
     check_batching(batch_wait_ms, max_batch)
+    check_connection_limits(max_connections, timeout_keep_alive, timeout_request)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -666,14 +695,322 @@ class CoalescingHTTP(AutoHTTPProtocol):
         super().connection_made(CoalescedWrites(transport, self.loop))
 
 
+# -- connections: a cap, and timeouts for clients that keep the service waiting -------------
+
+SERVICE_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 19\r\nretry-after: 1\r\nconnection: close\r\n\r\nService Unavailable"
+)
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 15\r\nconnection: close\r\n\r\nRequest Timeout"
+)
+
+
+def check_connection_limits(
+    max_connections: int, timeout_keep_alive: float, timeout_request: float
+) -> None:
+    if not isinstance(max_connections, int) or not 1 <= max_connections <= MAX_CONNECTIONS:
+        raise FamerecError(
+            f"--max-connections must be between 1 and {MAX_CONNECTIONS:,}, got {max_connections}"
+        )
+    for flag, seconds in (
+        ("--timeout-keep-alive", timeout_keep_alive),
+        ("--timeout-request", timeout_request),
+    ):
+        if not isinstance(seconds, (int, float)) or not 0 < seconds <= MAX_TIMEOUT:
+            raise FamerecError(
+                f"{flag} must be over 0 and at most {MAX_TIMEOUT:,.0f} seconds, got {seconds}"
+            )
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many connections the service keeps open, and how long it waits for their clients.
+
+    * `timeout_keep_alive` (seconds): a connection without a request in progress (a new one, or
+      one whose answer has left) is closed after this long;
+    * `timeout_request` (seconds): a request's headers and body must arrive within this long of
+      its first byte, or it gets 408 and its connection is closed; a client that takes nothing
+      of its answer for this long is dropped too;
+    * `max_connections`: at the cap, a new connection takes the place of the one that has
+      waited longest for its client (an idle one first, then one that is still sending its
+      request or not reading its answer); only when every connection is being answered does
+      the new one get 503.
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
+    timeout_request: float = DEFAULT_TIMEOUT_REQUEST
+
+    def __post_init__(self) -> None:
+        check_connection_limits(self.max_connections, self.timeout_keep_alive, self.timeout_request)
+
+
+class Connections:
+    """A server's open connections, and those waiting for their clients, longest-waiting first
+    (a dict keeps its order: a connection stays in its place while it waits for the same thing).
+    `replaced` counts the connections closed to make room for new ones, `refused` the new ones
+    that got 503."""
+
+    def __init__(self, limits: ConnectionLimits):
+        self.limits = limits
+        self.open: set[GuardedHTTP] = set()
+        self.idle: dict[GuardedHTTP, None] = {}
+        # sending a request, or not reading its answer
+        self.in_request: dict[GuardedHTTP, None] = {}
+        self.replaced = 0
+        self.refused = 0
+
+    def admit(self, connection: GuardedHTTP) -> bool:
+        """Whether a new connection may stay: below the cap, or in the place of the connection
+        that has waited longest for its client."""
+        if len(self.open) >= self.limits.max_connections:
+            waiting = self.idle or self.in_request
+            if not waiting:
+                self.refused += 1
+                log.warning(
+                    "%d connections open (--max-connections), all being answered: new ones get 503",
+                    len(self.open),
+                )
+                return False
+            self.replaced += 1
+            log.warning(
+                "%d connections open (--max-connections): closing the ones that waited longest "
+                "for their clients to make room for new ones",
+                len(self.open),
+            )
+            next(iter(waiting)).close_now()
+        self.open.add(connection)
+        return True
+
+    def place(self, connection: GuardedHTTP, waiting: dict[GuardedHTTP, None] | None) -> None:
+        """List an open connection under what it waits for (None: nothing, it is being answered)."""
+        for listing in (self.idle, self.in_request):
+            if listing is not waiting:
+                listing.pop(connection, None)
+        if waiting is not None and connection in self.open:
+            waiting.setdefault(connection, None)  # one that was listed keeps its place
+
+    def leave(self, connection: GuardedHTTP) -> None:
+        self.open.discard(connection)
+        self.place(connection, None)
+
+
+class GuardedHTTP(CoalescingHTTP):
+    """`CoalescingHTTP` that never waits long for a client, within a cap on connections.
+
+    uvicorn times out only the wait after an answer: a client that sent nothing, half its
+    headers or half its body kept its connection, and a descriptor, for ever; at the descriptor
+    limit, accepting failed in a loop that logged each failure. Here what a connection waits for
+    sets its timer (`ConnectionLimits`): the next request (a new connection, or after an
+    answer): closed after `timeout_keep_alive`; the rest of a request whose first byte came:
+    408 and closed `timeout_request` after that first byte. A request that has arrived whole is
+    the service's to answer and has no timer, unless its client stops taking the answer (the
+    transport pauses writing): dropped after `timeout_request` of that. `Connections` admits a
+    new connection, closing the one that waited longest at the cap, or answers it 503.
+    """
+
+    def __init__(self, *args: Any, connections: Connections, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._guard = connections
+        self._admitted = False
+        self._waiting_for: str | None = None  # "next" request, the rest of the "request", None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None  # the client takes none of its answer
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self._guard.admit(self):
+            transport.write(SERVICE_UNAVAILABLE)
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+        self._wait_for("next")
+
+    def data_received(self, data: bytes) -> None:
+        if self._admitted:
+            super().data_received(data)
+            self._follow(bytes_came=True)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow(bytes_came=False)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._admitted and self._stalled is None:
+            self._stalled = self.loop.call_later(self._guard.limits.timeout_request, self.close_now)
+            self._list()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+            self._list()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._admitted:
+            self._stop_timers()
+            self._guard.leave(self)
+            super().connection_lost(exc)
+
+    def _follow(self, bytes_came: bool) -> None:
+        """Set the timer for what the connection waits for now."""
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:  # a request in progress
+            self._wait_for("request" if cycle.more_body else None)
+        else:  # bytes that make no whole request yet (the first ones, half its headers), or none
+            self._wait_for("request" if bytes_came else "next")
+
+    def _wait_for(self, what: str | None) -> None:
+        if what == self._waiting_for:
+            return  # the timer runs on: a request's counts from its first byte
+        self._waiting_for = what
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if what is not None:
+            limits = self._guard.limits
+            seconds = limits.timeout_request if what == "request" else limits.timeout_keep_alive
+            self._timer = self.loop.call_later(seconds, self._time_out)
+        self._list()
+
+    def _list(self) -> None:
+        if self._waiting_for == "next":
+            self._guard.place(self, self._guard.idle)
+        elif self._waiting_for == "request" or self._stalled is not None:
+            self._guard.place(self, self._guard.in_request)
+        else:
+            self._guard.place(self, None)
+
+    def _time_out(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        answering = cycle is not None and cycle.response_started and not cycle.response_complete
+        if self._waiting_for == "request" and not answering:
+            self.transport.write(REQUEST_TIMEOUT)
+        self.close_now()
+
+    def close_now(self) -> None:
+        """Close the connection now; what its client has not taken of an answer is dropped."""
+        self._stop_timers()
+        self._guard.leave(self)
+        self.transport.close()  # sends what is buffered here first
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a client that does not read would hold it open
+
+    def _stop_timers(self) -> None:
+        for timer in (self._timer, self._stalled):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._stalled = None
+
+
+class OncePerInterval(logging.Filter):
+    """A logging filter that lets each message through at most once per `interval` seconds;
+    the next one to pass says how many were held back. A message is its logger, level and text
+    (the template of a formatted one, the first line of a long one): asyncio, failing to accept
+    at the descriptor limit, logged a traceback for each try, thousands a second."""
+
+    def __init__(
+        self, interval: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic
+    ):
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, str], list] = {}  # -> [when it last passed, held back]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg).partition("\n")[0][:200])
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.interval:
+                seen[1] += 1
+                return False
+            if seen is None and len(self._seen) >= 1000:  # bounded, whatever the messages
+                self._seen.clear()
+            held = 0 if seen is None else seen[1]
+            self._seen[key] = [now, 0]
+        if held:
+            since = now - seen[0]
+            record.msg = f"{record.msg} [and {held:,} more like it in the last {since:,.0f} s]"
+        return True
+
+
+# the event loop's, uvicorn's and the service's own
+REPEATED_LOGS = ("asyncio", "uvicorn.error", "famerec.serving")
+
+
+def limit_repeated_logs() -> None:
+    """Log each message of REPEATED_LOGS at most once per LOG_INTERVAL_S (installed once)."""
+    for name in REPEATED_LOGS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, OncePerInterval) for existing in logger.filters):
+            logger.addFilter(OncePerInterval())
+
+
+def fit_descriptor_limit(max_connections: int | None) -> int:
+    """The connection cap of this process: `max_connections`, or when None the default,
+    lowered where the limit on open files is too low to hold it. The soft limit is raised, as
+    far as the hard one allows, to hold the cap and RESERVED_DESCRIPTORS more; a cap given that
+    still does not fit is a FamerecError."""
+    cap = DEFAULT_MAX_CONNECTIONS if max_connections is None else max_connections
+    try:
+        import resource
+    except ImportError:  # no such limit to read here (not a POSIX system)
+        return cap
+    need = cap + RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        if raised > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+            except (OSError, ValueError):
+                pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return cap
+    room = soft - RESERVED_DESCRIPTORS
+    if max_connections is None and room >= 1:
+        return room
+    raise FamerecError(
+        f"--max-connections {cap:,} needs {need:,} open files, and this process may open "
+        f"{soft:,} (ulimit -n): " + (f"give at most {room:,}" if room >= 1 else "raise the limit")
+    )
+
+
 class Server(uvicorn.Server):
     """uvicorn's server, quiet, that calls `on_ready()` once it accepts requests, not before.
-    An answer's head and body leave in one send (`CoalescedWrites`)."""
+    An answer's head and body leave in one send (`CoalescedWrites`); connections are held to
+    `limits` (`GuardedHTTP`; `connections` counts them), and a message repeated in a burst is
+    logged once per LOG_INTERVAL_S."""
 
-    def __init__(self, app: FastAPI, on_ready: Callable[[], None] | None = None):
-        config = uvicorn.Config(app, log_level="warning", access_log=False, http=CoalescingHTTP)
+    def __init__(
+        self,
+        app: FastAPI,
+        on_ready: Callable[[], None] | None = None,
+        limits: ConnectionLimits | None = None,
+    ):
+        self.connections = Connections(limits or ConnectionLimits())
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            http=partial(GuardedHTTP, connections=self.connections),
+            backlog=ACCEPT_BATCH,
+            # uvicorn's own timer after an answer: the same wait as ours
+            timeout_keep_alive=self.connections.limits.timeout_keep_alive,
+        )
         super().__init__(config)
         self.on_ready = on_ready
+        limit_repeated_logs()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -690,21 +1027,42 @@ def serve(
     on_ready: Callable[[str], None] | None = None,
     batch_wait_ms: float | None = None,
     max_batch: int | None = None,
+    max_connections: int | None = None,
+    timeout_keep_alive: float | None = None,
+    timeout_request: float | None = None,
 ) -> None:
     """Load the run, bind, then serve until interrupted; `on_ready(url)` runs once the server
     accepts requests (port 0 binds any free port, which the url names). Options left None take
-    the DEFAULT_ values (MAX_BODY_BYTES, BATCH_WAIT_MS, MAX_BATCH); batching as in
-    `create_app`."""
+    the DEFAULT_ values (MAX_BODY_BYTES, BATCH_WAIT_MS, MAX_BATCH, TIMEOUT_KEEP_ALIVE,
+    TIMEOUT_REQUEST; MAX_CONNECTIONS, or fewer where the limit on open files is low: see
+    `fit_descriptor_limit`); batching as in `create_app`, connections as in `ConnectionLimits`."""
     if max_body_bytes is None:
         max_body_bytes = DEFAULT_MAX_BODY_BYTES
     if batch_wait_ms is None:
         batch_wait_ms = DEFAULT_BATCH_WAIT_MS
     if max_batch is None:
         max_batch = DEFAULT_MAX_BATCH
-    check_serve_options(port, device, max_body_bytes, batch_wait_ms, max_batch)
+    if timeout_keep_alive is None:
+        timeout_keep_alive = DEFAULT_TIMEOUT_KEEP_ALIVE
+    if timeout_request is None:
+        timeout_request = DEFAULT_TIMEOUT_REQUEST
+    check_serve_options(
+        port,
+        device,
+        max_body_bytes,
+        batch_wait_ms,
+        max_batch,
+        DEFAULT_MAX_CONNECTIONS if max_connections is None else max_connections,
+        timeout_keep_alive,
+        timeout_request,
+    )
+    limits = ConnectionLimits(
+        fit_descriptor_limit(max_connections), timeout_keep_alive, timeout_request
+    )
     recommender = Recommender(run_dir, device=device)
     app = create_app(recommender, max_body_bytes, batch_wait_ms, max_batch)
     with listen(host, port) as sock:
         url = address_of(sock)
-        server = Server(app, on_ready=None if on_ready is None else lambda: on_ready(url))
+        ready = None if on_ready is None else lambda: on_ready(url)
+        server = Server(app, on_ready=ready, limits=limits)
         server.run(sockets=[sock])
