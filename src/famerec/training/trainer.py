@@ -13,6 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -307,68 +308,100 @@ class Trainer:
                 )
                 break
             epoch_started = time.perf_counter()
-            context = EpochContext(
-                epoch, self.train_tensors, self.device, config.batch_size, self.progress
-            )
-            hook_started = time.perf_counter()
-            with self.processes.same_random_numbers():
-                epoch_fields = self.model.on_epoch_start(context)
-            hook_seconds = time.perf_counter() - hook_started
-            losses, seconds = self.train_epoch(epoch)
-            seconds += hook_seconds  # an epoch's cost includes its hook (e.g. clustering)
-            loss = losses["loss"]
-            self.check_finite(epoch, loss)
-            self.state.steps += len(self.train_batches)
-            eval_started = time.perf_counter()
-            valid = self.evaluate(self.valid_batches)
-            eval_seconds = time.perf_counter() - eval_started
-            metric = valid[EARLY_STOPPING_METRIC]
-            improved = metric > self.state.best_metric
-            if improved:
-                self.state.best_metric, self.state.best_epoch = metric, epoch
-                self.state.bad_epochs = 0
-                if self.processes.is_main:
-                    save_weights(self.model, self.run_dir / WEIGHTS)
-            else:
-                self.state.bad_epochs += 1
-            self.state.epoch = epoch
-            self.state.train_seconds += seconds
-            self.state.wall_seconds = self.wall_seconds
-            stopping = self.rule.state(epoch, self.state.best_epoch, self.state.steps)
-            self.state.stopped = stopping["stop"]
-            record = {
-                "epoch": epoch,
-                "train_loss": round(loss, 6),
-                **(
-                    {"train_losses": {k: round(v, 6) for k, v in losses.items()}}
-                    if len(losses) > 1
-                    else {}
-                ),
-                "train_seconds": round(seconds, 3),
-                "eval_seconds": round(eval_seconds, 3),
-                "lr": float(f"{self.last_lr:.6g}"),  # the rate of the epoch's last step
-                "positions_per_second": round(self.num_positions / seconds, 1),
-                "valid": {k: round(v, 6) for k, v in valid.items()},
-                "best": improved,
-                **epoch_fields,
-                "stopping": stopping,
-            }
-            if self.processes.is_main:
-                self.run_dir.append_log(record)
-                self.save_checkpoint()
-            log.info(
-                "epoch %3d  loss %.4f  valid HR@10 %.4f NDCG@10 %.4f  (%.1fs train, %.1fs eval)%s",
-                epoch,
-                loss,
-                valid["HR@10"],
-                valid["NDCG@10"],
-                seconds,
-                eval_seconds,
-                "  *best" if improved else "",
-            )
+            losses, seconds, epoch_fields = self.train_one_epoch(epoch)
+            valid, eval_seconds, improved = self.validate(epoch)
+            self.end_epoch(epoch, losses, seconds, valid, eval_seconds, improved, epoch_fields)
             longest = max(longest, time.perf_counter() - epoch_started)
             if stop_after is not None and epoch >= stop_after:
                 break
+        self.warn_if_still_improving()
+        return self.state
+
+    def train_one_epoch(self, epoch: int) -> tuple[dict[str, float], float, dict[str, Any]]:
+        """The model's epoch hook, then one pass over the training batches: (losses, seconds
+        with the hook's, the fields the hook adds to the log); stops on a diverged loss."""
+        context = EpochContext(
+            epoch, self.train_tensors, self.device, self.train_config.batch_size, self.progress
+        )
+        hook_started = time.perf_counter()
+        with self.processes.same_random_numbers():
+            epoch_fields = self.model.on_epoch_start(context)
+        hook_seconds = time.perf_counter() - hook_started
+        losses, seconds = self.train_epoch(epoch)
+        self.check_finite(epoch, losses["loss"])
+        self.state.steps += len(self.train_batches)
+        return losses, seconds + hook_seconds, epoch_fields  # an epoch's cost includes its hook
+
+    def validate(self, epoch: int) -> tuple[dict[str, float], float, bool]:
+        """Validation metrics, their seconds, and whether this epoch is the best so far (its
+        weights are then saved)."""
+        eval_started = time.perf_counter()
+        valid = self.evaluate(self.valid_batches)
+        eval_seconds = time.perf_counter() - eval_started
+        metric = valid[EARLY_STOPPING_METRIC]
+        improved = metric > self.state.best_metric
+        if improved:
+            self.state.best_metric, self.state.best_epoch = metric, epoch
+            self.state.bad_epochs = 0
+            if self.processes.is_main:
+                save_weights(self.model, self.run_dir / WEIGHTS)
+        else:
+            self.state.bad_epochs += 1
+        return valid, eval_seconds, improved
+
+    def end_epoch(
+        self,
+        epoch: int,
+        losses: dict[str, float],
+        seconds: float,
+        valid: dict[str, float],
+        eval_seconds: float,
+        improved: bool,
+        epoch_fields: dict[str, Any],
+    ) -> None:
+        """Advance the state and the early-stopping rule, append the epoch to log.jsonl, save
+        the checkpoint and say one line."""
+        loss = losses["loss"]
+        self.state.epoch = epoch
+        self.state.train_seconds += seconds
+        self.state.wall_seconds = self.wall_seconds
+        stopping = self.rule.state(epoch, self.state.best_epoch, self.state.steps)
+        self.state.stopped = stopping["stop"]
+        record = {
+            "epoch": epoch,
+            "train_loss": round(loss, 6),
+            **(
+                {"train_losses": {k: round(v, 6) for k, v in losses.items()}}
+                if len(losses) > 1
+                else {}
+            ),
+            "train_seconds": round(seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
+            "lr": float(f"{self.last_lr:.6g}"),  # the rate of the epoch's last step
+            "positions_per_second": round(self.num_positions / seconds, 1),
+            "valid": {k: round(v, 6) for k, v in valid.items()},
+            "best": improved,
+            **epoch_fields,
+            "stopping": stopping,
+        }
+        if self.processes.is_main:
+            self.run_dir.append_log(record)
+            self.save_checkpoint()
+        log.info(
+            "epoch %3d  loss %.4f  valid HR@10 %.4f NDCG@10 %.4f  (%.1fs train, %.1fs eval)%s",
+            epoch,
+            loss,
+            valid["HR@10"],
+            valid["NDCG@10"],
+            seconds,
+            eval_seconds,
+            "  *best" if improved else "",
+        )
+
+    def warn_if_still_improving(self) -> None:
+        """At the --epochs cap with the best epoch within the patience window: say that more
+        epochs may find a better model."""
+        config = self.train_config
         wait = self.rule.wait(self.state.best_epoch)
         at_cap = self.state.epoch >= config.epochs and not self.state.stopped
         if at_cap and config.epochs - self.state.best_epoch < wait:
@@ -379,7 +412,6 @@ class Trainer:
                 wait,
                 config.epochs,
             )
-        return self.state
 
     def last_logged_epoch_seconds(self) -> float | None:
         """Training and validation seconds of the log's last epoch (a resumed run's estimate of
