@@ -44,6 +44,32 @@ def test_user_endpoint(named_run, trained_runs):  # noqa: F811
     assert plain["items"] and all(set(entry) == {"item"} for entry in plain["items"])
 
 
+def test_facets_endpoint_is_explain_facets(named_run, trained_runs):  # noqa: F811
+    from famerec.analysis import attribute_matrix_for, facet_report
+    from famerec.runs import load_run
+
+    run = load_run(named_run)
+    expected = facet_report(run, attribute_matrix_for(run), k=3, max_users=50)
+    with serving_in_thread(create_app(load(named_run), batch_wait_ms=0)) as client:
+        assert client.get("/model").json()["explains"] is True
+        answer = client.get("/facets", params={"k": 3, "users": 50})
+        again = client.get("/facets", params={"k": 3, "users": 50})
+        too_many = client.get("/facets", params={"k": 1000})
+    assert answer.status_code == 200 and answer.json() == again.json()
+    assert answer.json()["lists"] == expected["lists"]  # the same numbers as the CLI's report
+    assert [row["list"] for row in answer.json()["lists"]] == [
+        "head 1",
+        "head 2",
+        "integrated",
+        "random",
+    ]
+    assert too_many.status_code == 422
+    with serving_in_thread(create_app(load(trained_runs["sasrec"]))) as client:
+        assert client.get("/model").json()["explains"] is False
+        plain = client.get("/facets")
+    assert plain.status_code == 422 and "(FAME); this is sasrec" in plain.json()["detail"]
+
+
 def dump_dom(url: str) -> str:
     """The page's DOM once its scripts have run (chromium's --dump-dom waits for the load
     event and the fetches that follow, bounded by the virtual time budget)."""
@@ -107,3 +133,16 @@ def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
     assert re.search(r'class="name">Item \d+, deluxe<', dom)
     assert "fame on events" in dom and "with item names" in dom
     assert 'data-state="answered"' in typed and "integrated top-2" in typed
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_a_browser_shows_the_facets_view(named_run):  # noqa: F811
+    with serving_in_thread(create_app(load(named_run), batch_wait_ms=0)) as client:
+        dom = dump_dom(str(client.base_url) + "/?facets=1&k=3")
+        report = client.get("/facets", params={"k": 3, "users": 1000}).json()
+    assert 'data-facets="shown"' in dom, dom[-2000:]
+    assert "attribute concentration of top-3 lists over" in dom
+    rows = re.findall(r'<tr class="facet"><td>([^<]+)</td>', dom)
+    assert rows == [row["list"] for row in report["lists"]]
+    first = report["lists"][0]
+    assert f"{first['purity']:.3f}" in dom and f"{first['mean_gate']:.3f}" in dom

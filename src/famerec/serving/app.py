@@ -41,6 +41,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi import Query as Param
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -487,8 +488,19 @@ def create_app(
             "experts": getattr(recommender.config.options, "num_experts", None),
             "max_len": config.max_len,
             "names": recommender.has_names,  # the run has an item table (--items)
+            "explains": recommender.model.explains,  # per-head lists and weights (FAME)
             "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
         }
+
+    @app.get("/facets", responses=errors)
+    def facets(
+        k: int = Param(10, ge=1, le=100), users: int = Param(1000, ge=1, le=100_000)
+    ) -> dict[str, Any]:
+        """`famerec explain --facets` on `users` sampled test users: how concentrated each
+        head's top-k lists are in item attributes, beside the integrated and random lists
+        (FAME runs; others get 422). Computed once per (k, users), then kept."""
+        with lock:
+            return recommender.facets(k, users)
 
     def recommend_one(request: RecommendRequest) -> JSONResponse:
         with lock:

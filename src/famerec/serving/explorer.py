@@ -7,7 +7,9 @@ head's top-k with its gate weight and router weights as small bars; item names w
 has an item table (`--items`). Items in more than one head's list are highlighted. For a known
 user it holds out the last item by default (the test item of the leave-one-out split), asks
 with the items before it, and marks where the held-out item stands in each list
-(`?holdout=0`, or the box, keeps the whole history). Every text from the data is set as text
+(`?holdout=0`, or the box, keeps the whole history). For FAME, a second view charts
+`GET /facets`: how concentrated each head's lists are in item attributes (`famerec explain
+--facets`), beside the integrated and random lists. Every text from the data is set as text
 (`textContent`), never as HTML.
 """
 
@@ -47,6 +49,9 @@ tr.held td { background: #c8ecc9; font-weight: 600; }
 .weights { margin-bottom: .4em; }
 .weights div { font-size: .85em; color: #444; }
 .weights .label { display: inline-block; width: 4.5em; }
+#facets table { margin-top: .5em; }
+#facets th { text-align: left; font-weight: 600; padding: .1em .4em; }
+.bar.entropy { background: #c17a4a; }
 </style>
 </head>
 <body>
@@ -60,10 +65,12 @@ tr.held td { background: #c8ecc9; font-weight: 600; }
   <label><span><input type="checkbox" id="holdout" checked> hold out a user's last item</span>
   </label>
   <button type="submit" id="go">recommend</button>
+  <button type="button" id="facets-button" hidden>facets of the heads</button>
 </form>
 <div id="error"></div>
 <div id="history"></div>
 <div class="lists" id="lists"></div>
+<div id="facets"></div>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
@@ -223,21 +230,69 @@ async function ask(event) {
   }
 }
 
+// The facets view: per list, purity and entropy of the attributes of its top-k items (bars),
+// the head's mean gate weight and the attributes over-represented in it.
+async function showFacets() {
+  const box = $("facets");
+  const k = Number($("k").value) || 10;
+  box.replaceChildren(el("div", "computing the facets report (top-" + k + ", 1000 test users)...",
+    "note"));
+  try {
+    const report = await getJson("facets?k=" + k + "&users=1000");
+    const lists = report.lists;
+    const most = Math.max(...lists.map((row) => row.entropy), 1e-9);
+    const table = el("table");
+    const head = el("tr");
+    ["list", "purity", "entropy", "mean gate", "over-represented attributes (lift)"]
+      .forEach((name) => head.appendChild(el("th", name)));
+    table.appendChild(head);
+    lists.forEach((row) => {
+      const line = el("tr", null, "facet");
+      line.appendChild(el("td", row.list));
+      const purity = el("td");
+      purity.appendChild(bar(row.purity));
+      purity.appendChild(el("span", row.purity.toFixed(3)));
+      line.appendChild(purity);
+      const entropy = el("td");
+      const fill = bar(row.entropy / most);
+      fill.firstChild.className = "bar entropy";
+      entropy.appendChild(fill);
+      entropy.appendChild(el("span", row.entropy.toFixed(3)));
+      line.appendChild(entropy);
+      line.appendChild(el("td", row.mean_gate === undefined ? "" : row.mean_gate.toFixed(3)));
+      const top = (row.top_attributes || []).map((a) => a.attribute + " (x" + a.lift + ")");
+      line.appendChild(el("td", top.join(", ")));
+      table.appendChild(line);
+    });
+    box.replaceChildren(el("div", "attribute concentration of top-" + report.k + " lists over " +
+      report.users + " test users (FAME, " + report.heads + " heads x " + report.experts +
+      " experts); purity: share of items with the list's most common attribute; entropy: of " +
+      "the attributes over the k items (lower = more concentrated)", "note"), table);
+    document.body.dataset.facets = "shown";
+  } catch (error) {
+    box.replaceChildren(el("div", "facets: " + error.message, "note"));
+    document.body.dataset.facets = "error";
+  }
+}
+
 async function start() {
   try {
     const model = await getJson("model");
     $("model").textContent = model.model + " on " + (model.dataset.name || "its data") + ": " +
       model.items + " items, " + model.users + " users" +
       (model.names ? ", with item names" : "");
+    if (model.explains) $("facets-button").hidden = false;
   } catch (error) {
     $("model").textContent = "cannot read the model: " + error.message;
   }
   $("ask").addEventListener("submit", ask);
+  $("facets-button").addEventListener("click", showFacets);
   const query = new URLSearchParams(location.search);
   if (query.get("user")) $("user").value = query.get("user");
   if (query.get("items")) $("items").value = query.get("items");
   if (query.get("k")) $("k").value = query.get("k");
   if (query.get("holdout") === "0") $("holdout").checked = false;
+  if (query.get("facets")) await showFacets();
   if (query.get("user") || query.get("items")) await ask();
   else document.body.dataset.state = "ready";
 }

@@ -10,6 +10,7 @@ whole given sequence is excluded from the results when `exclude_seen` is on.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,26 @@ class Recommender:
         self._users_are_ints = run.data.user_ids.dtype.kind in "iu"
         self.item_table = load_item_table(self.run_dir)  # None: the run has no --items table
         self._names = self.item_table.names if self.item_table is not None else None
+        self._run = run
+        self._facets: dict[tuple[int, int], dict] = {}  # (k, users) -> `facets` answer
+        self._facets_lock = threading.Lock()
+
+    def facets(self, k: int = 10, users: int = 1000) -> dict:
+        """`famerec explain --facets`'s report on `users` sampled test users (the same sample
+        every time): how concentrated each head's top-k lists are in item attributes, beside
+        the integrated and random lists. Computed once per (k, users), then kept."""
+        from famerec.analysis import attribute_matrix_for, facet_report
+
+        if not self.model.explains:
+            raise FamerecError(
+                f"facets need a model that explains its heads (FAME); this is {self.model_name}"
+            )
+        with self._facets_lock:
+            key = (k, users)
+            if key not in self._facets:
+                attributes = attribute_matrix_for(self._run)
+                self._facets[key] = facet_report(self._run, attributes, k=k, max_users=users)
+            return self._facets[key]
 
     @property
     def model_name(self) -> str:
