@@ -70,6 +70,29 @@ def test_facets_endpoint_is_explain_facets(named_run, trained_runs):  # noqa: F8
     assert plain.status_code == 422 and "(FAME); this is sasrec" in plain.json()["detail"]
 
 
+def test_items_endpoint_gives_names_and_attributes(named_run, trained_runs):  # noqa: F811
+    import json
+
+    kept = json.loads((named_run / "items.json").read_text())
+    with serving_in_thread(create_app(load(named_run), batch_wait_ms=0)) as client:
+        answer = client.get("/items", params={"id": ["i0", "i3", "nope"]}).json()["items"]
+        spelled = client.get("/items", params={"id": ["i0"]}).json()["items"]
+    assert [entry["item"] for entry in answer] == ["i0", "i3"]  # unknown ids left out
+    for entry in answer:
+        assert entry["name"] == kept["names"][entry["item"]]
+        expected = {
+            column: [kind["values"][i] for i in kind["items"][entry["item"]]]
+            for column, kind in kept["attributes"].items()
+            if kind["items"].get(entry["item"])
+        }
+        assert entry.get("attributes", {}) == expected
+    assert "genre" not in answer[1].get("attributes", {})  # i3 has no genre
+    assert spelled == answer[:1]
+    with serving_in_thread(create_app(load(trained_runs["fame"]))) as client:
+        plain = client.get("/items", params={"id": ["i1"]}).json()["items"]
+    assert plain == [{"item": "i1"}]  # no item table: ids alone
+
+
 def dump_dom(url: str) -> str:
     """The page's DOM once its scripts have run (chromium's --dump-dom waits for the load
     event and the fetches that follow, bounded by the virtual time budget)."""
@@ -117,6 +140,8 @@ def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
     said = "; ".join(f"{name}: {word}" for name, word in zip(names, words))
     assert f"held-out item {held} " in dom and said in dom, dom[-3000:]
     assert "history (5 items, oldest first):" in dom and 'class="held"' in dom
+    # attributes beside the names, from GET /items
+    assert re.search(r'<td class="attrs">(genre|brand): [^<]+</td>', dom), dom[-3000:]
     assert (
         "history (6 items, oldest first):" in whole
         and "held-note"

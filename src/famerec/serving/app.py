@@ -492,6 +492,14 @@ def create_app(
             "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
         }
 
+    @app.get("/items", responses=errors)
+    def items(
+        id: Annotated[list[str] | None, Param(max_length=MAX_ITEMS)] = None,  # noqa: A002
+    ) -> dict[str, Any]:
+        """Names and attributes of items (`?id=12&id=7`) from the run's item table (`--items`);
+        unknown ids are left out, ids the data's rules refuse get 422."""
+        return {"items": recommender.item_info(id or [])}
+
     @app.get("/facets", responses=errors)
     def facets(
         k: int = Param(10, ge=1, le=100), users: int = Param(1000, ge=1, le=100_000)

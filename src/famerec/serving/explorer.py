@@ -4,7 +4,8 @@ CSS and JavaScript, nothing fetched from elsewhere) over the service's own JSON 
 
 It shows a user's history (or a typed sequence), the integrated top-k and, for FAME, each
 head's top-k with its gate weight and router weights as small bars; item names where the run
-has an item table (`--items`). Items in more than one head's list are highlighted. For a known
+has an item table (`--items`), and their attributes (`GET /items`). Items in more than one
+head's list are highlighted. For a known
 user it holds out the last item by default (the test item of the leave-one-out split), asks
 with the items before it, and marks where the held-out item stands in each list
 (`?holdout=0`, or the box, keeps the whole history). For FAME, a second view charts
@@ -41,6 +42,7 @@ button { font: inherit; padding: .3em 1em; }
 table { border-collapse: collapse; }
 td { padding: .1em .4em; vertical-align: top; }
 td.score { color: #666; text-align: right; }
+td.attrs { color: #666; font-size: .85em; }
 tr.shared td { background: #fff2b3; }
 tr.held td { background: #c8ecc9; font-weight: 600; }
 #history span.held { background: #c8ecc9; }
@@ -112,7 +114,28 @@ function sharedItems(heads) {
   return new Set([...count].filter(([, n]) => n > 1).map(([item]) => item));
 }
 
-function listCard(title, entries, weights, shared, held) {
+// "genre: Drama, Comedy; brand: Acme" from an item's attributes (GET /items), or "".
+function attributeText(info) {
+  if (!info || !info.attributes) return "";
+  return Object.entries(info.attributes).map(([column, values]) =>
+    column + ": " + values.join(", ")).join("; ");
+}
+
+// Names and attributes of the items of some lists, by id (as text); empty when unavailable.
+async function itemInfo(lists) {
+  const ids = [...new Set(lists.flat().map((entry) => String(entry.item)))];
+  const info = new Map();
+  if (!ids.length) return info;
+  try {
+    const query = ids.map((id) => "id=" + encodeURIComponent(id)).join("&");
+    (await getJson("items?" + query)).items.forEach((e) => info.set(String(e.item), e));
+  } catch (error) {
+    // attributes are an extra: the lists stand without them
+  }
+  return info;
+}
+
+function listCard(title, entries, weights, shared, held, info) {
   const card = el("div", null, "card");
   card.appendChild(el("h2", title));
   if (weights) card.appendChild(weights);
@@ -126,6 +149,8 @@ function listCard(title, entries, weights, shared, held) {
     row.appendChild(el("td", entry.item, "item"));
     row.appendChild(el("td", entry.name || "", "name"));
     row.appendChild(el("td", entry.score.toFixed(3), "score"));
+    const attributes = attributeText(info && info.get(String(entry.item)));
+    if (attributes) row.appendChild(el("td", attributes, "attrs"));
     table.appendChild(row);
   });
   card.appendChild(table);
@@ -210,15 +235,16 @@ async function ask(event) {
       lists.appendChild(el("div", "highlighted: in more than one head's list", "note"));
     }
     const heldId = held === null ? null : held.item;
+    const info = await itemInfo([answer.items].concat((answer.heads || []).map((h) => h.items)));
     if (held !== null) {
       const named = [["integrated", answer.items]].concat(
         (answer.heads || []).map((head) => ["head " + head.head, head.items]));
       lists.appendChild(el("div", heldNote(held, named), "note held-note"));
     }
-    lists.appendChild(listCard("integrated top-" + k, answer.items, null, shared, heldId));
+    lists.appendChild(listCard("integrated top-" + k, answer.items, null, shared, heldId, info));
     (answer.heads || []).forEach((head) => {
       const title = "head " + head.head + " (gate " + head.gate.toFixed(2) + ")";
-      lists.appendChild(listCard(title, head.items, headWeights(head), shared, heldId));
+      lists.appendChild(listCard(title, head.items, headWeights(head), shared, heldId, info));
     });
     if (answer.unknown && answer.unknown.length) {
       $("error").textContent = "skipped unknown ids: " + answer.unknown.join(" ");

@@ -170,6 +170,27 @@ class Recommender:
             return None
         return [self._names.get(str(item)) for item in items]
 
+    def item_info(self, items: Sequence[ItemId]) -> list[dict[str, Any]]:
+        """`{"item", "name", "attributes": {column: [values]}}` per known item, from the run's
+        item table (`--items`); fields the table does not have are left out, unknown ids too."""
+        table = self.item_table
+        found = []
+        for item in items:
+            internal = self._internal_item(item)
+            if internal is None:
+                continue
+            original = self.item_ids[internal - 1]
+            entry: dict[str, Any] = {"item": original}
+            if table is not None:
+                key = str(original)
+                if key in table.names:
+                    entry["name"] = table.names[key]
+                attributes = {c: v[key] for c, v in table.attributes.items() if v.get(key)}
+                if attributes:
+                    entry["attributes"] = attributes
+            found.append(entry)
+        return found
+
     def _internal_item(self, item: ItemId) -> int | None:
         return _lookup(self._item_index, item, self._ids_are_ints)
 
