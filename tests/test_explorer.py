@@ -116,6 +116,9 @@ def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
         dom = dump_dom(url + "/?user=u1&k=3")
         whole = dump_dom(url + "/?user=u1&k=3&holdout=0")
         typed = dump_dom(url + "/?items=i1%20i2&k=2")
+        by_name = dump_dom(url + "/?items=item%201,%20deluxe;%20i2&k=2")
+        exact = client.get("/items", params={"name": "ITEM 1, DELUXE"}).json()["items"]
+        partial = client.get("/items", params={"name": "deluxe"}).json()["items"]
         history = [entry["item"] for entry in client.get("/user/u1").json()["items"]]
         # by default the page holds out the user's last item and asks with the ones before
         asked = {"items": history[:-1], "k": 3, "explain": True, "exclude_seen": True}
@@ -158,6 +161,10 @@ def test_a_browser_shows_history_heads_and_names(named_run):  # noqa: F811
     assert re.search(r'class="name">Item \d+, deluxe<', dom)
     assert "fame on events" in dom and "with item names" in dom
     assert 'data-state="answered"' in typed and "integrated top-2" in typed
+    # items typed by name (any case; ";" between items, as names hold commas) or by id
+    assert [e["item"] for e in exact] == ["i1"] and len(partial) > 1
+    assert 'data-state="answered"' in by_name, by_name[-2000:]
+    assert "history (2 items, oldest first):" in by_name and "i1 Item 1, deluxe" in by_name
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

@@ -495,10 +495,13 @@ def create_app(
     @app.get("/items", responses=errors)
     def items(
         id: Annotated[list[str] | None, Param(max_length=MAX_ITEMS)] = None,  # noqa: A002
+        name: Annotated[str | None, Param(max_length=1000)] = None,
     ) -> dict[str, Any]:
         """Names and attributes of items (`?id=12&id=7`) from the run's item table (`--items`);
-        unknown ids are left out, ids the data's rules refuse get 422."""
-        return {"items": recommender.item_info(id or [])}
+        unknown ids are left out, ids the data's rules refuse get 422. `?name=...`: the items
+        of that name (any case), else up to 10 whose name holds it."""
+        wanted = list(id or []) + (recommender.items_named(name) if name else [])
+        return {"items": recommender.item_info(wanted)}
 
     @app.get("/facets", responses=errors)
     def facets(

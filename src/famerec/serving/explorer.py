@@ -61,7 +61,8 @@ tr.held td { background: #c8ecc9; font-weight: 600; }
 <div id="model">loading the model...</div>
 <form id="ask">
   <label>user id <input type="text" id="user" placeholder="e.g. 230"></label>
-  <label>or items, oldest first <input type="text" id="items" placeholder="e.g. 12 7 315"></label>
+  <label>or items (ids or names), oldest first
+    <input type="text" id="items" placeholder="e.g. 12 7 315, or names split by ;"></label>
   <label>k <input type="text" id="k" value="10" size="3"></label>
   <label><span><input type="checkbox" id="seen"> keep seen items</span></label>
   <label><span><input type="checkbox" id="holdout" checked> hold out a user's last item</span>
@@ -133,6 +134,31 @@ async function itemInfo(lists) {
     // attributes are an extra: the lists stand without them
   }
   return info;
+}
+
+// Typed items, oldest first: ids, or names where the run has them. With a ";" in the text,
+// items are split on ";" (names may hold spaces and commas), else on spaces and commas. A
+// token that is no known id is looked up by name (the exact name first, else a unique match).
+async function typedItems(text) {
+  const tokens = (text.includes(";") ? text.split(";") : text.split(/[\\s,]+/))
+    .map((t) => t.trim()).filter((t) => t);
+  const known = await itemInfo([tokens.map((t) => ({ item: t }))]);
+  const items = [];
+  for (const token of tokens) {
+    if (known.has(token)) {
+      items.push(known.get(token).item);
+      continue;
+    }
+    let found = [];
+    try {
+      found = (await getJson("items?name=" + encodeURIComponent(token))).items;
+    } catch (error) {
+      // no such name either: sent as typed, and reported back as unknown
+    }
+    if (found.length > 1) throw new Error("'" + token + "' names " + found.length + " items");
+    items.push(found.length ? found[0].item : (/^-?[0-9]+$/.test(token) ? Number(token) : token));
+  }
+  return items;
 }
 
 function listCard(title, entries, weights, shared, held, info) {
@@ -215,10 +241,10 @@ async function ask(event) {
       items = history.map((entry) => entry.item);
       showHistory(history, held);
     } else {
-      items = $("items").value.split(/[\\s,]+/).filter((t) => t);
-      if (!items.length) throw new Error("give a user id or some item ids");
-      items = items.map((t) => (/^-?[0-9]+$/.test(t) ? Number(t) : t));
-      showHistory(items.map((item) => ({ item: item })));
+      items = await typedItems($("items").value);
+      if (!items.length) throw new Error("give a user id or some item ids or names");
+      const named = await itemInfo([items.map((item) => ({ item: item }))]);
+      showHistory(items.map((item) => named.get(String(item)) || { item: item }));
     }
     const k = Number($("k").value) || 10;
     const answer = await getJson("recommend", {

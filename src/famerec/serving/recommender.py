@@ -191,6 +191,16 @@ class Recommender:
             found.append(entry)
         return found
 
+    def items_named(self, name: str, limit: int = 10) -> list[ItemId]:
+        """Ids of the items whose name is `name` (any case), else of those whose name holds
+        it, at most `limit`, in catalog order; [] without names."""
+        if not self._names:
+            return []
+        wanted = name.strip().casefold()
+        named = [(item, self._names.get(str(item), "").casefold()) for item in self.item_ids]
+        exact = [item for item, text in named if text == wanted]
+        return (exact or [item for item, text in named if wanted and wanted in text])[:limit]
+
     def _internal_item(self, item: ItemId) -> int | None:
         return _lookup(self._item_index, item, self._ids_are_ints)
 
