@@ -1,6 +1,7 @@
 """One writer per run directory: the lock, the temporary files killed writes leave, and the
 errors a second writer gets. Races are made deterministic by holding the lock from the test
-process (with the same lock the CLI takes) where possible; one test races two real processes."""
+process (with the same lock the CLI takes) where possible; two tests race real processes: two
+`train --out R` started together, and a plain start, --overwrite and --resume while R trains."""
 
 from __future__ import annotations
 
@@ -222,3 +223,44 @@ def test_a_second_runner_on_one_spec_is_refused(tmp_path, capsys):
         assert err == f"famerec: error: {relative(spec.runs_dir)} {IN_USE.format(os.getpid())}\n"
         assert main(["experiment", "run", str(spec.path), "--dry-run"]) == 0  # reads only
     assert not (spec.records_dir).exists()
+
+
+def famerec_process(*args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "famerec", "-q", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epoch(out: Path, first: subprocess.Popen, epoch: int = 1) -> None:
+    """Until `first` has logged `epoch` (it is training, and holds the lock)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        log = out / "log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= epoch:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the first run did not log epoch {epoch}: {first.communicate()}")
+
+
+def test_second_real_processes_on_a_training_run_change_nothing(tmp_path, data):
+    """Real processes: one trains R; while it trains, `train --out R` plain, with --overwrite
+    and with --resume start at once. Each exits 2 with the in-use line; the first ends exactly
+    as an undisturbed run: each epoch once, the same metrics."""
+    epochs = ["--epochs", "120", "--patience", "120"]  # long enough to start three others
+    undisturbed = tmp_path / "alone"
+    alone = famerec_process(*train_args(data, undisturbed, *epochs))
+    assert alone.wait(timeout=300) == 0, alone.communicate()
+    out = tmp_path / "run"
+    first = famerec_process(*train_args(data, out, *epochs))
+    wait_for_epoch(out, first)
+    seconds = [[], ["--overwrite", "--seed", "7"], ["--resume"]]
+    intruders = [famerec_process(*train_args(data, out, *epochs, *extra)) for extra in seconds]
+    answers = [(p.wait(timeout=120), *p.communicate()) for p in intruders]
+    assert first.poll() is None, "the first run ended before the others were refused"
+    line = f"famerec: error: {out} " + IN_USE.format(first.pid)
+    assert all(code == 2 and err.strip() == line for code, _, err in answers), answers
+    assert first.wait(timeout=300) == 0, first.communicate()
+    assert log_epochs(out) == list(range(1, 121))
+    metrics = json.loads((out / "metrics.json").read_text())
+    reference = json.loads((undisturbed / "metrics.json").read_text())
+    assert metrics["test"] == reference["test"] and metrics["valid"] == reference["valid"]
+    assert metrics["config"]["train"]["seed"] == reference["config"]["train"]["seed"]
