@@ -2,7 +2,7 @@
 # As much of an experiment grid as fits in SECONDS on a GPU machine, records back
 # (docs/gpu.md). On the GPU machine, from the repository root (with polars' wheels in .whl/ if
 # the machine lacks polars):
-#   export OUT=$PWD/gpu-out && mkdir -p "$OUT" && bash tools/grid_gpu.sh experiments/table2.toml 6 480
+#   export OUT=$PWD/gpu-out && mkdir -p "$OUT" && bash tools/gpu/grid_gpu.sh experiments/table2.toml 6 480
 # Arguments: SPEC, JOBS sharing the GPU (default 6), SECONDS before the runner is interrupted
 # (default 480; it stops its jobs cleanly), and an optional --only PATTERN ('beauty/*').
 # Finished runs' records come back in $OUT/records.tar.gz: unpack them at the repository root

@@ -3,7 +3,7 @@
 # machine, from the repository root, with the run directories the specs start from copied there
 # first (here runs/fame_beauty/beauty/sasrec):
 #   export OUT=$PWD/gpu-out && mkdir -p "$OUT"
-#   bash tools/gpu_sitting.sh 450 fp32 experiments/fame_beauty.toml:6:0-7 \
+#   bash tools/gpu/gpu_sitting.sh 450 fp32 experiments/fame_beauty.toml:6:0-7 \
 #       experiments/fame_toys.toml:4:8-11
 # Arguments: SECONDS before every runner is interrupted (they stop their jobs cleanly; 10 s
 # before, their --time-limit has their runs pause between epochs, so none is cut short), the
