@@ -440,78 +440,8 @@ def create_app(
         422: {"model": ValidationAnswer, "description": "invalid request"},
     }
 
-    @app.exception_handler(FamerecError)
-    async def bad_request(request: Request, error: FamerecError):
-        return famerec_error_answer(error)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, error: RequestValidationError):
-        return JSONResponse(status_code=422, content={"detail": validation_details(error.errors())})
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def explorer() -> HTMLResponse:
-        from famerec.serving.explorer import PAGE  # one self-contained page over the endpoints here
-
-        return HTMLResponse(PAGE)
-
-    @app.get("/user/{user_id}", responses=errors)
-    def user(user_id: str) -> dict[str, Any]:
-        """A known user's whole history, oldest first, with item names where the run has
-        them (unknown users get 422)."""
-        history = recommender.user_history(user_id)
-        names = recommender.item_names(history) or [None] * len(history)
-        return {
-            "user": user_id,
-            "items": [
-                {"item": item, **({"name": name} if name is not None else {})}
-                for item, name in zip(history, names)
-            ],
-        }
-
-    @app.get("/model")
-    def model_info() -> dict[str, Any]:
-        config = recommender.config.model
-        metrics = recommender.metrics
-        return {
-            "model": recommender.model_name,
-            "run": str(recommender.run_dir),
-            "dataset": metrics.get("dataset", {}),
-            "items": recommender.num_items,
-            "users": recommender.data.num_users,
-            "hidden_size": config.hidden_size,
-            "layers": config.num_layers,
-            "heads": config.num_heads,
-            "experts": getattr(recommender.config.options, "num_experts", None),
-            "max_len": config.max_len,
-            "names": recommender.has_names,  # the run has an item table (--items)
-            "explains": recommender.model.explains,  # per-head lists and weights (FAME)
-            "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
-        }
-
-    @app.get("/items", responses=errors)
-    def items(
-        id: Annotated[list[str] | None, Param(max_length=MAX_ITEMS)] = None,  # noqa: A002
-        name: Annotated[str | None, Param(max_length=1000)] = None,
-    ) -> dict[str, Any]:
-        """Names and attributes of items (`?id=12&id=7`) from the run's item table (`--items`);
-        unknown ids are left out, ids the data's rules refuse get 422. `?name=...`: the items
-        of that name (any case), else up to 10 whose name holds it."""
-        wanted = list(id or []) + (recommender.items_named(name) if name else [])
-        return {"items": recommender.item_info(wanted)}
-
-    @app.get("/facets", responses=errors)
-    def facets(
-        k: int = Param(10, ge=1, le=100), users: int = Param(1000, ge=1, le=100_000)
-    ) -> dict[str, Any]:
-        """`famerec explain --facets` on `users` sampled test users: how concentrated each
-        head's top-k lists are in item attributes, beside the integrated and random lists
-        (FAME runs; others get 422). Computed once per (k, users), then kept."""
-        with lock:
-            return recommender.facets(k, users)
+    add_error_handlers(app)
+    add_reading_routes(app, recommender, lock, errors)
 
     def recommend_one(request: RecommendRequest) -> JSONResponse:
         with lock:
@@ -584,6 +514,91 @@ def create_app(
     direct["/recommend"] = (RecommendRequest, answer_one)
     direct["/recommend/batch"] = (BatchRequest, answer_many)
     return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """A FamerecError is a 422 with its one line; an invalid request a 422 listing what is
+    wrong, without echoing the input."""
+
+    @app.exception_handler(FamerecError)
+    async def bad_request(request: Request, error: FamerecError):
+        return famerec_error_answer(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": validation_details(error.errors())})
+
+
+def add_reading_routes(
+    app: FastAPI, recommender: Recommender, lock: threading.Lock, errors: dict[int, Any]
+) -> None:
+    """The routes that read the run and score nothing of a request's own: /healthz, the
+    explorer page, /user/{id}, /model, /items and /facets."""
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def explorer() -> HTMLResponse:
+        from famerec.serving.explorer import PAGE  # one self-contained page over the endpoints here
+
+        return HTMLResponse(PAGE)
+
+    @app.get("/user/{user_id}", responses=errors)
+    def user(user_id: str) -> dict[str, Any]:
+        """A known user's whole history, oldest first, with item names where the run has
+        them (unknown users get 422)."""
+        history = recommender.user_history(user_id)
+        names = recommender.item_names(history) or [None] * len(history)
+        return {
+            "user": user_id,
+            "items": [
+                {"item": item, **({"name": name} if name is not None else {})}
+                for item, name in zip(history, names)
+            ],
+        }
+
+    @app.get("/model")
+    def model_info() -> dict[str, Any]:
+        config = recommender.config.model
+        metrics = recommender.metrics
+        return {
+            "model": recommender.model_name,
+            "run": str(recommender.run_dir),
+            "dataset": metrics.get("dataset", {}),
+            "items": recommender.num_items,
+            "users": recommender.data.num_users,
+            "hidden_size": config.hidden_size,
+            "layers": config.num_layers,
+            "heads": config.num_heads,
+            "experts": getattr(recommender.config.options, "num_experts", None),
+            "max_len": config.max_len,
+            "names": recommender.has_names,  # the run has an item table (--items)
+            "explains": recommender.model.explains,  # per-head lists and weights (FAME)
+            "metrics": {key: metrics.get(key) for key in ("valid", "test", "best_epoch")},
+        }
+
+    @app.get("/items", responses=errors)
+    def items(
+        id: Annotated[list[str] | None, Param(max_length=MAX_ITEMS)] = None,  # noqa: A002
+        name: Annotated[str | None, Param(max_length=1000)] = None,
+    ) -> dict[str, Any]:
+        """Names and attributes of items (`?id=12&id=7`) from the run's item table (`--items`);
+        unknown ids are left out, ids the data's rules refuse get 422. `?name=...`: the items
+        of that name (any case), else up to 10 whose name holds it."""
+        wanted = list(id or []) + (recommender.items_named(name) if name else [])
+        return {"items": recommender.item_info(wanted)}
+
+    @app.get("/facets", responses=errors)
+    def facets(
+        k: int = Param(10, ge=1, le=100), users: int = Param(1000, ge=1, le=100_000)
+    ) -> dict[str, Any]:
+        """`famerec explain --facets` on `users` sampled test users: how concentrated each
+        head's top-k lists are in item attributes, beside the integrated and random lists
+        (FAME runs; others get 422). Computed once per (k, users), then kept."""
+        with lock:
+            return recommender.facets(k, users)
 
 
 def _name_unusable_sequence(recommender: Recommender, chunk: list, start: int) -> None:
