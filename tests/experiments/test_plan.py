@@ -194,6 +194,11 @@ def test_train_command_maps_settings_to_flags(tmp_path):
     kept = train_command(settings, tmp_path / "run", threads=1, device=None, resume=False)
     assert "--device" in kept and kept[kept.index("--device") + 1] == "cpu"
     assert "--resume" not in kept
+    # a run started on a GPU machine (config.json: cuda) resumes here on what is here
+    plain = {"model.name": "sasrec"}
+    assert "--device" not in train_command(plain, tmp_path / "run", 1, None, resume=False)
+    resumed = train_command(plain, tmp_path / "run", 1, None, resume=True)
+    assert resumed[resumed.index("--device") + 1] == "auto"
 
 
 def test_the_runner_precision_applies_where_the_spec_sets_none(tmp_path):

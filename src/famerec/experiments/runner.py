@@ -70,6 +70,8 @@ def train_command(
         else:
             args += [flag, format_value(value)]
     args += ["--threads", str(threads)]
+    if device is None and resume and "train.device" not in settings:
+        device = "auto"  # a run resumed here runs here: its config may name another machine's GPU
     if device is not None:
         args += ["--device", device]
     if precision is not None:
