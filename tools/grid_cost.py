@@ -26,6 +26,7 @@ import argparse
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from famerec.config import RunConfig
@@ -48,14 +49,12 @@ def follows_recipe(config: dict, model: str) -> bool:
     return True
 
 
-def record_walls(records: Path, recipe: bool | None = None) -> dict[tuple[Key, int], list[float]]:
-    """Minutes of wall time of every finished CPU run, by (dataset, model, started) and threads:
-    all of them, or (`recipe` True) those trained with the model's recipe, or (False) those of a
-    model with a recipe trained without it."""
-    walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
+def priced_records(records: Path, recipe: bool | None = None) -> Iterator[tuple[Path, dict, Key]]:
+    """(metrics.json path, metrics, key) of every finished CPU float32 run: all of them, or
+    (`recipe` True) those trained with the model's recipe, or (False) those of a model with a
+    recipe trained without it."""
     for path in records.glob(f"*/*/*/*/{METRICS}"):
         metrics = json.loads(path.read_text())
-        train = metrics["config"]["train"]
         cpu = metrics.get("device") == "cpu" and metrics.get("precision", "fp32") == "fp32"
         if not cpu or not metrics.get("wall_seconds"):
             continue
@@ -65,30 +64,26 @@ def record_walls(records: Path, recipe: bool | None = None) -> dict[tuple[Key, i
             continue
         if recipe is False and (follows or not model_spec(model).recipe):
             continue
-        key = (metrics["dataset"]["name"], metrics["model"], bool(train.get("init_from")))
+        train = metrics["config"]["train"]
+        yield path, metrics, (metrics["dataset"]["name"], model, bool(train.get("init_from")))
+
+
+def record_walls(records: Path, recipe: bool | None = None) -> dict[tuple[Key, int], list[float]]:
+    """Minutes of wall time of the `priced_records`, by (dataset, model, started) and threads."""
+    walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
+    for path, metrics, key in priced_records(records, recipe):
         # runs resumed before wall time was carried between sittings hold the last one's only
         wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
-        walls[key, train.get("threads")].append(wall / 60)
+        walls[key, metrics["config"]["train"].get("threads")].append(wall / 60)
     return walls
 
 
 def record_epochs(records: Path, recipe: bool | None = None) -> dict[Key, list[int]]:
-    """Epochs run by the same finished CPU runs as `record_walls` (any thread count)."""
+    """Epochs run by the `priced_records` (any thread count)."""
     epochs: dict[Key, list[int]] = defaultdict(list)
-    for path in records.glob(f"*/*/*/*/{METRICS}"):
-        metrics = json.loads(path.read_text())
-        cpu = metrics.get("device") == "cpu" and metrics.get("precision", "fp32") == "fp32"
-        if not cpu or not metrics.get("wall_seconds") or not metrics.get("epochs_run"):
-            continue
-        model = metrics["model"]
-        follows = follows_recipe(metrics["config"], model)
-        if recipe is True and not follows:
-            continue
-        if recipe is False and (follows or not model_spec(model).recipe):
-            continue
-        train = metrics["config"]["train"]
-        key = (metrics["dataset"]["name"], model, bool(train.get("init_from")))
-        epochs[key].append(int(metrics["epochs_run"]))
+    for _, metrics, key in priced_records(records, recipe):
+        if metrics.get("epochs_run"):
+            epochs[key].append(int(metrics["epochs_run"]))
     return epochs
 
 
