@@ -17,6 +17,7 @@ from famerec.experiments.runner import Runner
 from famerec.experiments.spec import Pruning
 from tests.conftest import write_sequences
 from tests.experiments.helpers import REPO, TINY_BASE, write_spec
+from tests.experiments.test_plan import FAME
 
 PRUNING = "[selection.pruning]\nrungs = [2, 4]\nreduction = 2\n"
 HEADER = """
@@ -211,19 +212,8 @@ data.path = "{data}"
 
 
 def test_a_reference_to_a_pruned_kind_of_trial_trains_it_on(tmp_path):
-    body = """
-[datasets.toys]
-[models.sasrec]
-[[models.sasrec.stages]]
-name = "size"
-grid.model.hidden_size = [64, 128]
-[models.fame]
-model.name = "fame"
-train.init_from = { selected = "sasrec", match = ["model.hidden_size"] }
-[[models.fame.stages]]
-name = "size"
-grid.model.hidden_size = [64, 128]
-"""
+    # SASRec and FAME over d in {64, 128}, FAME starting from the SASRec of its size
+    body = "[datasets.toys]" + FAME.split("[models.later]")[0]
     header = HEADER + "[selection.pruning]\nrungs = [1]\nreduction = 2\n"
     spec = write_spec(tmp_path, body, header=header)
     store = Store(spec.records_dir, spec.runs_dir)

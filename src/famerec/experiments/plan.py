@@ -345,6 +345,28 @@ class Plan:
                 run.state = WAITING
                 run.reason = f"at rung {verdict.rung}, waits for the other trials of stage {stage}"
 
+    def pruned_start(
+        self, dataset: Dataset, target: EntryPlan, want: dict[str, Any]
+    ) -> list[Run] | str:
+        """Pruned search, where no trial of the kind `want` survived: the one that went
+        furthest (latest rung, then best score there, then id) is the start, trained on to its
+        own end and kept out of the selection. [it] once trained, why to wait while it trains,
+        [] where no trial of that kind exists at all."""
+        pruned = [
+            t
+            for t in target.trials
+            if (t.state == PRUNED or t.id in self.revived)
+            and t.stage in target.entry.select_from
+            and all(given(t).get(k, DEFAULTS.get(k)) == v for k, v in want.items())
+        ]
+        if not pruned:
+            return []
+        start = self.furthest(dataset, target.entry, pruned)
+        if not self.store.finished(start.id):
+            self.revive(start, f"the start of runs with {describe_settings(want)}")
+            return f"waits for {start.id} (pruned, trains on as its start)"
+        return [start]
+
     def furthest(self, dataset: Dataset, entry: Entry, pruned: list[Run]) -> Run:
         """Of pruned trials, the one pruned at the latest rung, then with the best score there,
         then the first by id: decided from their logs alone."""
@@ -461,22 +483,10 @@ class Plan:
                 for t in target.pool
                 if all(self.store.config(t.id).get(k) == v for k, v in want.items())
             ]
-            pruned = [
-                t
-                for t in target.trials
-                if (t.state == PRUNED or t.id in self.revived)
-                and t.stage in target.entry.select_from
-                and all(given(t).get(k, DEFAULTS.get(k)) == v for k, v in want.items())
-            ]
-            if not pool and pruned:
-                # pruned search: no trial of that kind survived, so the one that went furthest
-                # (latest rung, then best score there, then id) trains on to its own end as the
-                # start of this run; it stays pruned for the selection
-                start = self.furthest(dataset, target.entry, pruned)
-                if not self.store.finished(start.id):
-                    self.revive(start, f"the start of runs with {describe_settings(want)}")
-                    return None, f"waits for {start.id} (pruned, trains on as its start)"
-                pool = [start]
+            if not pool:
+                pool = self.pruned_start(dataset, target, want)
+                if isinstance(pool, str):
+                    return None, pool  # it trains on first
             if not pool:
                 raise SpecError(
                     f"{self.spec.path}: no trial of {ref.selected} on {dataset.name} has "
