@@ -97,10 +97,19 @@ def test_fame_starts_from_the_best_sasrec_of_its_size_and_seed(tmp_path):
     fake_record(spec, small, 0.3)  # SASRec's selected setting: d = 64
     fake_record(spec, large, 0.2)
     fame = plan_of(spec).entries["toys", "fame"].trials
+    why = "only its record is here; `experiment run` retrains it first"
     assert [r.reason for r in fame] == [
-        f"needs the run directory of {small.id} (only its record is here)",
-        f"needs the run directory of {large.id} (only its record is here)",
+        f"needs the run directory of {small.id} ({why})",
+        f"needs the run directory of {large.id} ({why})",
     ]
+    # the runner retrains each at its recorded settings; a best epoch's weights are no start
+    restores = plan_of(spec).restores
+    assert list(restores) == [small.id, large.id]
+    assert restores[small.id].settings == small.settings
+    assert all(r.state == READY for r in restores.values())
+    (spec.runs_dir / small.id).mkdir(parents=True)
+    (spec.runs_dir / small.id / "model.safetensors").write_bytes(b"")
+    assert small.id in plan_of(spec).restores
     fake_weights(spec, small)
     fake_weights(spec, large)
     plan = plan_of(spec)

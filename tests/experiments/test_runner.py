@@ -201,3 +201,52 @@ def test_time_limit_pauses_runs_between_epochs_and_the_next_sitting_resumes(tmp_
     assert f"done  {first.id}" in capsys.readouterr().err
     log = (spec.records_dir / first.id / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+
+
+def test_a_start_known_only_by_its_record_is_retrained_and_its_record_kept(tmp_path, capsys):
+    data = write_sequences(tmp_path / "seqs.txt", num_users=40, num_items=20)
+    header = f"""
+name = "tiny"
+[selection]
+seeds = [1]
+{TINY_BASE}[datasets.ok]
+data.path = "{data}"
+"""
+    body = (
+        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "size"\n'
+        "grid.model.hidden_size = [64]\n"
+        '[models.fame]\nmodel.name = "fame"\nmodel.hidden_size = 64\n'
+        'train.init_from = { selected = "sasrec" }\n'
+        '[[models.fame.stages]]\nname = "heads"\ngrid.model.num_heads = [2]\n'
+    )
+    spec = write_spec(tmp_path, body, header=header)
+    spec_file = str(spec.path)
+    assert main(["experiment", "run", spec_file, "--only", "ok/sasrec/*"]) == 0
+    (sasrec,) = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    record = spec.records_dir / sasrec.id
+    before = {p.name: p.read_bytes() for p in record.iterdir()}
+    shutil.rmtree(spec.runs_dir)  # the run directories stayed on another machine
+    capsys.readouterr()
+
+    assert main(["experiment", "run", spec_file, "--dry-run"]) == 0
+    dry = capsys.readouterr().err
+    assert f"restore  {sasrec.id} (only its record is here)" in dry
+    assert "needs the run directory" in dry
+    assert main(["experiment", "status", spec_file]) == 0
+    assert "retrains it first" in capsys.readouterr().out
+
+    assert main(["experiment", "run", spec_file]) == 0
+    err = capsys.readouterr().err
+    assert f"restored {sasrec.id}: valid NDCG@10" in err and "done  ok/fame/" in err, err
+    assert (spec.runs_dir / sasrec.id / "model.safetensors").is_file()
+    after = {p.name: p.read_bytes() for p in record.iterdir() if p.name != "restored.json"}
+    assert after == before  # selection read the record: it stays the original run's
+    restored = json.loads((record / "restored.json").read_text())
+    assert restored["id"] == sasrec.id and restored["valid"]["NDCG@10"] >= 0
+    assert "--hidden 64" in restored["command"] and restored["machine"]["cores"] >= 1
+    (fame,) = Plan(spec, Store(spec.records_dir)).entries["ok", "fame"].trials
+    config = json.loads((spec.records_dir / fame.id / "config.json").read_text())
+    assert config["train"]["init_from"].endswith(sasrec.id)
+    # nothing is retrained twice
+    assert main(["experiment", "run", spec_file]) == 0
+    assert "start ok/" not in capsys.readouterr().err

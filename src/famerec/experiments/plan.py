@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ PRUNED = "pruned"  # a trial the pruned search stopped at a rung: it never conti
 # where it was started).
 NOT_FROZEN = ("train.device", "train.threads", "data.path")
 RECORD = "record.json"
+RESTORED = "restored.json"  # beside a record: its run retrained for its weights (Plan.restore)
 _PLAIN = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 
@@ -238,6 +239,9 @@ class Plan:
         self.entries: dict[tuple[str, str], EntryPlan] = {}
         self.verdicts: dict[tuple[str, str, str], Verdict] = {}  # (dataset, entry, stage)
         self.revived: set[str] = set()  # pruned trials that train on as another run's start
+        # finished runs whose weights another run starts from but whose run directory is not
+        # here (only the record is): retrained at their recorded settings, the record kept
+        self.restores: dict[str, Run] = {}
         for dataset in spec.datasets:
             for entry in spec.run_order():
                 self.entries[dataset.name, entry.name] = self.build(dataset, entry)
@@ -500,13 +504,29 @@ class Plan:
         if not trained:
             return None, f"waits for {run.id}"
         if ref.get is None:
-            if not self.store.has_weights(run.id):
-                return None, f"needs the run directory of {run.id} (only its record is here)"
+            # weights are written at each best epoch: only a finished run's are a start
+            if not (self.store.has_weights(run.id) and self.store.finished_locally(run.id)):
+                self.restore(run)
+                why = "only its record is here; `experiment run` retrains it first"
+                return None, f"needs the run directory of {run.id} ({why})"
             return relative(self.store.run_dir(run.id)), ""
         source = self.store.config(run.id) if "." in ref.get else self.store.metrics(run.id)
         if ref.get not in source:
             raise SpecError(f"{self.spec.path}: {run.id} has no '{ref.get}'")
         return source[ref.get], ""
+
+    def restore(self, run: Run) -> None:
+        """Plan a finished run's retraining into its run directory, at its recorded settings,
+        when another run starts from its weights and only its record is here (the directory
+        stayed on another machine). Its record, which selection read, is kept."""
+        if run.id in self.restores or run.unresolved is None:
+            return
+        dataset, settings = run.unresolved
+        copy = replace(run, state=READY, reason="", stop_at=None)
+        resolved = self.resolve_settings(copy, dataset, settings)
+        if resolved is not None:
+            copy.settings = resolved
+            self.restores[run.id] = copy
 
     # -- summaries --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from famerec.experiments.plan import (
     DONE,
     PRUNED,
     READY,
+    RESTORED,
     WAITING,
     Plan,
     Run,
@@ -40,7 +41,7 @@ from famerec.experiments.pruning import reached as last_epoch
 from famerec.experiments.pruning import read_log
 from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
 from famerec.experiments.spec import Spec, known_options, relative
-from famerec.rundir import DirectoryLock, RunDir, logged_seconds
+from famerec.rundir import DirectoryLock, RunDir, logged_seconds, write_json
 
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device", "train.precision")
@@ -169,6 +170,7 @@ class Job:
     resumed: bool
     command: list[str]
     commit: str  # the checkout the job started from: the code this sitting of the run ran
+    restore: bool = False  # retrains a recorded run whose directory is not here (Plan.restore)
 
 
 class Runner:
@@ -264,6 +266,37 @@ class Runner:
         copy_record(run_dir, self.store.record_dir(run.id), info)
         self.store.forget(run.id)
 
+    def save_restored(self, job: Job, wall: float) -> None:
+        """A recorded run retrained for its weights: the record stays as it was (selection
+        read it); `restored.json` beside it says when, where and with what result."""
+        run = job.run
+        metrics = json.loads((self.store.run_dir(run.id) / "metrics.json").read_text())
+        device = str(metrics.get("device", "unknown"))
+        info = {
+            "id": run.id,
+            "why": "retrained at its recorded settings: other runs start from its weights and "
+            "its run directory was not on this machine; the record above is the original run",
+            "command": shlex.join(["famerec", *job.command]),
+            "device": device,
+            "precision": metrics.get("precision", "unknown"),
+            "torch": metrics.get("torch", "unknown"),
+            "machine": machine(device),
+            "commit": job.commit,
+            "sitting_seconds": round(wall, 1),
+            "best_epoch": metrics.get("best_epoch"),
+            "valid": metrics.get("valid"),
+            "test": metrics.get("test"),
+            "finished": utc_now(),
+        }
+        write_json(self.store.record_dir(run.id) / RESTORED, info)
+        self.store.forget(run.id)
+        ours = metrics["valid"][self.spec.metric]
+        theirs = self.store.metrics(run.id)["valid"][self.spec.metric]
+        self.say(
+            f"restored {run.id}: valid {self.spec.metric} {ours:.4f} (its record: "
+            f"{theirs:.4f}) in {format_seconds(wall)}"
+        )
+
     def identity(self, run: Run) -> dict[str, Any]:
         """What a record says the run is."""
         return {
@@ -346,7 +379,8 @@ class Runner:
 
     # -- running ----------------------------------------------------------------------------
 
-    def start(self, run: Run) -> Job:
+    def start(self, run: Run, restore: bool = False) -> Job:
+        """Start `run`'s `famerec train`; `restore`: it retrains a recorded run (Plan.restore)."""
         args, resumed = self.command(run)
         out = self.store.run_dir(run.id)
         log_path = out.parent / f"{out.name}.log"  # not with_suffix: names hold dots (lr=0.001)
@@ -370,8 +404,9 @@ class Runner:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
-        self.say(f"start {run.id}" + (" (resuming)" if resumed else ""))
-        return Job(run, process, log_path, time.monotonic(), resumed, args, code)
+        what = " (retraining its recorded settings: only its record is here)" if restore else ""
+        self.say(f"start {run.id}" + (" (resuming)" if resumed else "") + what)
+        return Job(run, process, log_path, time.monotonic(), resumed, args, code, restore)
 
     def run(self, dry_run: bool = False) -> int:
         if dry_run:  # reads only: no lock
@@ -436,11 +471,19 @@ class Runner:
                     and run.id not in failed
                     and run.id not in self.paused
                 ]
+                ready += [
+                    run
+                    for run in plan.restores.values()
+                    if self.wanted(run)
+                    and run.id not in running
+                    and run.id not in failed
+                    and run.id not in self.paused
+                ]
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     ready = []  # past --time-limit: let the running jobs pause, start none
                 while ready and len(running) < self.jobs:
                     run = ready.pop(0)
-                    running[run.id] = self.start(run)
+                    running[run.id] = self.start(run, restore=run.id in plan.restores)
                 if not running:
                     break
                 ended = self.wait(running)
@@ -487,6 +530,9 @@ class Runner:
     def finish(self, job: Job, failed: dict[str, str]) -> int:
         """Record a finished run, or report a failed one; 1 if it finished."""
         wall = time.monotonic() - job.started
+        if job.restore and job.process.returncode == 0 and self.store.finished_locally(job.run.id):
+            self.save_restored(job, wall)
+            return 1
         if job.process.returncode == 0 and self.store.finished_locally(job.run.id):
             self.save_record(job.run, wall, job.resumed, job.command, job.commit)
             score = self.store.metrics(job.run.id)["valid"][self.spec.metric]
@@ -553,6 +599,11 @@ class Runner:
                 self.say(f"pruned   {run.id}: {run.rung}")
             else:
                 self.say(f"waiting  {run.label}: {run.reason}")
+        for run in plan.restores.values():
+            if self.wanted(run):
+                args, _ = self.command(run)
+                command = shlex.join(args)
+                self.say(f"restore  {run.id} (only its record is here)\n         famerec {command}")
         return 0
 
 
