@@ -471,7 +471,8 @@ class Runner:
                     and run.id not in failed
                     and run.id not in self.paused
                 ]
-                ready += [
+                # restores first: every run that starts from one waits for it
+                ready[:0] = [
                     run
                     for run in plan.restores.values()
                     if self.wanted(run)
