@@ -158,7 +158,7 @@ class RunConfig:
                     f"config section '{shown}' must be an object of settings, got "
                     f"{describe(values)}"
                 )
-        payload = _move_old_keys(payload)
+        payload = _absolute(_move_old_keys(payload))
         sections = {}
         for name, section_cls in SECTIONS.items():
             sections[name] = _build_section(name, section_cls, payload.get(name, {}))
@@ -218,6 +218,22 @@ class RunConfig:
                 raise ConfigError(f"{flag} applies to --model {section}, not {model_name}")
             payload.setdefault(section, {})[name] = value
         return RunConfig.from_dict(payload)
+
+
+def _absolute(payload: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`payload` with its path settings absolute (`absolute_paths`): every RunConfig, however
+    it is built, holds absolute paths. A value of the wrong type is left for the type check."""
+    flat = {
+        f"{section}.{name}": value
+        for section, values in payload.items()
+        for name, value in values.items()
+        if isinstance(value, str)
+    }
+    for key, value in absolute_paths(flat).items():
+        if value != flat[key]:
+            section, name = key.split(".", 1)
+            payload[section][name] = value
+    return payload
 
 
 def _move_old_keys(payload: dict[str, Any]) -> dict[str, Any]:
@@ -289,8 +305,9 @@ def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
     """`overrides` with every path setting made absolute, `~` expanded: the data file and the
     item table (`PATH_SETTINGS`), and each comma-separated path of a `paths` field.
 
-    The one place where paths become absolute: config.json keeps them so, and --resume, load
-    and serve work from any directory."""
+    Called as every RunConfig is built (`from_dict`, under `with_overrides` and `load`), the
+    one place where paths become absolute: config.json keeps them so, and --resume, load and
+    serve work from any directory."""
     sections = {**SECTIONS, **_model_sections()}
     result = dict(overrides)
     for key, value in overrides.items():
@@ -310,9 +327,9 @@ def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def absolute_config(config: RunConfig) -> RunConfig:
-    """`config` with every path setting absolute (`absolute_paths`): a config built without
-    `resolve_config`."""
-    return config.with_overrides(absolute_paths(config.flat()))
+    """`config` itself: every RunConfig holds absolute paths from the moment it is built. Kept
+    for callers of the name."""
+    return config
 
 
 def _flag_of(section: str, name: str) -> str:
@@ -360,33 +377,32 @@ def resolve_config(
     """
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(PRESETS)})")
-    overrides = dict(overrides)
+    overrides = {MOVED_KEYS.get(key, key): value for key, value in overrides.items()}
     if "data.path" in overrides and "data.dataset" not in overrides:
         overrides["data.dataset"] = None
-    overrides = absolute_paths(overrides)  # --data, --items, FAME's --attributes, ...
     saved_path = Path(out) / CONFIG
     if resume and saved_path.is_file():
         saved = RunConfig.load(saved_path)
-        flat = saved.flat()
+        config = saved.with_overrides(overrides)  # paths made absolute, as saved
+        flat, asked = saved.flat(), config.flat()
         files = file_settings(saved)
         changed = [
-            f"{key.split('.', 1)[1]} (run has {flat[key]!r}, asked {value!r}"
+            f"{key.split('.', 1)[1]} (run has {flat.get(key)!r}, asked {asked.get(key)!r}"
             + (": not the same files as the run's copies" if key in files else "")
             + ")"
-            for key, value in overrides.items()
-            if flat.get(key) != value
+            for key in overrides
+            if flat.get(key) != asked.get(key)
             and key not in RESUMABLE_CHANGES
-            and not (key in files and same_files(RunDir(out), key, value, files[key]))
+            and not (key in files and same_files(RunDir(out), key, asked[key], files[key]))
         ]
         if changed:
             raise ConfigError("cannot change settings of a run on --resume: " + ", ".join(changed))
-        return saved.with_overrides(overrides).validate()
+        return config.validate()
     model_name = overrides.get("model.name", RunConfig().model.name)
     # e.g. GRU4Rec's single layer, and the model's recipe unless the preset is "classic"
     own_defaults = model_spec(model_name).own_defaults(recipe=preset != CLASSIC)
-    base = RunConfig().with_overrides({"model.name": model_name, **own_defaults})
-    base = base.with_overrides(PRESETS.get(preset, {}))
-    return expand_table_sources(base.with_overrides(overrides)).validate()  # --attributes items
+    layers = {"model.name": model_name, **own_defaults, **PRESETS.get(preset, {}), **overrides}
+    return expand_table_sources(RunConfig().with_overrides(layers)).validate()  # --attributes items
 
 
 def same_files(run_dir: RunDir, key: str, asked: Any, saved: list[str]) -> bool:

@@ -334,6 +334,14 @@ def test_path_options_are_saved_absolute_so_resume_works_anywhere(tmp_path, monk
     assert genre == str(tmp_path / "genre.json")
     assert actor.endswith("/actor.json") and "~" not in actor
 
+    # every config holds absolute paths however it is built: made so once, where it is built
+    built = RunConfig().with_overrides({"data.path": "seqs.txt", "data.items": "~/items.csv"})
+    assert built.data.path == str(tmp_path / "seqs.txt") and "~" not in built.data.items
+    from_file = RunConfig.from_dict({"data": {"path": "seqs.txt"}})
+    assert from_file.data.path == built.data.path
+    bundled = {"model.name": "fame", "fame.attributes": "bundled"}
+    assert RunConfig().with_overrides(bundled).options.attributes == "bundled"
+
 
 def test_runs_keep_their_attribute_files_and_resume_where_they_lie_elsewhere(seq_file, tmp_path):
     """FAME's --attributes files move with their run: a cut-off run resumes from another path

@@ -20,7 +20,7 @@ from famerec.data.frames import write_input
 from famerec.data.items import keep_item_table, read_item_table
 from famerec.errors import ConfigError, DataError, FamerecError, printable
 from famerec.models import build_model, model_spec
-from famerec.runconfig import RunConfig, absolute_config, pretrain_config, resolve_config
+from famerec.runconfig import RunConfig, pretrain_config, resolve_config
 from famerec.rundir import (
     CONFIG,
     DATASET,
@@ -142,7 +142,6 @@ def train_run(
     """
     config.validate()
     deadline = None if time_limit is None else time.monotonic() + time_limit
-    config = absolute_config(config)  # as resolve_config leaves them, for a config built here
     run_dir = RunDir(out)
     processes = distributed.join(config.train.device)  # one process, or a torchrun job's
     # process 0 holds the run directory's lock from before it looks at it (--overwrite deletes)
