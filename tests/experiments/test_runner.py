@@ -13,8 +13,12 @@ from famerec.training import resolve_config, train_run
 from tests.conftest import write_sequences
 from tests.experiments.helpers import TINY_BASE, write_spec
 
+DROPOUT = '[models.sasrec]\n[[models.sasrec.stages]]\nname = "dropout"\n'
+DROPOUT += "grid.model.dropout = [0.1, 0.2]\n"
 
-def tiny_spec(tmp_path):
+
+def tiny_spec(tmp_path, body: str = DROPOUT, broken: bool = True):
+    """A spec of `body` on a tiny dataset "ok" (and "broken", whose data file is missing)."""
     data = write_sequences(tmp_path / "seqs.txt", num_users=40, num_items=20)
     header = f"""
 name = "tiny"
@@ -22,13 +26,9 @@ name = "tiny"
 seeds = [1]
 {TINY_BASE}[datasets.ok]
 data.path = "{data}"
-[datasets.broken]
-data.path = "{tmp_path / "missing.txt"}"
 """
-    body = (
-        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "dropout"\n'
-        "grid.model.dropout = [0.1, 0.2]\n"
-    )
+    if broken:
+        header += f'[datasets.broken]\ndata.path = "{tmp_path / "missing.txt"}"\n'
     return write_spec(tmp_path, body, header=header)
 
 
@@ -204,14 +204,6 @@ def test_time_limit_pauses_runs_between_epochs_and_the_next_sitting_resumes(tmp_
 
 
 def test_a_start_known_only_by_its_record_is_retrained_and_its_record_kept(tmp_path, capsys):
-    data = write_sequences(tmp_path / "seqs.txt", num_users=40, num_items=20)
-    header = f"""
-name = "tiny"
-[selection]
-seeds = [1]
-{TINY_BASE}[datasets.ok]
-data.path = "{data}"
-"""
     body = (
         '[models.sasrec]\n[[models.sasrec.stages]]\nname = "size"\n'
         "grid.model.hidden_size = [64]\n"
@@ -219,7 +211,7 @@ data.path = "{data}"
         'train.init_from = { selected = "sasrec" }\n'
         '[[models.fame.stages]]\nname = "heads"\ngrid.model.num_heads = [2]\n'
     )
-    spec = write_spec(tmp_path, body, header=header)
+    spec = tiny_spec(tmp_path, body, broken=False)
     spec_file = str(spec.path)
     assert main(["experiment", "run", spec_file, "--only", "ok/sasrec/*"]) == 0
     (sasrec,) = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
