@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from famerec.evaluation.significance import paired_t_test, per_user, saved_test_ranks  # noqa: E402
-from famerec.rundir import logged_seconds  # noqa: E402
+from famerec.runs.dir import logged_seconds  # noqa: E402
 
 METRIC = "NDCG@10"
 

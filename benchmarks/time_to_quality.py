@@ -41,7 +41,7 @@ from typing import Any
 
 from famerec.experiments.records import commit, cpu_name, git, usable_cores, utc_now
 from famerec.report import table
-from famerec.rundir import CONFIG, METRICS, PRETRAIN, RunDir, logged_seconds
+from famerec.runs.dir import CONFIG, METRICS, PRETRAIN, RunDir, logged_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = REPO / "benchmarks" / "time_to_quality_targets.json"

@@ -22,7 +22,7 @@ from famerec.config import DataConfig
 from famerec.data import load_dataset
 from famerec.evaluation.significance import per_user
 from famerec.report import table
-from famerec.rundir import read_ranks
+from famerec.runs.dir import read_ranks
 
 GROUPS = ((5, 6), (7, 8), (9, 12), (13, 20), (21, None))
 

@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from famerec.config import RunConfig  # noqa: E402
-from famerec.runs import load_run  # noqa: E402
+from famerec.runs.load import load_run  # noqa: E402
 from famerec.training import train_run  # noqa: E402
 
 GENRE, ACTOR = 0, 1

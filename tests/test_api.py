@@ -14,7 +14,7 @@ import famerec
 from famerec.cli import main
 from famerec.errors import FamerecError, InUseError
 from famerec.evaluation.significance import paired_t_test, per_user
-from famerec.rundir import DirectoryLock
+from famerec.runs.dir import DirectoryLock
 from tests.conftest import write_sequences
 
 OPTIONS = {"hidden": 16, "max_len": 10, "epochs": 2, "batch_size": 32, "threads": 1}

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import famerec
-import famerec.runs
+import famerec.runs.load
 import famerec.training.pipeline
 from famerec.cli import main
 from famerec.config import RunConfig
@@ -195,7 +195,7 @@ def test_a_bad_config_json_is_one_line_that_names_the_file_and_the_key(
 def test_the_model_is_not_allocated_before_the_config_is_checked(finished, monkeypatch):
     # a size that passes no check must never reach the model's constructor
     built = []
-    monkeypatch.setattr(famerec.runs, "build_model", lambda *args: built.append(args))
+    monkeypatch.setattr(famerec.runs.load, "build_model", lambda *args: built.append(args))
     edit_config(finished, setting("model", "max_len", 10**15))
     with pytest.raises(ConfigError, match="model.max_len must be from 1 to 16384"):
         famerec.load(finished)
@@ -214,13 +214,13 @@ def test_weights_that_do_not_fit_the_config_are_one_line_before_the_model_is_bui
     finished, interrupted, capsys, monkeypatch, key, value, words
 ):
     built_on = []  # the device of each model built: only the meta device allocates nothing
-    real = famerec.runs.build_model
+    real = famerec.runs.load.build_model
 
     def recording(*args):
         built_on.append(torch.empty(0).device.type)
         return real(*args)
 
-    monkeypatch.setattr(famerec.runs, "build_model", recording)
+    monkeypatch.setattr(famerec.runs.load, "build_model", recording)
     monkeypatch.setattr(famerec.training.pipeline, "build_model", recording)
     words = ["model.safetensors do not fit the model that", "config.json describes", *words]
     for run in (finished, interrupted):

@@ -46,7 +46,7 @@ def test_user_endpoint(named_run, trained_runs):  # noqa: F811
 
 def test_facets_endpoint_is_explain_facets(named_run, trained_runs):  # noqa: F811
     from famerec.analysis import attribute_matrix_for, facet_report
-    from famerec.runs import load_run
+    from famerec.runs.load import load_run
 
     run = load_run(named_run)
     expected = facet_report(run, attribute_matrix_for(run), k=3, max_users=50)

@@ -17,12 +17,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "famerec"
 # (the Python face). A unit may import its own layer's units and the layers below.
 LAYERS = [
     ["errors"],
-    ["config", "rundir"],
+    ["config", "runs.dir", "rundir"],
     ["data"],
     ["models"],
     ["evaluation"],
     ["runconfig"],
-    ["runs"],
+    ["runs.load", "runs"],
     ["training"],
     ["serving.recommender", "recommender", "analysis", "tables", "report"],
     ["serving.ann", "serving.batcher", "serving.explorer", "ann", "batcher", "explorer"],

@@ -19,7 +19,7 @@ import famerec
 from famerec.cli import main
 from famerec.errors import InUseError
 from famerec.experiments.spec import relative
-from famerec.rundir import LOCK, TEMP_PREFIX, DirectoryLock, RunDir
+from famerec.runs.dir import LOCK, TEMP_PREFIX, DirectoryLock, RunDir
 from tests.conftest import write_sequences
 from tests.experiments.test_runner import tiny_spec
 from tests.test_cli import TINY, assert_one_line_error, run_cli
@@ -112,7 +112,7 @@ def hold_in_another_process(folder: Path) -> subprocess.Popen:
     """A process that takes `folder`'s run lock and sleeps, once it holds the lock."""
     script = (
         "import sys, time\n"
-        "from famerec.rundir import RunDir\n"
+        "from famerec.runs.dir import RunDir\n"
         "RunDir(sys.argv[1]).lock()\n"
         "print('locked', flush=True)\n"
         "time.sleep(600)\n"

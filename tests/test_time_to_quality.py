@@ -18,7 +18,7 @@ from benchmarks.time_to_quality import (
     time_to_target,
     write_targets,
 )
-from famerec.rundir import RunDir
+from famerec.runs.dir import RunDir
 
 
 def epoch(n: int, ndcg: float, train: float, evaluation: float = 1.0) -> dict:

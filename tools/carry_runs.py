@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from famerec.experiments import load_spec  # noqa: E402
 from famerec.experiments.plan import Store  # noqa: E402
-from famerec.rundir import (  # noqa: E402
+from famerec.runs.dir import (  # noqa: E402
     CHECKPOINT,
     CONFIG,
     DATASET,

@@ -34,7 +34,7 @@ from famerec.experiments.plan import Plan, Store
 from famerec.experiments.spec import load_spec
 from famerec.models import model_spec
 from famerec.report import table
-from famerec.rundir import CONFIG, LOG, METRICS, RunDir
+from famerec.runs.dir import CONFIG, LOG, METRICS, RunDir
 
 Key = tuple[str, str, bool]  # dataset, model, started from another run
 SHARED = RunConfig().to_dict()

@@ -23,7 +23,7 @@ from famerec.data.batching import EvalBatches
 from famerec.data.items import load_item_table
 from famerec.data.split import PrefixSet, leave_one_out
 from famerec.errors import ConfigError
-from famerec.runs import TrainedRun
+from famerec.runs.load import TrainedRun
 
 
 def attribute_matrix_for(run: TrainedRun, attributes_path: str | None = None) -> ItemAttributes:

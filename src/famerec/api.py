@@ -29,7 +29,7 @@ from typing import Any
 
 from famerec.errors import ConfigError
 from famerec.runconfig import config_options
-from famerec.rundir import INPUT, LOG, RunDir
+from famerec.runs.dir import INPUT, LOG, RunDir
 
 log = logging.getLogger("famerec")
 

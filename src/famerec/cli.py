@@ -109,7 +109,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from famerec.rundir import RunDir
+    from famerec.runs.dir import RunDir
     from famerec.tables import metrics_table
     from famerec.training import resolve_config, train_run
     from famerec.training.distributed import environment_rank
@@ -281,7 +281,7 @@ def _check_explainable(model, run: str) -> None:
 
 def _explain_facets(args: argparse.Namespace) -> int:
     from famerec.analysis import attribute_matrix_for, facet_report
-    from famerec.runs import load_run
+    from famerec.runs.load import load_run
     from famerec.tables import table
 
     run = load_run(args.run)

@@ -36,7 +36,7 @@ from famerec.config import (
 )
 from famerec.data.items import expand_table_sources
 from famerec.errors import ConfigError, printable
-from famerec.rundir import CONFIG, RunDir, input_copy
+from famerec.runs.dir import CONFIG, RunDir, input_copy
 
 if TYPE_CHECKING:
     from famerec.models import ModelSpec

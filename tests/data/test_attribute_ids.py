@@ -14,7 +14,7 @@ from famerec.cli import main
 from famerec.data.attributes import DIRECT_IDS, ItemAttributes, read_attributes
 from famerec.data.sequences import from_user_sequences
 from famerec.errors import DataError
-from famerec.runs import load_run
+from famerec.runs.load import load_run
 from tests.conftest import write_sequences
 from tests.test_cli import assert_one_line_error
 

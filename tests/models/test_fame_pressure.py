@@ -284,7 +284,7 @@ def test_invalid_options(overrides, words):
 
 
 def test_trains_with_attribute_files_and_loads_without_them(seq_file, tmp_path):
-    from famerec.runs import load_run
+    from famerec.runs.load import load_run
     from famerec.training import train_run
     from tests.conftest import tiny_overrides
 

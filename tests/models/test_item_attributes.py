@@ -9,7 +9,7 @@ import torch
 from famerec.config import ModelConfig, RunConfig
 from famerec.errors import ConfigError
 from famerec.models import FAMEOptions, build_model
-from famerec.runs import load_run
+from famerec.runs.load import load_run
 from famerec.training import resolve_config, train_run
 from tests.conftest import tiny_overrides
 

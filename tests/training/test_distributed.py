@@ -28,7 +28,7 @@ from famerec.data import leave_one_out, load_dataset
 from famerec.data.batching import EvalBatches, train_tensors
 from famerec.evaluation import evaluate
 from famerec.models import build_model
-from famerec.rundir import RunDir
+from famerec.runs.dir import RunDir
 from famerec.training import distributed, train_run
 from famerec.training.distributed import ONE_PROCESS, ShardedTrainBatches
 from famerec.training.trainer import Trainer

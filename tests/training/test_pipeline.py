@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from famerec.config import RunConfig
 from famerec.errors import ConfigError, FamerecError
 from famerec.evaluation import metrics_from_ranks
-from famerec.rundir import RunDir, read_ranks
+from famerec.runs.dir import RunDir, read_ranks
 from famerec.training import load_run, resolve_config, train_run
 from tests.conftest import tiny_overrides, write_sequences
 

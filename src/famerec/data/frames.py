@@ -25,7 +25,7 @@ from famerec.config import DataConfig
 from famerec.data.ids import id_value_problem
 from famerec.data.readers import _first_line, check_columns
 from famerec.errors import FamerecError, printable
-from famerec.rundir import atomic_write
+from famerec.runs.dir import atomic_write
 
 if TYPE_CHECKING:
     import polars as pl

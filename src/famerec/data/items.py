@@ -8,7 +8,7 @@ value numbers. So a run shows names wherever it is moved, without the table.
 The attribute columns also feed `--item-attributes items` (every column as one kind) and FAME's
 `--attributes items` (one kind per column, in `--attribute-cols` order) or `items:COLUMN`: the
 run writes the JSON files those options read (`{"item_id": [attribute_id, ...]}`) into its
-own copies (`famerec.runs.input_copy`), as it copies a hand-made file.
+own copies (`famerec.runs.dir.input_copy`), as it copies a hand-made file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from famerec.runconfig import RunConfig
-    from famerec.rundir import RunDir
+    from famerec.runs.dir import RunDir
 
 ITEM_TABLE = "items"  # an attribute source: the run's item table (items:COLUMN for one column)
 ITEMS_FILE = "items.json"  # in a run directory
@@ -216,7 +216,7 @@ def keep_item_table(
     """Write `items.json`, and the attribute files of table sources where the run keeps its
     copies of files (`copy_of(key, part)`), into the run directory where missing (a resumed
     run keeps what it started with)."""
-    from famerec.rundir import atomic_write
+    from famerec.runs.dir import atomic_write
 
     if table is None:
         return

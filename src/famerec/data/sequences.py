@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from famerec.errors import DataError
-from famerec.rundir import atomic_write
+from famerec.runs.dir import atomic_write
 
 log = logging.getLogger("famerec")
 

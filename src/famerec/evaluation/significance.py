@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from famerec.errors import FamerecError
-from famerec.rundir import RANKS
+from famerec.runs.dir import RANKS
 
 
 def per_user(ranks: np.ndarray, metric: str = "NDCG@10") -> np.ndarray:

@@ -31,7 +31,7 @@ from famerec.experiments.spec import (
     relative,
 )
 from famerec.runconfig import MOVED_KEYS, RunConfig
-from famerec.rundir import LOG, logged_seconds
+from famerec.runs.dir import LOG, logged_seconds
 
 DONE, READY, WAITING = "done", "ready", "waiting"
 PRUNED = "pruned"  # a trial the pruned search stopped at a rung: it never continues

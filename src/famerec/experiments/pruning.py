@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from famerec.experiments.spec import SPLIT, Pruning
-from famerec.rundir import LOG
+from famerec.runs.dir import LOG
 
 
 def read_log(folder: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from famerec.experiments.plan import RECORD
-from famerec.rundir import CONFIG, LOG, METRICS, RANKS, write_json
+from famerec.runs.dir import CONFIG, LOG, METRICS, RANKS, write_json
 
 RECORD_FILES = (CONFIG, METRICS, LOG, RANKS)
 

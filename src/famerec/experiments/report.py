@@ -29,7 +29,7 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.runner import plural
 from famerec.experiments.spec import Dataset, Figure, Spec, SpecError, tomllib
-from famerec.rundir import LOG, RANKS, read_ranks
+from famerec.runs.dir import LOG, RANKS, read_ranks
 from famerec.tables import table
 
 TEST_METRIC = "NDCG@10"  # the per-user metric of the significance tests

@@ -16,7 +16,7 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.runner import format_seconds, grid_summary
 from famerec.experiments.spec import Spec
-from famerec.rundir import RunDir, logged_seconds
+from famerec.runs.dir import RunDir, logged_seconds
 from famerec.tables import table
 
 

@@ -22,7 +22,7 @@ import torch
 from famerec.data.ids import query_id
 from famerec.data.items import load_item_table
 from famerec.errors import FamerecError
-from famerec.runs import load_run, resolve_device
+from famerec.runs.load import load_run, resolve_device
 
 ItemId = int | str
 

@@ -65,7 +65,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from famerec.data.batching import TrainBatch, TrainBatches, TrainTensors
 from famerec.errors import ConfigError, FamerecError
-from famerec.runs import resolve_device
+from famerec.runs.load import resolve_device
 
 __all__ = ["ONE_PROCESS", "OneProcess", "Processes", "ShardedTrainBatches", "join", "leave"]
 

@@ -21,7 +21,7 @@ from famerec.data.items import keep_item_table, read_item_table
 from famerec.errors import ConfigError, DataError, FamerecError, printable
 from famerec.models import build_model, model_spec
 from famerec.runconfig import RunConfig, pretrain_config, resolve_config
-from famerec.rundir import (
+from famerec.runs.dir import (
     CONFIG,
     DATASET,
     INPUT,
@@ -30,12 +30,12 @@ from famerec.rundir import (
     WEIGHTS,
     RunDir,
     atomic_write,
+    input_copy,
     write_json,
 )
-from famerec.runs import (
+from famerec.runs.load import (
     TrainedRun,
     check_weight_shapes,
-    input_copy,
     kept_inputs,
     load_run,
     resolve_device,

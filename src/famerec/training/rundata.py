@@ -17,7 +17,7 @@ from typing import Any
 from famerec.data import SequenceData, fingerprint
 from famerec.errors import ConfigError, FamerecError
 from famerec.runconfig import RunConfig
-from famerec.rundir import CONFIG
+from famerec.runs.dir import CONFIG
 
 log = logging.getLogger("famerec")
 

@@ -25,8 +25,8 @@ from famerec.evaluation import evaluate
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.losses import NegativeSampler
 from famerec.runconfig import RunConfig
-from famerec.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write, logged_seconds
-from famerec.runs import load_weights, resolve_device, save_weights
+from famerec.runs.dir import CHECKPOINT, WEIGHTS, RunDir, atomic_write, logged_seconds
+from famerec.runs.load import load_weights, resolve_device, save_weights
 from famerec.training.distributed import ONE_PROCESS, OneProcess
 from famerec.training.schedule import scheduler
 from famerec.training.stopping import StoppingRule

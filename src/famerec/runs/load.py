@@ -20,7 +20,7 @@ from famerec.data import SequenceData
 from famerec.errors import ConfigError, FamerecError
 from famerec.models import SequentialRecommender, build_model
 from famerec.runconfig import RunConfig
-from famerec.rundir import (
+from famerec.runs.dir import (
     CONFIG,
     DATASET,
     METRICS,
