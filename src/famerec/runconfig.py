@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -222,17 +223,17 @@ class RunConfig:
 
 def _absolute(payload: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """`payload` with its path settings absolute (`absolute_paths`): every RunConfig, however
-    it is built, holds absolute paths. A value of the wrong type is left for the type check."""
+    it is built, holds absolute paths (a `Path` given from Python becomes one string). A value
+    of another type is left for the type check."""
     flat = {
-        f"{section}.{name}": value
+        f"{section}.{name}": os.fspath(value)
         for section, values in payload.items()
         for name, value in values.items()
-        if isinstance(value, str)
+        if isinstance(value, str | os.PathLike)
     }
     for key, value in absolute_paths(flat).items():
-        if value != flat[key]:
-            section, name = key.split(".", 1)
-            payload[section][name] = value
+        section, name = key.split(".", 1)
+        payload[section][name] = value
     return payload
 
 
