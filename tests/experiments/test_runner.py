@@ -242,3 +242,11 @@ def test_a_start_known_only_by_its_record_is_retrained_and_its_record_kept(tmp_p
     # nothing is retrained twice
     assert main(["experiment", "run", spec_file]) == 0
     assert "start ok/" not in capsys.readouterr().err
+    # the report says which starts were retrained, with both runs' figures
+    assert main(["experiment", "report", spec_file]) == 0
+    report = (tmp_path / "results" / "tiny.md").read_text()
+    assert "### Retrained starts" in report
+    section = report.split("### Retrained starts", 1)[1].splitlines()
+    row = next(line for line in section if line.startswith("| sasrec "))
+    recorded = json.loads((record / "metrics.json").read_text())["valid"]["NDCG@10"]
+    assert f"{recorded:.4f}" in row and f"{restored['valid']['NDCG@10']:.4f}" in row

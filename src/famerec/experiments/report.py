@@ -20,6 +20,7 @@ from famerec.evaluation import METRIC_NAMES
 from famerec.evaluation.significance import paired_bootstrap, paired_t_test, per_user
 from famerec.experiments.plan import (
     DONE,
+    RESTORED,
     EntryPlan,
     Plan,
     Run,
@@ -173,6 +174,7 @@ def dataset_section(context: Context, dataset: Dataset) -> str:
         versus_table(context, dataset),
         trials_table(context, dataset),
         pruned_table(context, dataset),
+        restored_table(context, dataset),
         figure_links(context, dataset),
     ]
     return "\n\n".join(part for part in parts if part)
@@ -384,6 +386,45 @@ def pruned_table(context: Context, dataset: Dataset) -> str:
         + "\n\n"
         + table(headers, rows, align="lllrrrl")
     )
+
+
+def restored_table(context: Context, dataset: Dataset) -> str:
+    """Starts retrained for their weights (`restored.json` beside a record): the runs that
+    started from them started from the retrained weights, not the recorded run's."""
+    spec, plan, store = context.spec, context.plan, context.store
+    rows = []
+    for run in plan.runs:
+        if run.dataset != dataset.name or run.id is None:
+            continue
+        if not (store.record_dir(run.id) / RESTORED).is_file():
+            continue
+        again = store.read(run.id, RESTORED)
+        recorded = store.metrics(run.id)
+        rows.append(
+            [
+                run.entry,
+                describe_settings(run.names or {}) or "-",
+                run.seed,
+                fmt(recorded["valid"][spec.metric]),
+                fmt(again["valid"][spec.metric]),
+                fmt(recorded["test"][spec.metric]),
+                fmt(again["test"][spec.metric]),
+                again.get("commit", "?"),
+            ]
+        )
+    if not rows:
+        return ""
+    metric = spec.metric
+    headers = ["model", "setting", "seed", f"valid {metric}", "retrained", f"test {metric}"]
+    headers += ["retrained", "commit"]
+    caption = (
+        "Retrained starts: these runs' directories (their weights) stayed on another machine, "
+        "so the runner retrained each at its recorded settings before the runs that start from "
+        "it. Selection read the record; the runs that start from it started from the retrained "
+        "weights (`restored.json` beside the record)."
+    )
+    table_text = table(headers, rows, align="llrrrrrl")
+    return "### Retrained starts\n\n" + caption + "\n\n" + table_text
 
 
 def figure_links(context: Context, dataset: Dataset) -> str:
