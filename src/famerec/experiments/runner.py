@@ -241,14 +241,10 @@ class Runner:
         from (the checkout may have moved on while it ran), else the checkout now."""
         run_dir = self.store.run_dir(run.id)
         metrics = self.store.metrics(run.id)
-        device = str(metrics.get("device", "unknown"))
         info = {
             **self.identity(run),
             "command": shlex.join(["famerec", *args]) if args else None,
-            "device": device,
-            "precision": metrics.get("precision", "unknown"),
-            "torch": metrics.get("torch", "unknown"),
-            "machine": machine(device),
+            **trained_on(metrics),
             "commit": code or self.checkout(),
             # a resumed run's own figure covers its earlier sittings; the runner saw this one
             "wall_seconds": metrics.get("wall_seconds")
@@ -270,17 +266,13 @@ class Runner:
         """A recorded run retrained for its weights: the record stays as it was (selection
         read it); `restored.json` beside it says when, where and with what result."""
         run = job.run
-        metrics = json.loads((self.store.run_dir(run.id) / "metrics.json").read_text())
-        device = str(metrics.get("device", "unknown"))
+        metrics = RunDir(self.store.run_dir(run.id)).metrics()  # the record holds the original's
         info = {
             "id": run.id,
             "why": "retrained at its recorded settings: other runs start from its weights and "
             "its run directory was not on this machine; the record above is the original run",
             "command": shlex.join(["famerec", *job.command]),
-            "device": device,
-            "precision": metrics.get("precision", "unknown"),
-            "torch": metrics.get("torch", "unknown"),
-            "machine": machine(device),
+            **trained_on(metrics),
             "commit": job.commit,
             "sitting_seconds": round(wall, 1),
             "best_epoch": metrics.get("best_epoch"),
@@ -462,19 +454,12 @@ class Runner:
             while True:
                 plan = self.plan()
                 self.record_pruned(plan)
+                # restores first: every run that starts from one waits for it
+                candidates = [*plan.restores.values()]
+                candidates += [run for run in plan.runs if run.state == READY]
                 ready = [
                     run
-                    for run in plan.runs
-                    if run.state == READY
-                    and self.wanted(run)
-                    and run.id not in running
-                    and run.id not in failed
-                    and run.id not in self.paused
-                ]
-                # restores first: every run that starts from one waits for it
-                ready[:0] = [
-                    run
-                    for run in plan.restores.values()
+                    for run in candidates
                     if self.wanted(run)
                     and run.id not in running
                     and run.id not in failed
@@ -606,6 +591,17 @@ class Runner:
                 command = shlex.join(args)
                 self.say(f"restore  {run.id} (only its record is here)\n         famerec {command}")
         return 0
+
+
+def trained_on(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Where a finished run trained, from its metrics.json: device, precision, torch, machine."""
+    device = str(metrics.get("device", "unknown"))
+    return {
+        "device": device,
+        "precision": metrics.get("precision", "unknown"),
+        "torch": metrics.get("torch", "unknown"),
+        "machine": machine(device),
+    }
 
 
 def tail(path: Path, lines: int = 12) -> str:
