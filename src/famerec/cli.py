@@ -443,7 +443,8 @@ def add_experiment_commands(commands) -> None:
         "--only",
         metavar="PATTERN",
         action="append",
-        help="only run ids matching, e.g. 'beauty/*'; repeat it for several patterns",
+        help="only run ids matching, e.g. 'beauty/*'; repeat it for several patterns: "
+        "runs matching an earlier one start first",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     add_time_limit(

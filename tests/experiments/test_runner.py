@@ -250,3 +250,26 @@ def test_a_start_known_only_by_its_record_is_retrained_and_its_record_kept(tmp_p
     row = next(line for line in section if line.startswith("| sasrec "))
     recorded = json.loads((record / "metrics.json").read_text())["valid"]["NDCG@10"]
     assert f"{recorded:.4f}" in row and f"{restored['valid']['NDCG@10']:.4f}" in row
+
+
+def test_runs_start_in_the_order_of_the_only_patterns(tmp_path, capsys):
+    spec = tiny_spec(tmp_path, broken=False)
+    data = write_sequences(tmp_path / "seqs2.txt", num_users=40, num_items=20)
+    spec.path.write_text(
+        spec.path.read_text().replace(
+            "[datasets.ok]", f'[datasets.ok2]\ndata.path = "{data}"\n[datasets.ok]', 1
+        )
+    )
+    args = ["experiment", "run", str(spec.path), "--jobs", "1"]
+    assert main([*args, "--only", "ok/*dropout=0.2*", "--only", "ok2/*", "--only", "ok/*"]) == 0
+    started = [
+        line.split()[1]
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("start ")
+    ]
+    assert started == [
+        "ok/sasrec/dropout=0.2,seed=1",
+        "ok2/sasrec/dropout=0.1,seed=1",
+        "ok2/sasrec/dropout=0.2,seed=1",
+        "ok/sasrec/dropout=0.1,seed=1",
+    ]

@@ -215,6 +215,10 @@ class Runner:
     def wanted(self, run: Run) -> bool:
         return not self.only or any(fnmatch.fnmatch(run.label, p) for p in self.only)
 
+    def priority(self, run: Run) -> int:
+        """The first --only pattern `run` matches: runs matching an earlier pattern start first."""
+        return next((i for i, p in enumerate(self.only) if fnmatch.fnmatch(run.label, p)), 0)
+
     def plan(self) -> Plan:
         return Plan(self.spec, self.store)
 
@@ -465,6 +469,8 @@ class Runner:
                     and run.id not in failed
                     and run.id not in self.paused
                 ]
+                # restores still first, then in the order of the --only patterns (a stable sort)
+                ready.sort(key=lambda run: (run.id not in plan.restores, self.priority(run)))
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     ready = []  # past --time-limit: let the running jobs pause, start none
                 while ready and len(running) < self.jobs:
