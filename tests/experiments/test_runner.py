@@ -273,3 +273,42 @@ def test_runs_start_in_the_order_of_the_only_patterns(tmp_path, capsys):
         "ok2/sasrec/dropout=0.2,seed=1",
         "ok/sasrec/dropout=0.1,seed=1",
     ]
+
+
+def test_a_control_whose_start_is_known_only_by_its_record_waits_for_its_retraining(
+    tmp_path, capsys
+):
+    # the control reads its start from FAME's recorded init_from, a path on whichever machine
+    # trained FAME: the runner must see that it names a run of the spec and retrain it first
+    body = (
+        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "size"\n'
+        "grid.model.hidden_size = [64]\n"
+        '[models.fame]\nmodel.name = "fame"\nmodel.hidden_size = 64\n'
+        'train.init_from = { selected = "sasrec" }\n'
+        '[[models.fame.stages]]\nname = "heads"\ngrid.model.num_heads = [2]\n'
+        '[models.continued]\ncontrol = true\nmodel.name = "sasrec"\n'
+        'model.hidden_size = { selected = "fame", get = "model.hidden_size" }\n'
+        'train.init_from = { selected = "fame", get = "train.init_from" }\n'
+    )
+    spec = tiny_spec(tmp_path, body, broken=False)
+    spec_file = str(spec.path)
+    assert (
+        main(["experiment", "run", spec_file, "--only", "ok/sasrec/*", "--only", "ok/fame/*"]) == 0
+    )
+    (sasrec,) = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    shutil.rmtree(spec.runs_dir)  # the run directories stayed on another machine
+    capsys.readouterr()
+
+    assert main(["experiment", "run", spec_file, "--dry-run"]) == 0
+    dry = capsys.readouterr().err
+    assert f"restore  {sasrec.id} (only its record is here)" in dry
+    assert f"waiting  ok/continued/seed=1: needs the run directory of {sasrec.id}" in dry, dry
+
+    # --only names the control alone: the start it waits for is retrained with it
+    assert main(["experiment", "run", spec_file, "--dry-run", "--only", "ok/continued/*"]) == 0
+    assert f"restore  {sasrec.id}" in capsys.readouterr().err
+    assert main(["experiment", "run", spec_file, "--only", "ok/continued/*"]) == 0
+    err = capsys.readouterr().err
+    assert "FAILED" not in err and f"restored {sasrec.id}" in err and "done  ok/continued/" in err
+    config = json.loads((spec.records_dir / "ok/continued/seed=1/config.json").read_text())
+    assert config["train"]["init_from"].endswith(sasrec.id)

@@ -109,6 +109,7 @@ class Run:
     settings: dict[str, Any] | None = None  # every setting, references resolved (when ready)
     stop_at: int | None = None  # pruned search: the rung (epoch) it trains to next
     rung: str = ""  # pruned search: where it stands ("at rung 3: valid NDCG@10 0.04321")
+    needs: str | None = None  # the id of the start it waits to see retrained (Plan.restore)
     # a recorded run's (dataset, unresolved settings): what reviving a pruned trial needs
     unresolved: tuple[Any, dict[str, Any]] | None = field(default=None, repr=False)
 
@@ -242,6 +243,7 @@ class Plan:
         # finished runs whose weights another run starts from but whose run directory is not
         # here (only the record is): retrained at their recorded settings, the record kept
         self.restores: dict[str, Run] = {}
+        self.needs: str | None = None  # set by resolve: the restore a run waits for
         for dataset in spec.datasets:
             for entry in spec.run_order():
                 self.entries[dataset.name, entry.name] = self.build(dataset, entry)
@@ -450,9 +452,10 @@ class Plan:
         order = [k for k in settings if k not in matching] + matching
         for key, value in ((k, settings[k]) for k in order):
             if isinstance(value, Ref):  # `match` sees the settings resolved before it
+                self.needs = None
                 value, waiting = self.resolve(value, dataset, {**settings, **resolved}, run.seed)
                 if waiting:
-                    run.reason = waiting
+                    run.reason, run.needs = waiting, self.needs
                     return None
             resolved[key] = value
         try:
@@ -507,13 +510,34 @@ class Plan:
             # weights are written at each best epoch: only a finished run's are a start
             if not (self.store.has_weights(run.id) and self.store.finished_locally(run.id)):
                 self.restore(run)
+                self.needs = run.id
                 why = "only its record is here; `experiment run` retrains it first"
                 return None, f"needs the run directory of {run.id} ({why})"
             return relative(self.store.run_dir(run.id)), ""
         source = self.store.config(run.id) if "." in ref.get else self.store.metrics(run.id)
         if ref.get not in source:
             raise SpecError(f"{self.spec.path}: {run.id} has no '{ref.get}'")
-        return source[ref.get], ""
+        value = source[ref.get]
+        start = self.run_at(value) if ref.get == "train.init_from" else None
+        if start is not None:
+            # the start of `run` (a control trains on from it): a run of this spec, whose
+            # directory may have stayed on another machine
+            if not (self.store.has_weights(start.id) and self.store.finished_locally(start.id)):
+                self.restore(start)
+                self.needs = start.id
+                why = "only its record is here; `experiment run` retrains it first"
+                return None, f"needs the run directory of {start.id} ({why})"
+            return relative(self.store.run_dir(start.id)), ""
+        return value, ""
+
+    def run_at(self, path: object) -> Run | None:
+        """The run of this plan whose run directory `path` names (a recorded `init_from`, written
+        on whichever machine trained it), or None for a directory outside the spec's runs."""
+        if not isinstance(path, str) or not path or self.store.runs_dir is None:
+            return None
+        posix = "/" + Path(path).as_posix()
+        folder = self.store.runs_dir.name  # the spec's runs folder, wherever it lay
+        return next((r for r in self.by_id.values() if posix.endswith(f"/{folder}/{r.id}")), None)
 
     def restore(self, run: Run) -> None:
         """Plan a finished run's retraining into its run directory, at its recorded settings,

@@ -215,6 +215,12 @@ class Runner:
     def wanted(self, run: Run) -> bool:
         return not self.only or any(fnmatch.fnmatch(run.label, p) for p in self.only)
 
+    def wanted_restore(self, plan: Plan, restore: Run) -> bool:
+        """A start to retrain is wanted with any wanted run that waits for it."""
+        return self.wanted(restore) or any(
+            run.needs == restore.id and self.wanted(run) for run in plan.runs
+        )
+
     def priority(self, run: Run) -> int:
         """The first --only pattern `run` matches: runs matching an earlier pattern start first."""
         return next((i for i, p in enumerate(self.only) if fnmatch.fnmatch(run.label, p)), 0)
@@ -459,15 +465,12 @@ class Runner:
                 plan = self.plan()
                 self.record_pruned(plan)
                 # restores first: every run that starts from one waits for it
-                candidates = [*plan.restores.values()]
-                candidates += [run for run in plan.runs if run.state == READY]
+                candidates = [r for r in plan.restores.values() if self.wanted_restore(plan, r)]
+                candidates += [run for run in plan.runs if run.state == READY and self.wanted(run)]
                 ready = [
                     run
                     for run in candidates
-                    if self.wanted(run)
-                    and run.id not in running
-                    and run.id not in failed
-                    and run.id not in self.paused
+                    if run.id not in running and run.id not in failed and run.id not in self.paused
                 ]
                 # restores still first, then in the order of the --only patterns (a stable sort)
                 ready.sort(key=lambda run: (run.id not in plan.restores, self.priority(run)))
@@ -592,7 +595,7 @@ class Runner:
             else:
                 self.say(f"waiting  {run.label}: {run.reason}")
         for run in plan.restores.values():
-            if self.wanted(run):
+            if self.wanted_restore(plan, run):
                 args, _ = self.command(run)
                 command = shlex.join(args)
                 self.say(f"restore  {run.id} (only its record is here)\n         famerec {command}")
