@@ -15,6 +15,14 @@ from tests.experiments.helpers import TINY_BASE, write_spec
 
 DROPOUT = '[models.sasrec]\n[[models.sasrec.stages]]\nname = "dropout"\n'
 DROPOUT += "grid.model.dropout = [0.1, 0.2]\n"
+# a SASRec search, then FAME started from the selected SASRec
+SASREC_THEN_FAME = (
+    '[models.sasrec]\n[[models.sasrec.stages]]\nname = "size"\n'
+    "grid.model.hidden_size = [64]\n"
+    '[models.fame]\nmodel.name = "fame"\nmodel.hidden_size = 64\n'
+    'train.init_from = { selected = "sasrec" }\n'
+    '[[models.fame.stages]]\nname = "heads"\ngrid.model.num_heads = [2]\n'
+)
 
 
 def tiny_spec(tmp_path, body: str = DROPOUT, broken: bool = True):
@@ -204,13 +212,7 @@ def test_time_limit_pauses_runs_between_epochs_and_the_next_sitting_resumes(tmp_
 
 
 def test_a_start_known_only_by_its_record_is_retrained_and_its_record_kept(tmp_path, capsys):
-    body = (
-        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "size"\n'
-        "grid.model.hidden_size = [64]\n"
-        '[models.fame]\nmodel.name = "fame"\nmodel.hidden_size = 64\n'
-        'train.init_from = { selected = "sasrec" }\n'
-        '[[models.fame.stages]]\nname = "heads"\ngrid.model.num_heads = [2]\n'
-    )
+    body = SASREC_THEN_FAME
     spec = tiny_spec(tmp_path, body, broken=False)
     spec_file = str(spec.path)
     assert main(["experiment", "run", spec_file, "--only", "ok/sasrec/*"]) == 0
@@ -280,12 +282,7 @@ def test_a_control_whose_start_is_known_only_by_its_record_waits_for_its_retrain
 ):
     # the control reads its start from FAME's recorded init_from, a path on whichever machine
     # trained FAME: the runner must see that it names a run of the spec and retrain it first
-    body = (
-        '[models.sasrec]\n[[models.sasrec.stages]]\nname = "size"\n'
-        "grid.model.hidden_size = [64]\n"
-        '[models.fame]\nmodel.name = "fame"\nmodel.hidden_size = 64\n'
-        'train.init_from = { selected = "sasrec" }\n'
-        '[[models.fame.stages]]\nname = "heads"\ngrid.model.num_heads = [2]\n'
+    body = SASREC_THEN_FAME + (
         '[models.continued]\ncontrol = true\nmodel.name = "sasrec"\n'
         'model.hidden_size = { selected = "fame", get = "model.hidden_size" }\n'
         'train.init_from = { selected = "fame", get = "train.init_from" }\n'

@@ -507,28 +507,26 @@ class Plan:
         if not trained:
             return None, f"waits for {run.id}"
         if ref.get is None:
-            # weights are written at each best epoch: only a finished run's are a start
-            if not (self.store.has_weights(run.id) and self.store.finished_locally(run.id)):
-                self.restore(run)
-                self.needs = run.id
-                why = "only its record is here; `experiment run` retrains it first"
-                return None, f"needs the run directory of {run.id} ({why})"
-            return relative(self.store.run_dir(run.id)), ""
+            return self.start_dir(run)
         source = self.store.config(run.id) if "." in ref.get else self.store.metrics(run.id)
         if ref.get not in source:
             raise SpecError(f"{self.spec.path}: {run.id} has no '{ref.get}'")
         value = source[ref.get]
+        # a recorded start (a control trains on from the one FAME started from): when it names
+        # a run of this spec, that run's directory, which may have stayed on another machine
         start = self.run_at(value) if ref.get == "train.init_from" else None
-        if start is not None:
-            # the start of `run` (a control trains on from it): a run of this spec, whose
-            # directory may have stayed on another machine
-            if not (self.store.has_weights(start.id) and self.store.finished_locally(start.id)):
-                self.restore(start)
-                self.needs = start.id
-                why = "only its record is here; `experiment run` retrains it first"
-                return None, f"needs the run directory of {start.id} ({why})"
-            return relative(self.store.run_dir(start.id)), ""
-        return value, ""
+        return (value, "") if start is None else self.start_dir(start)
+
+    def start_dir(self, run: Run) -> tuple[Any, str]:
+        """The run directory another run starts from; if only the record of `run` is here, it
+        waits (and `run` is retrained first). Weights are written at each best epoch: only a
+        finished run's are a start."""
+        if not (self.store.has_weights(run.id) and self.store.finished_locally(run.id)):
+            self.restore(run)
+            self.needs = run.id
+            why = "only its record is here; `experiment run` retrains it first"
+            return None, f"needs the run directory of {run.id} ({why})"
+        return relative(self.store.run_dir(run.id)), ""
 
     def run_at(self, path: object) -> Run | None:
         """The run of this plan whose run directory `path` names (a recorded `init_from`, written
