@@ -530,12 +530,24 @@ class Plan:
 
     def run_at(self, path: object) -> Run | None:
         """The run of this plan whose run directory `path` names (a recorded `init_from`, written
-        on whichever machine trained it), or None for a directory outside the spec's runs."""
+        on whichever machine trained it), or None for a directory outside the spec's runs. A
+        start not planned yet (another seed of a planned run: FAME's seed reruns start from
+        SASRec's at their seed) is planned here."""
         if not isinstance(path, str) or not path or self.store.runs_dir is None:
             return None
         posix = "/" + Path(path).as_posix()
         folder = self.store.runs_dir.name  # the spec's runs folder, wherever it lay
-        return next((r for r in self.by_id.values() if posix.endswith(f"/{folder}/{r.id}")), None)
+        found = next((r for r in self.by_id.values() if posix.endswith(f"/{folder}/{r.id}")), None)
+        if found is not None:
+            return found
+        for run in [r for r in self.by_id.values() if r.names is not None]:
+            for seed in self.spec.seeds:
+                run_id = f"{run.dataset}/{run.entry}/{run_slug(run.names, seed)}"
+                if posix.endswith(f"/{folder}/{run_id}") and self.store.done(run_id):
+                    dataset = next(d for d in self.spec.datasets if d.name == run.dataset)
+                    entry = self.spec.entry(run.entry)
+                    return self.materialize(dataset, entry, SUPPORT_STAGE, run.names, seed)
+        return None
 
     def restore(self, run: Run) -> None:
         """Plan a finished run's retraining into its run directory, at its recorded settings,
