@@ -221,9 +221,14 @@ class Runner:
             run.needs == restore.id and self.wanted(run) for run in plan.runs
         )
 
-    def priority(self, run: Run) -> int:
-        """The first --only pattern `run` matches: runs matching an earlier pattern start first."""
-        return next((i for i, p in enumerate(self.only) if fnmatch.fnmatch(run.label, p)), 0)
+    def priority(self, run: Run, plan: Plan) -> int:
+        """The first --only pattern `run` matches: runs matching an earlier pattern start first.
+        A start to retrain ranks with the first run that waits for it."""
+        runs = [run]
+        if run.id in plan.restores:
+            runs += [r for r in plan.runs if r.needs == run.id and self.wanted(r)]
+        ranks = [i for r in runs for i, p in enumerate(self.only) if fnmatch.fnmatch(r.label, p)]
+        return min(ranks, default=0)
 
     def plan(self) -> Plan:
         return Plan(self.spec, self.store)
@@ -472,8 +477,8 @@ class Runner:
                     for run in candidates
                     if run.id not in running and run.id not in failed and run.id not in self.paused
                 ]
-                # restores still first, then in the order of the --only patterns (a stable sort)
-                ready.sort(key=lambda run: (run.id not in plan.restores, self.priority(run)))
+                # in the order of the --only patterns (a stable sort), restores first in each
+                ready.sort(key=lambda run: (self.priority(run, plan), run.id not in plan.restores))
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     ready = []  # past --time-limit: let the running jobs pause, start none
                 while ready and len(running) < self.jobs:
