@@ -1,6 +1,7 @@
 """Staged selection on validation, references between models, commands: from fake records."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -261,3 +262,45 @@ def test_a_reference_that_matches_waits_for_the_setting_it_matches_on(tmp_path):
     first = plan_of(spec).entries["toys", "later"].runs[0]
     assert first.state == READY, first.reason
     assert first.settings["model.hidden_size"] == 128 and first.settings["model.dropout"] == 0.5
+
+
+def test_a_control_started_where_fame_started_waits_for_that_start_to_be_retrained(tmp_path):
+    # a control trains on from the run FAME started from, read from FAME's record; that start
+    # may be a support run (FAME's seed rerun at a size SASRec did not select) that no
+    # reference plans any more once FAME's rerun is done, and whose directory is elsewhere
+    body = FAME + '[models.cont]\ncontrol = true\nmodel.name = "sasrec"\n'
+    body += 'train.init_from = { selected = "fame", get = "train.init_from" }\n'
+    spec = write_spec(tmp_path, body)
+    small, large = plan_of(spec).entries["toys", "sasrec"].trials
+    fake_record(spec, small, 0.3)  # SASRec selects d = 64
+    fake_record(spec, large, 0.2)
+    fake_weights(spec, small)
+    fake_weights(spec, large)
+    fame = plan_of(spec).entries["toys", "fame"].trials
+    fake_record(spec, fame[0], 0.1)
+    fake_record(spec, fame[1], 0.4)  # FAME selects d = 128
+    (support,) = plan_of(spec).entries["toys", "sasrec"].support
+    fake_record(spec, support, 0.2)
+    fake_weights(spec, support)
+    (rerun,) = plan_of(spec).entries["toys", "fame"].reruns
+    assert rerun.settings["train.init_from"].endswith(support.id)
+    # FAME's seed-2 rerun was trained on another machine: its record names a path there
+    rerun.settings["train.init_from"] = f"/elsewhere/famerec/runs/tiny/{support.id}"
+    fake_record(spec, rerun, 0.4)
+    for run in (small, large, support):
+        for path in (spec.runs_dir / run.id).iterdir():
+            path.unlink()  # only the records are here
+
+    plan = plan_of(spec)
+    first, second = plan.entries["toys", "cont"].runs
+    why = "only its record is here; `experiment run` retrains it first"
+    assert first.reason == f"needs the run directory of {large.id} ({why})"
+    assert second.reason == f"needs the run directory of {support.id} ({why})"
+    assert second.needs == support.id and set(plan.restores) == {large.id, support.id}
+    fake_weights(spec, support)
+    second = plan_of(spec).entries["toys", "cont"].runs[1]
+    assert second.state == READY
+    # the directory here, not the path of the machine that trained FAME
+    assert (
+        Path(second.settings["train.init_from"]).resolve() == (spec.runs_dir / support.id).resolve()
+    )
