@@ -443,8 +443,9 @@ def add_experiment_commands(commands) -> None:
         "--only",
         metavar="PATTERN",
         action="append",
-        help="only run ids matching, e.g. 'beauty/*'; repeat it for several patterns: "
-        "runs matching an earlier one start first",
+        help="only run ids matching, e.g. 'beauty/*'; repeat it for several patterns: of the "
+        "runs ready, those matching an earlier one start first; a start that only has its "
+        "record here is retrained with the runs that need it",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     add_time_limit(

@@ -1,6 +1,7 @@
 """Staged selection on validation, references between models, commands: from fake records."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,31 @@ def test_a_control_started_where_fame_started_waits_for_that_start_to_be_retrain
     assert (
         Path(second.settings["train.init_from"]).resolve() == (spec.runs_dir / support.id).resolve()
     )
+    assert [r.id for r in plan_of(spec).entries["toys", "sasrec"].support] == [support.id]
+    # a start outside the spec's runs is no run of it: passed on as recorded
+    rerun.settings["train.init_from"] = "/elsewhere/my-sasrec"
+    fake_record(spec, rerun, 0.4)
+    second = plan_of(spec).entries["toys", "cont"].runs[1]
+    assert second.state == READY and second.settings["train.init_from"] == "/elsewhere/my-sasrec"
+
+
+def test_a_start_that_starts_from_another_missing_start_names_the_first_to_retrain(tmp_path):
+    # a control trained on from FAME's weights, when neither FAME's directory nor that of the
+    # SASRec run FAME started from is here: SASRec's retraining comes first
+    body = FAME + '[models.cont]\ncontrol = true\nmodel.name = "fame"\n'
+    body += 'model.hidden_size = { selected = "fame", get = "model.hidden_size" }\n'
+    body += 'train.init_from = { selected = "fame" }\n'
+    spec = write_spec(tmp_path, body)
+    small, large = plan_of(spec).entries["toys", "sasrec"].trials
+    fake_record(spec, small, 0.3)
+    fake_record(spec, large, 0.2)
+    fake_weights(spec, small)
+    fake_weights(spec, large)
+    fame = plan_of(spec).entries["toys", "fame"].trials
+    fake_record(spec, fame[0], 0.4)  # FAME selects d = 64, from SASRec d = 64
+    fake_record(spec, fame[1], 0.1)
+    shutil.rmtree(spec.runs_dir)  # only the records are here
+    plan = plan_of(spec)
+    first = plan.entries["toys", "cont"].runs[0]
+    assert first.reason.startswith(f"needs the run directory of {fame[0].id}")
+    assert first.needs == small.id and list(plan.restores) == [small.id]

@@ -230,6 +230,14 @@ class Store:
             del self._cache[key]
 
 
+def finished_dir(path: Any) -> bool:
+    """Whether `path` is a finished run's directory here (its weights and final metrics)."""
+    if not isinstance(path, str) or not path:
+        return False
+    folder = Path(path)
+    return (folder / "model.safetensors").is_file() and (folder / "metrics.json").is_file()
+
+
 class Plan:
     """Every run of a spec, with its state; rebuild it whenever runs finish."""
 
@@ -243,7 +251,6 @@ class Plan:
         # finished runs whose weights another run starts from but whose run directory is not
         # here (only the record is): retrained at their recorded settings, the record kept
         self.restores: dict[str, Run] = {}
-        self.needs: str | None = None  # set by resolve: the restore a run waits for
         for dataset in spec.datasets:
             for entry in spec.run_order():
                 self.entries[dataset.name, entry.name] = self.build(dataset, entry)
@@ -452,10 +459,11 @@ class Plan:
         order = [k for k in settings if k not in matching] + matching
         for key, value in ((k, settings[k]) for k in order):
             if isinstance(value, Ref):  # `match` sees the settings resolved before it
-                self.needs = None
-                value, waiting = self.resolve(value, dataset, {**settings, **resolved}, run.seed)
+                value, waiting, needs = self.resolve(
+                    value, dataset, {**settings, **resolved}, run.seed
+                )
                 if waiting:
-                    run.reason, run.needs = waiting, self.needs
+                    run.reason, run.needs = waiting, needs
                     return None
             resolved[key] = value
         try:
@@ -477,11 +485,12 @@ class Plan:
 
     def resolve(
         self, ref: Ref, dataset: Dataset, settings: dict[str, Any], seed: int
-    ) -> tuple[Any, str]:
-        """(value, "") or (None, why it must wait)."""
+    ) -> tuple[Any, str, str | None]:
+        """(value, "", None) or (None, why it must wait, the id of the start to retrain that it
+        waits for if that is why)."""
         target = self.entries[dataset.name, ref.selected]
         if target.selected is None:
-            return None, f"waits for the selection of {ref.selected}"
+            return None, f"waits for the selection of {ref.selected}", None
         names = target.selected.names
         if ref.match:
             want = {key: settings.get(key, DEFAULTS.get(key)) for key in ref.match}
@@ -493,7 +502,7 @@ class Plan:
             if not pool:
                 pool = self.pruned_start(dataset, target, want)
                 if isinstance(pool, str):
-                    return None, pool  # it trains on first
+                    return None, pool, None  # it trains on first
             if not pool:
                 raise SpecError(
                     f"{self.spec.path}: no trial of {ref.selected} on {dataset.name} has "
@@ -503,9 +512,8 @@ class Plan:
         run = self.materialize(dataset, target.entry, SUPPORT_STAGE, names, seed)
         if run.stage == SUPPORT_STAGE and run not in target.support:
             target.support.append(run)
-        trained = run.state == DONE or (run.state == PRUNED and self.store.finished(run.id))
-        if not trained:
-            return None, f"waits for {run.id}"
+        if not self.trained(run):
+            return None, f"waits for {run.id}", None
         if ref.get is None:
             return self.start_dir(run)
         source = self.store.config(run.id) if "." in ref.get else self.store.metrics(run.id)
@@ -513,20 +521,29 @@ class Plan:
             raise SpecError(f"{self.spec.path}: {run.id} has no '{ref.get}'")
         value = source[ref.get]
         # a recorded start (a control trains on from the one FAME started from): when it names
-        # a run of this spec, that run's directory, which may have stayed on another machine
-        start = self.run_at(value) if ref.get == "train.init_from" else None
-        return (value, "") if start is None else self.start_dir(start)
+        # a run of this spec that is not here as it was recorded, that run's directory here,
+        # which may have stayed on another machine
+        if ref.get != "train.init_from" or finished_dir(value):
+            return value, "", None
+        start = self.run_at(value)
+        if start is None:
+            return value, "", None
+        if not self.trained(start):
+            return None, f"waits for {start.id}", None
+        return self.start_dir(start)
 
-    def start_dir(self, run: Run) -> tuple[Any, str]:
+    def trained(self, run: Run) -> bool:
+        return run.state == DONE or (run.state == PRUNED and self.store.finished(run.id))
+
+    def start_dir(self, run: Run) -> tuple[Any, str, str | None]:
         """The run directory another run starts from; if only the record of `run` is here, it
         waits (and `run` is retrained first). Weights are written at each best epoch: only a
         finished run's are a start."""
         if not (self.store.has_weights(run.id) and self.store.finished_locally(run.id)):
-            self.restore(run)
-            self.needs = run.id
+            needs = self.restore(run)
             why = "only its record is here; `experiment run` retrains it first"
-            return None, f"needs the run directory of {run.id} ({why})"
-        return relative(self.store.run_dir(run.id)), ""
+            return None, f"needs the run directory of {run.id} ({why})", needs
+        return relative(self.store.run_dir(run.id)), "", None
 
     def run_at(self, path: object) -> Run | None:
         """The run of this plan whose run directory `path` names (a recorded `init_from`, written
@@ -545,22 +562,29 @@ class Plan:
                 run_id = f"{run.dataset}/{run.entry}/{run_slug(run.names, seed)}"
                 if posix.endswith(f"/{folder}/{run_id}") and self.store.done(run_id):
                     dataset = next(d for d in self.spec.datasets if d.name == run.dataset)
-                    entry = self.spec.entry(run.entry)
-                    return self.materialize(dataset, entry, SUPPORT_STAGE, run.names, seed)
+                    entry = self.entries[run.dataset, run.entry]
+                    start = self.materialize(dataset, entry.entry, SUPPORT_STAGE, run.names, seed)
+                    if start.stage == SUPPORT_STAGE and start not in entry.support:
+                        entry.support.append(start)
+                    return start
         return None
 
-    def restore(self, run: Run) -> None:
+    def restore(self, run: Run) -> str | None:
         """Plan a finished run's retraining into its run directory, at its recorded settings,
         when another run starts from its weights and only its record is here (the directory
-        stayed on another machine). Its record, which selection read, is kept."""
+        stayed on another machine). Its record, which selection read, is kept. Returns the id
+        of the retraining to run first: this run's, or, if it starts from another run that
+        must be retrained too (FAME from its SASRec), that one's."""
         if run.id in self.restores or run.unresolved is None:
-            return
+            return run.id if run.id in self.restores else None
         dataset, settings = run.unresolved
         copy = replace(run, state=READY, reason="", stop_at=None)
         resolved = self.resolve_settings(copy, dataset, settings)
-        if resolved is not None:
-            copy.settings = resolved
-            self.restores[run.id] = copy
+        if resolved is None:
+            return copy.needs
+        copy.settings = resolved
+        self.restores[run.id] = copy
+        return run.id
 
     # -- summaries --------------------------------------------------------------------------
 
