@@ -547,26 +547,28 @@ class Plan:
 
     def run_at(self, path: object) -> Run | None:
         """The run of this plan whose run directory `path` names (a recorded `init_from`, written
-        on whichever machine trained it), or None for a directory outside the spec's runs. A
-        start not planned yet (another seed of a planned run: FAME's seed reruns start from
-        SASRec's at their seed) is planned here."""
-        if not isinstance(path, str) or not path or self.store.runs_dir is None:
+        on whichever machine trained it: .../<the spec's runs folder>/<dataset>/<model>/<run>),
+        or None for a directory outside the spec's runs. A start not planned yet (another seed
+        of a planned run: FAME's seed reruns start from SASRec's at their seed) is planned here."""
+        if not isinstance(path, str) or self.store.runs_dir is None:
             return None
-        posix = "/" + Path(path).as_posix()
-        folder = self.store.runs_dir.name  # the spec's runs folder, wherever it lay
-        found = next((r for r in self.by_id.values() if posix.endswith(f"/{folder}/{r.id}")), None)
-        if found is not None:
-            return found
-        for run in [r for r in self.by_id.values() if r.names is not None]:
-            for seed in self.spec.seeds:
-                run_id = f"{run.dataset}/{run.entry}/{run_slug(run.names, seed)}"
-                if posix.endswith(f"/{folder}/{run_id}") and self.store.done(run_id):
-                    dataset = next(d for d in self.spec.datasets if d.name == run.dataset)
-                    entry = self.entries[run.dataset, run.entry]
-                    start = self.materialize(dataset, entry.entry, SUPPORT_STAGE, run.names, seed)
-                    if start.stage == SUPPORT_STAGE and start not in entry.support:
-                        entry.support.append(start)
-                    return start
+        parts = Path(path).as_posix().split("/")
+        if len(parts) < 4 or parts[-4] != self.store.runs_dir.name:
+            return None
+        run_id = "/".join(parts[-3:])
+        if run_id in self.by_id:
+            return self.by_id[run_id]
+        entry = self.entries.get((parts[-3], parts[-2]))
+        if entry is None or not self.store.done(run_id):
+            return None
+        for run in [r for r in entry.runs if r.names is not None]:
+            seed = next((s for s in self.spec.seeds if run_slug(run.names, s) == parts[-1]), None)
+            if seed is not None:
+                dataset = next(d for d in self.spec.datasets if d.name == run.dataset)
+                start = self.materialize(dataset, entry.entry, SUPPORT_STAGE, run.names, seed)
+                if start.stage == SUPPORT_STAGE and start not in entry.support:
+                    entry.support.append(start)
+                return start
         return None
 
     def restore(self, run: Run) -> str | None:

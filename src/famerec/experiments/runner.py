@@ -215,18 +215,22 @@ class Runner:
     def wanted(self, run: Run) -> bool:
         return not self.only or any(fnmatch.fnmatch(run.label, p) for p in self.only)
 
-    def wanted_restore(self, plan: Plan, restore: Run) -> bool:
-        """A start to retrain is wanted with any wanted run that waits for it."""
-        return self.wanted(restore) or any(
-            run.needs == restore.id and self.wanted(run) for run in plan.runs
-        )
+    def wanted_restores(self, plan: Plan) -> dict[str, list[Run]]:
+        """The starts to retrain that are wanted, each with the wanted runs that wait for it: a
+        start is wanted when --only names it or any of those runs."""
+        waiting: dict[str, list[Run]] = {}
+        for run in plan.runs:
+            if run.needs is not None and self.wanted(run):
+                waiting.setdefault(run.needs, []).append(run)
+        return {
+            i: waiting.get(i, [])
+            for i, r in plan.restores.items()
+            if self.wanted(r) or i in waiting
+        }
 
-    def priority(self, run: Run, plan: Plan) -> int:
-        """The first --only pattern `run` matches: runs matching an earlier pattern start first.
-        A start to retrain ranks with the first run that waits for it."""
-        runs = [run]
-        if run.id in plan.restores:
-            runs += [r for r in plan.runs if r.needs == run.id and self.wanted(r)]
+    def priority(self, runs: list[Run]) -> int:
+        """The first --only pattern any of `runs` matches (a run, or a start to retrain with
+        the runs that wait for it): runs matching an earlier pattern start first."""
         ranks = [i for r in runs for i, p in enumerate(self.only) if fnmatch.fnmatch(r.label, p)]
         return min(ranks, default=0)
 
@@ -470,7 +474,8 @@ class Runner:
                 plan = self.plan()
                 self.record_pruned(plan)
                 # restores first: every run that starts from one waits for it
-                candidates = [r for r in plan.restores.values() if self.wanted_restore(plan, r)]
+                restores = self.wanted_restores(plan)
+                candidates = [plan.restores[i] for i in restores]
                 candidates += [run for run in plan.runs if run.state == READY and self.wanted(run)]
                 ready = [
                     run
@@ -478,7 +483,12 @@ class Runner:
                     if run.id not in running and run.id not in failed and run.id not in self.paused
                 ]
                 # in the order of the --only patterns (a stable sort), restores first in each
-                ready.sort(key=lambda run: (self.priority(run, plan), run.id not in plan.restores))
+                ready.sort(
+                    key=lambda run: (
+                        self.priority([run, *restores.get(run.id, [])]),
+                        run.id not in restores,
+                    )
+                )
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     ready = []  # past --time-limit: let the running jobs pause, start none
                 while ready and len(running) < self.jobs:
@@ -599,11 +609,9 @@ class Runner:
                 self.say(f"pruned   {run.id}: {run.rung}")
             else:
                 self.say(f"waiting  {run.label}: {run.reason}")
-        for run in plan.restores.values():
-            if self.wanted_restore(plan, run):
-                args, _ = self.command(run)
-                command = shlex.join(args)
-                self.say(f"restore  {run.id} (only its record is here)\n         famerec {command}")
+        for run in (plan.restores[i] for i in self.wanted_restores(plan)):
+            command = shlex.join(self.command(run)[0])
+            self.say(f"restore  {run.id} (only its record is here)\n         famerec {command}")
         return 0
 
 
