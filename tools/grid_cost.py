@@ -8,8 +8,10 @@ Beauty; where a model has no finished run at all, an unfinished run directory (`
 thread count) gives a lower bound: the minutes its epochs so far took.
 
 A model with a training recipe (its registration's `recipe`: schedule, rate, batch size, epochs)
-is priced from the records trained with that recipe; where it has none yet, from its records of
-the old constant-rate recipe, and the row says "old recipe".
+is priced from the records trained with that recipe; where it has none yet, from the trials of
+that recipe in `--recipe-records` (records kept outside any spec, e.g. the recipe trials in
+benchmarks/records/recipe-variants), else from its records of the old constant-rate recipe, and
+the row says "old recipe".
 
 A spec with a pruned search (`[selection.pruning]`) prices each stage's n trials as the epochs
 successive halving trains: n to the first rung, the kept share on to the next, and so on, the
@@ -18,6 +20,8 @@ column then counts full-run equivalents. A pruned trial revived as another run's
 counted (rare: only when no trial of that kind survived).
 
     python tools/grid_cost.py experiments/table2.toml
+    R=benchmarks/records/recipe-variants
+    python tools/grid_cost.py experiments/table2.toml --recipe-records $R
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def priced_records(records: Path, recipe: bool | None = None) -> Iterator[tuple[
     """(metrics.json path, metrics, key) of every finished CPU float32 run: all of them, or
     (`recipe` True) those trained with the model's recipe, or (False) those of a model with a
     recipe trained without it."""
-    for path in records.glob(f"*/*/*/*/{METRICS}"):
+    # a spec's records sit at <spec>/<dataset>/<model>/<run>; other folders at any depth
+    for path in sorted(list(records.glob(f"*/*/*/*/{METRICS}")) or records.rglob(METRICS)):
         metrics = json.loads(path.read_text())
         cpu = metrics.get("device") == "cpu" and metrics.get("precision", "fp32") == "fp32"
         if not cpu or not metrics.get("wall_seconds"):
@@ -85,6 +90,23 @@ def record_epochs(records: Path, recipe: bool | None = None) -> dict[Key, list[i
         if metrics.get("epochs_run"):
             epochs[key].append(int(metrics["epochs_run"]))
     return epochs
+
+
+def add_recipe_trials(
+    walls: dict[tuple[Key, int], list[float]], epochs: dict[Key, list[int]], folders: list[Path]
+) -> set[str]:
+    """Add to `walls` and `epochs` the records under `folders` (recipe trials kept outside any
+    spec) that follow their model's recipe, for the keys no record of `walls` prices; returns
+    the models so priced."""
+    models = set()
+    for folder in folders:
+        trial_epochs = record_epochs(folder, True)
+        for (key, threads), minutes in record_walls(folder, True).items():
+            if model_spec(key[1]).recipe and not any(k == key for k, _ in walls):
+                walls[key, threads] = minutes
+                epochs[key] = trial_epochs[key]
+                models.add(key[1])
+    return models
 
 
 def pruned_share(trials: int, rungs: tuple[int, ...], reduction: int, epochs: float) -> float:
@@ -155,6 +177,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path)
     parser.add_argument("--records", type=Path, default=Path("results/records"))
+    parser.add_argument(
+        "--recipe-records",
+        type=Path,
+        action="append",
+        default=[],
+        help="records of recipe trials outside any spec, at any depth (e.g. "
+        "benchmarks/records/recipe-variants): those that follow their model's recipe price "
+        "its runs where --records has none that do; repeat for several folders",
+    )
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     args = parser.parse_args()
 
@@ -162,6 +193,7 @@ def main() -> None:
     plan = Plan(spec, Store(spec.records_dir))
     walls, old = record_walls(args.records, True), record_walls(args.records, False)
     epochs = {**record_epochs(args.records, False), **record_epochs(args.records, True)}
+    trials = add_recipe_trials(walls, epochs, args.recipe_records)
     counts: dict[Key, float] = defaultdict(float)
     for (dataset, entry), entry_plan in plan.entries.items():
         settings = entry_plan.entry.settings
@@ -193,6 +225,8 @@ def main() -> None:
             unpriced += int(round(runs))
             continue
         minutes, source = priced
+        if model in trials and "old recipe" not in source:
+            source += ", recipe trials"
         hours = runs * minutes / 60
         if source.startswith("at least"):
             bound += hours

@@ -53,3 +53,41 @@ def test_a_pruned_stage_costs_the_epochs_successive_halving_trains():
     # runs that stop before a rung cost only what they ran
     assert pruned_share(5, (3, 9), 3, 2) == 1.0
     assert pruned_share(1, (3, 9), 3, 25) == 1.0
+
+
+def test_recipe_trials_outside_a_spec_price_a_recipe_no_spec_record_follows(tmp_path):
+    import json
+
+    from famerec.models import model_spec
+    from famerec.runs.dir import METRICS
+    from tools.grid_cost import add_recipe_trials
+
+    def trial(folder: str, model: str, recipe: bool, seconds: float) -> None:
+        train = {"threads": 1}
+        config = {"model": {"name": model}, "train": train}
+        for key, value in model_spec(model).recipe if recipe else ():
+            section, name = key.split(".")
+            config.setdefault(section, {})[name] = value
+        metrics = {
+            "model": model,
+            "dataset": {"name": "beauty"},
+            "device": "cpu",
+            "precision": "fp32",
+            "wall_seconds": seconds,
+            "epochs_run": 30,
+            "config": config,
+        }
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / METRICS).write_text(json.dumps(metrics))
+
+    trial("miasrec-C", "miasrec", True, 5400.0)  # one level deep, not <spec>/<dataset>/...
+    trial("miasrec-A", "miasrec", False, 3000.0)  # another schedule: not the recipe
+    trial("sasrec-C", "sasrec", True, 600.0)  # SASRec's recipe is priced by the spec records
+    trial("core-A", "core", False, 900.0)  # no recipe: a trial never prices it
+    walls = {(("beauty", "sasrec", False), 1): [9.0]}
+    epochs = {("beauty", "sasrec", False): [25]}
+    assert add_recipe_trials(walls, epochs, [tmp_path]) == {"miasrec"}
+    assert walls[("beauty", "miasrec", False), 1] == [90.0]
+    assert walls[("beauty", "sasrec", False), 1] == [9.0]
+    assert epochs[("beauty", "miasrec", False)] == [30]
+    assert not any(key[1] == "core" for key, _ in walls)
