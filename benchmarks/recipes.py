@@ -69,6 +69,10 @@ def spread(values: list[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def users_mean(rows: list[dict]) -> np.ndarray | None:
     """Each user's metric averaged over the runs that kept per-user ranks (None: no run did)."""
     kept = [row["per_user"] for row in rows if row["per_user"] is not None]
@@ -101,7 +105,7 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
             for key, digits in (("valid", 4), ("best_epoch", 1), ("epochs", 1), ("minutes", 1))
         ]
         cells += ["", spread([r["test"] for r in rows]), spread([r["test_hr"] for r in rows])]
-        cells.append(f"{p:.3f}" if name == "new" and p is not None else "")
+        cells.append(p_text(p) if name == "new" and p is not None else "")
         lines.append(f"| {name}, mean | | " + " | ".join(cells) + " |")
     valid_ok = statistics.mean(r["valid"] for r in new) >= tolerance * statistics.mean(
         r["valid"] for r in old
@@ -121,7 +125,7 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
     lines.append(
         f"loses nothing: {'yes' if valid_ok and test_ok else 'NO'} (validation "
         f"{'within' if valid_ok else 'below'} {tolerance:.0%} of the old mean; test NDCG@10 "
-        f"{'not significantly lower' if test_ok else 'significantly lower'}, p = {p:.3f} "
+        f"{'not significantly lower' if test_ok else 'significantly lower'}, p {p_text(p)} "
         f"on the users' means over {seeds} with per-user ranks, difference "
         f"{new_users.mean() - old_users.mean():+.4f})"
     )
