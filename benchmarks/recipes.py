@@ -9,8 +9,8 @@ means the new recipe ranks better).
 
 The old side may have fewer seeds than the new one, where the old recipe costs too much to
 rerun (MiaSRec's took 505 minutes of one thread): the users' means then average different
-numbers of seeds, and the table says so. A run whose directory is gone and whose record has no
-per-user ranks (`ranks.npz`) gets no p-value and is left out of the users' means.
+numbers of seeds, and the table says so. A run without per-user ranks (`ranks.npz`: records
+copied before they were kept) gets no p-value and is left out of the users' means.
 
 "Loses nothing", the rule a new default must pass: its mean best validation NDCG@10 is at least
 `--tolerance` (0.99) of the old one's, and its test NDCG@10 is not significantly lower
@@ -95,15 +95,17 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
             lines.append(
                 f"| {name} | {row['seed']} | {row['valid']:.4f} | {row['best_epoch']} | "
                 f"{row['epochs']} | {row['minutes']:.1f} | {row['device']}, {row['threads']} | "
-                f"{row['test']:.4f} | {row['test_hr']:.4f} | {'' if p is None else f'{p:.3f}'} |"
+                f"{row['test']:.4f} | {row['test_hr']:.4f} | {'' if p is None else p_text(p)} |"
             )
     old_users, new_users = users_mean(old), users_mean(new)
     p = None if old_users is None or new_users is None else paired_t_test(old_users, new_users)
     for name, rows in (("old", old), ("new", new)):
         cells = [
             spread([r[key] for r in rows], digits)
-            for key, digits in (("valid", 4), ("best_epoch", 1), ("epochs", 1), ("minutes", 1))
+            for key, digits in (("valid", 4), ("best_epoch", 1), ("epochs", 1))
         ]
+        same_device = len({r["device"] for r in rows}) == 1
+        cells.append(spread([r["minutes"] for r in rows], 1) if same_device else "(devices differ)")
         cells += ["", spread([r["test"] for r in rows]), spread([r["test_hr"] for r in rows])]
         cells.append(p_text(p) if name == "new" and p is not None else "")
         lines.append(f"| {name}, mean | | " + " | ".join(cells) + " |")
@@ -118,15 +120,20 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
         )
         return "\n".join(lines)
     test_ok = p >= 0.05 or new_users.mean() >= old_users.mean()
-    counts = [sum(r["per_user"] is not None for r in rows) for rows in (new, old)]
-    seeds = f"{counts[0]} new and {counts[1]} old seeds"
-    if counts[0] == counts[1]:
-        seeds = f"{counts[0]} seed" + ("s" if counts[0] > 1 else "")
+    ranked = [[r["seed"] for r in rows if r["per_user"] is not None] for rows in (new, old)]
+    seeds = f"over {len(ranked[0])} seed" + ("s" if len(ranked[0]) > 1 else "")
+    seeds += " with per-user ranks"
+    if sorted(ranked[0]) != sorted(ranked[1]):
+        listed = [", ".join(map(str, seeds)) for seeds in ranked]
+        seeds = (
+            f"of new seeds {listed[0]} against old seeds {listed[1]} (the runs with per-user "
+            "ranks; not the same seeds)"
+        )
     lines.append(
         f"loses nothing: {'yes' if valid_ok and test_ok else 'NO'} (validation "
         f"{'within' if valid_ok else 'below'} {tolerance:.0%} of the old mean; test NDCG@10 "
         f"{'not significantly lower' if test_ok else 'significantly lower'}, p {p_text(p)} "
-        f"on the users' means over {seeds} with per-user ranks, difference "
+        f"on the users' means {seeds}; difference "
         f"{new_users.mean() - old_users.mean():+.4f})"
     )
     return "\n".join(lines)
@@ -140,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     old, new = [run_row(r) for r in args.old], [run_row(r) for r in args.new]
+    for name, rows in (("--old", old), ("--new", new)):
+        if len({r["seed"] for r in rows}) < len(rows):
+            parser.error(f"{name} lists a seed twice")
     if not {r["seed"] for r in old} <= {r["seed"] for r in new}:
         parser.error("every --old seed must also be a --new seed")
     text = table(old, new, args.tolerance)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.recipes import run_row, table
+from benchmarks.recipes import p_text, run_row, table
+from famerec.evaluation.significance import paired_t_test, per_user
 from famerec.runs.dir import RANKS
 
 
@@ -40,7 +41,7 @@ def test_fewer_old_seeds_and_runs_without_ranks(tmp_path):
     text = table(old, new, 0.99)
     rows = [line for line in text.splitlines() if line.startswith("| new | ")]
     assert all(row.endswith("|  |") for row in rows)  # no ranks, or no old run of that seed
-    assert "over 2 new and 1 old seeds with per-user ranks" in text
+    assert "of new seeds 1, 2 against old seeds 42 (the runs with per-user ranks" in text
     assert text.splitlines()[-1].startswith("loses nothing: yes")
 
 
@@ -50,3 +51,15 @@ def test_no_ranks_on_one_side_decides_nothing(tmp_path):
     assert "loses nothing: not decided" in table(old, new, 0.99)
     both = [run_row(write_run(tmp_path / "old2", 42, 0.060, [5, 1, 2, 30]))]
     assert "over 1 seed with per-user ranks" in table(both, new, 0.99)
+
+
+def test_runs_pair_by_seed_not_by_order(tmp_path):
+    ranks = {1: [0, 3, 9, 1, 20, 2], 2: [5, 0, 1, 30, 2, 7]}
+    old = [run_row(write_run(tmp_path / f"old{seed}", seed, 0.06, ranks[seed])) for seed in (2, 1)]
+    better = {1: [0, 1, 2, 0, 4, 1], 2: [1, 0, 0, 9, 1, 2]}
+    new = [run_row(write_run(tmp_path / f"new{seed}", seed, 0.07, better[seed])) for seed in (1, 2)]
+    rows = [line for line in table(old, new, 0.99).splitlines() if line.startswith("| new | ")]
+    for row, seed in zip(rows, (1, 2), strict=True):
+        expected = paired_t_test(per_user(ranks[seed]), per_user(better[seed]))
+        assert row.endswith(f"| {p_text(expected)} |")
+    assert "over 2 seeds with per-user ranks" in table(old, new, 0.99)

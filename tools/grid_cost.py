@@ -53,12 +53,15 @@ def follows_recipe(config: dict, model: str) -> bool:
     return True
 
 
-def priced_records(records: Path, recipe: bool | None = None) -> Iterator[tuple[Path, dict, Key]]:
+def priced_records(
+    records: Path, recipe: bool | None = None, deep: bool = False
+) -> Iterator[tuple[Path, dict, Key]]:
     """(metrics.json path, metrics, key) of every finished CPU float32 run: all of them, or
     (`recipe` True) those trained with the model's recipe, or (False) those of a model with a
-    recipe trained without it."""
-    # a spec's records sit at <spec>/<dataset>/<model>/<run>; other folders at any depth
-    for path in sorted(list(records.glob(f"*/*/*/*/{METRICS}")) or records.rglob(METRICS)):
+    recipe trained without it. A spec's records sit at <spec>/<dataset>/<model>/<run>; `deep`:
+    at any depth (records kept outside any spec)."""
+    paths = records.rglob(METRICS) if deep else records.glob(f"*/*/*/*/{METRICS}")
+    for path in sorted(paths):
         metrics = json.loads(path.read_text())
         cpu = metrics.get("device") == "cpu" and metrics.get("precision", "fp32") == "fp32"
         if not cpu or not metrics.get("wall_seconds"):
@@ -73,20 +76,24 @@ def priced_records(records: Path, recipe: bool | None = None) -> Iterator[tuple[
         yield path, metrics, (metrics["dataset"]["name"], model, bool(train.get("init_from")))
 
 
-def record_walls(records: Path, recipe: bool | None = None) -> dict[tuple[Key, int], list[float]]:
+def record_walls(
+    records: Path, recipe: bool | None = None, deep: bool = False
+) -> dict[tuple[Key, int], list[float]]:
     """Minutes of wall time of the `priced_records`, by (dataset, model, started) and threads."""
     walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
-    for path, metrics, key in priced_records(records, recipe):
+    for path, metrics, key in priced_records(records, recipe, deep):
         # runs resumed before wall time was carried between sittings hold the last one's only
         wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
         walls[key, metrics["config"]["train"].get("threads")].append(wall / 60)
     return walls
 
 
-def record_epochs(records: Path, recipe: bool | None = None) -> dict[Key, list[int]]:
+def record_epochs(
+    records: Path, recipe: bool | None = None, deep: bool = False
+) -> dict[Key, list[int]]:
     """Epochs run by the `priced_records` (any thread count)."""
     epochs: dict[Key, list[int]] = defaultdict(list)
-    for _, metrics, key in priced_records(records, recipe):
+    for _, metrics, key in priced_records(records, recipe, deep):
         if metrics.get("epochs_run"):
             epochs[key].append(int(metrics["epochs_run"]))
     return epochs
@@ -96,17 +103,21 @@ def add_recipe_trials(
     walls: dict[tuple[Key, int], list[float]], epochs: dict[Key, list[int]], folders: list[Path]
 ) -> set[str]:
     """Add to `walls` and `epochs` the records under `folders` (recipe trials kept outside any
-    spec) that follow their model's recipe, for the keys no record of `walls` prices; returns
-    the models so priced."""
-    models = set()
+    spec, at any depth) that follow their model's recipe, for the keys no record of `walls`
+    prices; returns the keys so priced."""
+    priced = {key for key, _ in walls}
+    added: set[Key] = set()
+    trial_epochs: dict[Key, list[int]] = defaultdict(list)
     for folder in folders:
-        trial_epochs = record_epochs(folder, True)
-        for (key, threads), minutes in record_walls(folder, True).items():
-            if model_spec(key[1]).recipe and not any(k == key for k, _ in walls):
-                walls[key, threads] = minutes
-                epochs[key] = trial_epochs[key]
-                models.add(key[1])
-    return models
+        for (key, threads), minutes in record_walls(folder, True, deep=True).items():
+            if model_spec(key[1]).recipe and key not in priced:
+                walls.setdefault((key, threads), []).extend(minutes)
+                added.add(key)
+        for key, runs in record_epochs(folder, True, deep=True).items():
+            if key in added:
+                trial_epochs[key].extend(runs)
+    epochs.update(trial_epochs)  # the old recipe's epochs no longer price these keys
+    return added
 
 
 def pruned_share(trials: int, rungs: tuple[int, ...], reduction: int, epochs: float) -> float:
@@ -225,7 +236,7 @@ def main() -> None:
             unpriced += int(round(runs))
             continue
         minutes, source = priced
-        if model in trials and "old recipe" not in source:
+        if ("beauty" if source.startswith("Beauty") else dataset, model, started) in trials:
             source += ", recipe trials"
         hours = runs * minutes / 60
         if source.startswith("at least"):

@@ -60,7 +60,7 @@ def test_recipe_trials_outside_a_spec_price_a_recipe_no_spec_record_follows(tmp_
 
     from famerec.models import model_spec
     from famerec.runs.dir import METRICS
-    from tools.grid_cost import add_recipe_trials
+    from tools.grid_cost import add_recipe_trials, follows_recipe
 
     def trial(folder: str, model: str, recipe: bool, seconds: float) -> None:
         train = {"threads": 1}
@@ -84,10 +84,17 @@ def test_recipe_trials_outside_a_spec_price_a_recipe_no_spec_record_follows(tmp_
     trial("miasrec-A", "miasrec", False, 3000.0)  # another schedule: not the recipe
     trial("sasrec-C", "sasrec", True, 600.0)  # SASRec's recipe is priced by the spec records
     trial("core-A", "core", False, 900.0)  # no recipe: a trial never prices it
+    trial("deep/miasrec-C-s2", "miasrec", True, 4800.0)  # deeper: found too, minutes added
+    undropped = {"model": {"name": "miasrec"}, "train": {"threads": 1}}
+    for key, value in model_spec("miasrec").recipe:  # the recipe's training, not its dropout
+        section, name = key.split(".")
+        if key != "model.dropout":
+            undropped[section][name] = value
+    assert not follows_recipe(undropped, "miasrec")
     walls = {(("beauty", "sasrec", False), 1): [9.0]}
     epochs = {("beauty", "sasrec", False): [25]}
-    assert add_recipe_trials(walls, epochs, [tmp_path]) == {"miasrec"}
-    assert walls[("beauty", "miasrec", False), 1] == [90.0]
+    assert add_recipe_trials(walls, epochs, [tmp_path]) == {("beauty", "miasrec", False)}
+    assert sorted(walls[("beauty", "miasrec", False), 1]) == [80.0, 90.0]
     assert walls[("beauty", "sasrec", False), 1] == [9.0]
-    assert epochs[("beauty", "miasrec", False)] == [30]
+    assert epochs[("beauty", "miasrec", False)] == [30, 30]
     assert not any(key[1] == "core" for key, _ in walls)
