@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from famerec.errors import FamerecError  # noqa: E402
 from famerec.evaluation.significance import paired_t_test, per_user, saved_test_ranks  # noqa: E402
+from famerec.experiments.report import fmt_p  # noqa: E402
 from famerec.runs.dir import logged_seconds  # noqa: E402
 
 METRIC = "NDCG@10"
@@ -69,10 +70,6 @@ def spread(values: list[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def p_text(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def users_mean(rows: list[dict]) -> np.ndarray | None:
     """Each user's metric averaged over the runs that kept per-user ranks (None: no run did)."""
     kept = [row["per_user"] for row in rows if row["per_user"] is not None]
@@ -95,7 +92,7 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
             lines.append(
                 f"| {name} | {row['seed']} | {row['valid']:.4f} | {row['best_epoch']} | "
                 f"{row['epochs']} | {row['minutes']:.1f} | {row['device']}, {row['threads']} | "
-                f"{row['test']:.4f} | {row['test_hr']:.4f} | {'' if p is None else p_text(p)} |"
+                f"{row['test']:.4f} | {row['test_hr']:.4f} | {'' if p is None else fmt_p(p)} |"
             )
     old_users, new_users = users_mean(old), users_mean(new)
     p = None if old_users is None or new_users is None else paired_t_test(old_users, new_users)
@@ -107,7 +104,7 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
         same_device = len({r["device"] for r in rows}) == 1
         cells.append(spread([r["minutes"] for r in rows], 1) if same_device else "(devices differ)")
         cells += ["", spread([r["test"] for r in rows]), spread([r["test_hr"] for r in rows])]
-        cells.append(p_text(p) if name == "new" and p is not None else "")
+        cells.append(fmt_p(p) if name == "new" and p is not None else "")
         lines.append(f"| {name}, mean | | " + " | ".join(cells) + " |")
     valid_ok = statistics.mean(r["valid"] for r in new) >= tolerance * statistics.mean(
         r["valid"] for r in old
@@ -132,7 +129,7 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
     lines.append(
         f"loses nothing: {'yes' if valid_ok and test_ok else 'NO'} (validation "
         f"{'within' if valid_ok else 'below'} {tolerance:.0%} of the old mean; test NDCG@10 "
-        f"{'not significantly lower' if test_ok else 'significantly lower'}, p {p_text(p)} "
+        f"{'not significantly lower' if test_ok else 'significantly lower'}, p {fmt_p(p)} "
         f"on the users' means {seeds}; difference "
         f"{new_users.mean() - old_users.mean():+.4f})"
     )

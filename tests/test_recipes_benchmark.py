@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.recipes import p_text, run_row, table
+from benchmarks.recipes import run_row, table
 from famerec.evaluation.significance import paired_t_test, per_user
+from famerec.experiments.report import fmt_p
 from famerec.runs.dir import RANKS
 
 
@@ -61,5 +62,5 @@ def test_runs_pair_by_seed_not_by_order(tmp_path):
     rows = [line for line in table(old, new, 0.99).splitlines() if line.startswith("| new | ")]
     for row, seed in zip(rows, (1, 2), strict=True):
         expected = paired_t_test(per_user(ranks[seed]), per_user(better[seed]))
-        assert row.endswith(f"| {p_text(expected)} |")
+        assert row.endswith(f"| {fmt_p(expected)} |")
     assert "over 2 seeds with per-user ranks" in table(old, new, 0.99)

@@ -101,7 +101,7 @@ def record_epochs(
 
 def add_recipe_trials(
     walls: dict[tuple[Key, int], list[float]], epochs: dict[Key, list[int]], folders: list[Path]
-) -> set[str]:
+) -> set[Key]:
     """Add to `walls` and `epochs` the records under `folders` (recipe trials kept outside any
     spec, at any depth) that follow their model's recipe, for the keys no record of `walls`
     prices; returns the keys so priced."""
