@@ -289,6 +289,11 @@ class TrainConfig:
         choices=("constant", "linear", "cosine", "step"),
     )
     warmup_steps: int = option(0, "optimizer steps of linear warmup to --lr, 0 = none")
+    aux_warmup_steps: int = option(
+        0,
+        "optimizer steps over which every loss term but the next-item one (contrastive, "
+        "intent, ...) grows linearly from 0 to its full weight, 0 = none",
+    )
     decay_epochs: int = option(
         0, "linear/cosine: the decay ends after this many epochs (warmup included), 0 = --epochs"
     )
@@ -352,8 +357,10 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
-        if self.warmup_steps < 0 or self.decay_epochs < 0:
-            raise ConfigError("--warmup-steps and --decay-epochs must be 0 or more")
+        if self.warmup_steps < 0 or self.decay_epochs < 0 or self.aux_warmup_steps < 0:
+            raise ConfigError(
+                "--warmup-steps, --aux-warmup-steps and --decay-epochs must be 0 or more"
+            )
         if not 0.0 <= self.lr_floor <= 1.0:
             raise ConfigError(f"--lr-floor must be a share of --lr in [0, 1], got {self.lr_floor}")
         if self.step_epochs <= 0:

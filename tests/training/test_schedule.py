@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from famerec.config import RunConfig, TrainConfig
 from famerec.errors import ConfigError
 from famerec.training import train_run
-from famerec.training.schedule import rate_factor, scheduler
+from famerec.training.schedule import ramp_auxiliary, rate_factor, scheduler
 from tests.conftest import tiny_overrides
 
 
@@ -57,7 +58,8 @@ def test_step_decay_changes_the_rate_only_between_epochs():
     "overrides, message",
     [
         ({"train.lr_schedule": "exp"}, "unknown --lr-schedule value 'exp'"),
-        ({"train.warmup_steps": -1}, "--warmup-steps and --decay-epochs must be 0 or more"),
+        ({"train.warmup_steps": -1}, "--warmup-steps, --aux-warmup-steps and --decay-epochs"),
+        ({"train.aux_warmup_steps": -2}, "--warmup-steps, --aux-warmup-steps and --decay-epochs"),
         ({"train.lr_floor": 1.5}, "--lr-floor must be a share of --lr"),
         ({"train.step_epochs": 0}, "--step-epochs must be a positive integer"),
         ({"train.step_factor": 0.0}, "--step-factor must be in"),
@@ -92,21 +94,31 @@ def test_log_records_each_epochs_rate_and_config_the_schedule(seq_file, tmp_path
     assert log[-1]["lr"] < log[0]["lr"]
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "step"])
-def test_a_scheduled_run_resumes_exactly(seq_file, tmp_path, schedule):
-    settings = {**SCHEDULED, "train.lr_schedule": schedule, "train.step_epochs": 1}
-    config = RunConfig().with_overrides(tiny_overrides(seq_file, **settings))
+def history(run: Path) -> list[tuple]:
+    """Each epoch's (epoch, losses, rate, validation) from a run's log."""
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return [
+        (r["epoch"], r["train_loss"], r.get("train_losses"), r["lr"], r["valid"])
+        for r in map(json.loads, lines)
+    ]
+
+
+def assert_resumes_exactly(config: RunConfig, tmp_path: Path) -> None:
+    """A run cut after epoch 2 and resumed equals the same run trained in one go."""
     whole = train_run(config, tmp_path / "whole", progress=False)
     assert train_run(config, tmp_path / "cut", progress=False, stop_after=2) is None
     resumed = train_run(config, tmp_path / "cut", resume=True, progress=False)
     for key in ("valid", "test", "best_epoch", "epochs_run"):
         assert resumed[key] == whole[key], key
+    assert history(tmp_path / "cut") == history(tmp_path / "whole")
 
-    def history(run: str) -> list[tuple]:
-        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
-        return [(r["epoch"], r["train_loss"], r["lr"], r["valid"]) for r in map(json.loads, lines)]
 
-    assert history("cut") == history("whole")
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_a_scheduled_run_resumes_exactly(seq_file, tmp_path, schedule):
+    settings = {**SCHEDULED, "train.lr_schedule": schedule, "train.step_epochs": 1}
+    assert_resumes_exactly(
+        RunConfig().with_overrides(tiny_overrides(seq_file, **settings)), tmp_path
+    )
 
 
 def test_a_models_recipe_is_its_default_and_classic_leaves_it_out(tmp_path):
@@ -144,3 +156,25 @@ def test_pretraining_stage_takes_its_models_recipe_where_the_run_keeps_its_defau
         tmp_path / "b", {"model.name": "fame", "train.pretrain": True, "train.lr": 0.0123}
     )
     assert pretrain_config(asked).train.lr == 0.0123  # a rate asked for the run: both stages
+
+
+def test_auxiliary_terms_ramp_linearly_and_the_next_item_loss_never_does():
+    losses = {"next_item": torch.tensor(2.0), "cl": torch.tensor(4.0), "intent": torch.tensor(8.0)}
+    seen = {step: ramp_auxiliary(losses, step, 4) for step in (1, 2, 4, 9)}
+    assert [float(seen[s]["cl"]) for s in (1, 2, 4, 9)] == [1.0, 2.0, 4.0, 4.0]
+    assert [float(seen[s]["intent"]) for s in (1, 2, 4, 9)] == [2.0, 4.0, 8.0, 8.0]
+    assert all(float(seen[s]["next_item"]) == 2.0 for s in seen)
+    other = {"pretrained_frozen": torch.tensor(3.0), "cl": torch.tensor(1.0)}
+    assert ramp_auxiliary(other, 1, 4) is other  # no next-item term: nothing to ramp against
+
+
+def test_an_auxiliary_ramp_acts_and_resumes_exactly(seq_file, tmp_path):
+    settings = {"model.name": "cl4srec", "train.epochs": 4, "train.patience": 10}
+    plain = RunConfig().with_overrides(tiny_overrides(seq_file, **settings))
+    ramp = {**settings, "train.aux_warmup_steps": 5}
+    assert_resumes_exactly(RunConfig().with_overrides(tiny_overrides(seq_file, **ramp)), tmp_path)
+    first = json.loads((tmp_path / "whole/log.jsonl").read_text().splitlines()[0])
+    assert first["stopping"]["steps"] < 5  # steps per epoch: the ramp crosses the cut
+    train_run(plain, tmp_path / "plain", progress=False)
+    ramped, unramped = history(tmp_path / "whole")[0][2], history(tmp_path / "plain")[0][2]
+    assert ramped["next_item"] != unramped["next_item"] and ramped["cl"] < unramped["cl"]

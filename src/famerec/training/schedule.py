@@ -11,6 +11,13 @@ rate changes only between epochs, as in the originals that call their scheduler 
 
 The decay follows the warmup and ends after `--decay-epochs` (0: `--epochs`), warmup included;
 the rate then stays at the floor. Early stopping may end a run before the decay does.
+
+`--aux-warmup-steps N` schedules a model's objective rather than its rate: every named loss term
+but the next-item one (a contrastive or intent term) is weighted by step / N over the first N
+optimizer steps, then fully (`ramp_auxiliary`). At initialization the contrastive terms'
+gradients are 20-30x the next-item loss's (CL4SRec, ICLRec on Beauty), so Adam's first steps
+mostly serve them; the ramp lets the next-item loss move first and ends at the original's
+objective. The step count comes from the run's state, so a resumed run continues the ramp.
 """
 
 from __future__ import annotations
@@ -46,3 +53,15 @@ def scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: rate_factor(step, config, steps_per_epoch)
     )
+
+
+def ramp_auxiliary(
+    losses: dict[str, torch.Tensor], step: int, ramp_steps: int
+) -> dict[str, torch.Tensor]:
+    """`losses` with every term but "next_item" weighted by min(1, step / ramp_steps), `step`
+    counted from 1 (the first step already carries a little of them). Losses without a
+    "next_item" term are returned as they are."""
+    factor = min(1.0, step / ramp_steps)
+    if factor >= 1.0 or "next_item" not in losses:
+        return losses
+    return {name: v if name == "next_item" else v * factor for name, v in losses.items()}

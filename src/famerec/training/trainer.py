@@ -28,7 +28,7 @@ from famerec.runconfig import RunConfig
 from famerec.runs.dir import CHECKPOINT, WEIGHTS, RunDir, atomic_write, logged_seconds
 from famerec.runs.load import load_weights, resolve_device, save_weights
 from famerec.training.distributed import ONE_PROCESS, OneProcess
-from famerec.training.schedule import scheduler
+from famerec.training.schedule import ramp_auxiliary, scheduler
 from famerec.training.stopping import StoppingRule
 
 __all__ = ["Trainer", "TrainState", "load_weights", "resolve_device", "save_weights"]
@@ -247,6 +247,10 @@ class Trainer:
                 losses = self.loss_fn(batch)
             if not isinstance(losses, dict):
                 losses = {"loss": losses}
+            elif self.config.train.aux_warmup_steps:
+                losses = ramp_auxiliary(
+                    losses, self.state.steps + step, self.config.train.aux_warmup_steps
+                )
             loss = sum(losses.values())
             self.optimizer.zero_grad(set_to_none=True)
             (loss if weight == 1.0 else loss * weight).backward()
