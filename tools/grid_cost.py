@@ -16,8 +16,10 @@ the row says "old recipe".
 A spec with a pruned search (`[selection.pruning]`) prices each stage's n trials as the epochs
 successive halving trains: n to the first rung, the kept share on to the next, and so on, the
 last survivors to the early stop that the same records reached (their mean epochs). Its "runs"
-column then counts full-run equivalents. A pruned trial revived as another run's start is not
-counted (rare: only when no trial of that kind survived).
+column then counts full-run equivalents. A run that sets its own `train.epochs` (a spec point,
+its model entry or `[base]`) is priced per epoch: the records' minutes x its epochs / their
+mean epochs run, an upper bound where early stopping may end it sooner. A pruned trial revived
+as another run's start is not counted (rare: only when no trial of that kind survived).
 
     python tools/grid_cost.py experiments/table2.toml
     R=benchmarks/records/recipe-variants
@@ -136,6 +138,17 @@ def pruned_share(trials: int, rungs: tuple[int, ...], reduction: int, epochs: fl
     return spent / (trials * epochs)
 
 
+def epoch_weight(settings: dict, known: list[int] | None) -> float:
+    """A run's cost as a share of a priced record's: the epochs it sets (`train.epochs` in its
+    spec point, entry or base) over the records' mean epochs run; 1 where it sets none or no
+    record gives epochs. A run may stop before the epochs it sets (early stopping), so a
+    weight above 1 is an upper bound; cosine runs mostly train to their end."""
+    epochs = settings.get("train.epochs")
+    if not isinstance(epochs, int) or not known:
+        return 1.0
+    return epochs / statistics.mean(known)
+
+
 def unfinished_minutes(runs: Path) -> dict[Key, float]:
     """Minutes spent so far by the longest unfinished CPU run of each key."""
     spent: dict[Key, float] = {}
@@ -206,12 +219,17 @@ def main() -> None:
     epochs = {**record_epochs(args.records, False), **record_epochs(args.records, True)}
     trials = add_recipe_trials(walls, epochs, args.recipe_records)
     counts: dict[Key, float] = defaultdict(float)
+    by_name = {d.name: d for d in spec.datasets}
+    per_epoch = False  # some run sets its own epochs: "runs" are full-run equivalents
     for (dataset, entry), entry_plan in plan.entries.items():
         settings = entry_plan.entry.settings
         model = str(settings.get("model.name", entry))
         key = (dataset, model, "train.init_from" in settings)
-        runs = float(len(entry_plan.runs))
         known = epochs.get(key) or epochs.get(("beauty", model, key[2]))
+        shared = {**spec.base, **by_name[dataset].settings, **settings}
+        weights = [epoch_weight({**shared, **(r.names or {})}, known) for r in entry_plan.runs]
+        per_epoch = per_epoch or any(w != 1.0 for w in weights)
+        runs = sum(weights)
         if spec.pruning is not None and known and not entry_plan.entry.control:
             mean = statistics.mean(known)
             for stage in entry_plan.entry.stages:
@@ -255,6 +273,11 @@ def main() -> None:
     print(
         f"\n{sum(counts.values()):.0f} runs"
         + (" (full-run equivalents, pruned)" if spec.pruning is not None else "")
+        + (
+            " (full-run equivalents: runs priced per epoch)"
+            if per_epoch and not spec.pruning
+            else ""
+        )
         + f": {total:.0f} core-hours priced from finished runs, "
         f"at least {bound:.0f} more from unfinished ones, {unpriced} runs not priced (no run yet); "
         f"at least {(total + bound) / 2:.0f} h of wall on two cores, one run per core"

@@ -98,3 +98,14 @@ def test_recipe_trials_outside_a_spec_price_a_recipe_no_spec_record_follows(tmp_
     assert walls[("beauty", "sasrec", False), 1] == [9.0]
     assert epochs[("beauty", "miasrec", False)] == [30, 30]
     assert not any(key[1] == "core" for key, _ in walls)
+
+
+def test_a_run_that_sets_its_own_epochs_is_priced_per_epoch():
+    from tools.grid_cost import epoch_weight
+
+    assert epoch_weight({"train.epochs": 100}, [20, 30]) == 4.0  # 100 epochs, records ran 25
+    assert epoch_weight({"train.epochs": 300, "model.dropout": 0.6}, [25]) == 12.0
+    assert epoch_weight({"model.dropout": 0.6}, [25]) == 1.0  # the recipe's or records' epochs
+    assert epoch_weight({"train.epochs": 100}, None) == 1.0  # no record gives epochs
+    reference = object()  # a control's epochs come from another run: not known in advance
+    assert epoch_weight({"train.epochs": reference}, [25]) == 1.0
