@@ -121,7 +121,7 @@ def table(old: list[dict], new: list[dict], tolerance: float) -> str:
     seeds = f"over {len(ranked[0])} seed" + ("s" if len(ranked[0]) > 1 else "")
     seeds += " with per-user ranks"
     if sorted(ranked[0]) != sorted(ranked[1]):
-        listed = [", ".join(map(str, seeds)) for seeds in ranked]
+        listed = [", ".join(map(str, side)) for side in ranked]
         seeds = (
             f"of new seeds {listed[0]} against old seeds {listed[1]} (the runs with per-user "
             "ranks; not the same seeds)"

@@ -219,15 +219,18 @@ def main() -> None:
     epochs = {**record_epochs(args.records, False), **record_epochs(args.records, True)}
     trials = add_recipe_trials(walls, epochs, args.recipe_records)
     counts: dict[Key, float] = defaultdict(float)
-    by_name = {d.name: d for d in spec.datasets}
     per_epoch = False  # some run sets its own epochs: "runs" are full-run equivalents
     for (dataset, entry), entry_plan in plan.entries.items():
         settings = entry_plan.entry.settings
         model = str(settings.get("model.name", entry))
         key = (dataset, model, "train.init_from" in settings)
         known = epochs.get(key) or epochs.get(("beauty", model, key[2]))
-        shared = {**spec.base, **by_name[dataset].settings, **settings}
-        weights = [epoch_weight({**shared, **(r.names or {})}, known) for r in entry_plan.runs]
+        weights = [
+            epoch_weight(
+                spec.run_settings(entry_plan.dataset, entry_plan.entry, r.names or {}), known
+            )
+            for r in entry_plan.runs
+        ]
         per_epoch = per_epoch or any(w != 1.0 for w in weights)
         runs = sum(weights)
         if spec.pruning is not None and known and not entry_plan.entry.control:
@@ -272,10 +275,11 @@ def main() -> None:
     )
     print(
         f"\n{sum(counts.values()):.0f} runs"
-        + (" (full-run equivalents, pruned)" if spec.pruning is not None else "")
         + (
-            " (full-run equivalents: runs priced per epoch)"
-            if per_epoch and not spec.pruning
+            " (full-run equivalents, pruned)"
+            if spec.pruning is not None
+            else " (full-run equivalents: runs priced per epoch)"
+            if per_epoch
             else ""
         )
         + f": {total:.0f} core-hours priced from finished runs, "

@@ -434,7 +434,7 @@ class Plan:
             return self.by_id[run_id]
         run = Run(dataset.name, entry.name, stage, seed, names, id=run_id)
         self.by_id[run_id] = run
-        settings = {**self.spec.base, **dataset.settings, **entry.settings, **names}
+        settings = self.spec.run_settings(dataset, entry, names)
         settings[SEED_KEY] = seed
         if self.store.done(run_id):
             self.check_frozen(run_id, settings)

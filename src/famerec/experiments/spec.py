@@ -147,6 +147,11 @@ class Spec:
     report_dir: Path = Path()
     runs_dir: Path = Path()
 
+    def run_settings(self, dataset: Dataset, entry: Entry, names: dict[str, Any]) -> dict[str, Any]:
+        """A run's settings as the spec writes them, references unresolved: `[base]`, then the
+        dataset's, the model entry's and the stage point's (`names`), each over the one before."""
+        return {**self.base, **dataset.settings, **entry.settings, **names}
+
     def entry(self, name: str) -> Entry:
         for entry in self.entries:
             if entry.name == name:
