@@ -54,7 +54,7 @@ from famerec.models.base import EpochContext, Explanation, Losses, SequentialRec
 from famerec.models.facet_pressure import FacetPressure
 from famerec.models.layers import LAYER_NORM_EPS, FeedForward, TransformerBlock
 from famerec.models.losses import mixture_of_softmaxes_loss
-from famerec.models.registry import register
+from famerec.models.registry import cosine_recipe, register
 from famerec.models.transfer import init_fame_from_sasrec, warm_start_new_parts
 
 FAME_HEADS = (1, 2, 4, 8, 16)  # the paper's range of H
@@ -277,13 +277,7 @@ class FacetLayer(nn.Module):
         return torch.einsum("vd,hde->hve", item_weights, self.facet_projection)
 
 
-RECIPE = {
-    "train.lr": 3e-3,
-    "train.batch_size": 512,
-    "train.warmup_steps": 50,
-    "train.lr_schedule": "cosine",
-    "train.epochs": 18,
-}
+RECIPE = cosine_recipe(18)
 
 
 @register(

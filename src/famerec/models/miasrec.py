@@ -66,7 +66,7 @@ from famerec.data.batching import TrainBatch, prefix_batch
 from famerec.errors import ConfigError
 from famerec.models.base import SequentialRecommender
 from famerec.models.layers import MultiHeadAttention, bidirectional_mask
-from famerec.models.registry import register
+from famerec.models.registry import cosine_recipe, register
 
 LAYER_NORM_EPS = 1e-12  # RecBole's
 INIT_STD = 0.02  # RecBole's initializer_range
@@ -208,14 +208,7 @@ class Intents:
     kept: torch.Tensor  # (B, T) weights > 0
 
 
-RECIPE = {
-    "model.dropout": 0.1,
-    "train.lr": 3e-3,
-    "train.batch_size": 512,
-    "train.warmup_steps": 50,
-    "train.lr_schedule": "cosine",
-    "train.epochs": 30,
-}
+RECIPE = cosine_recipe(30, dropout=0.1)
 
 
 @register(

@@ -15,6 +15,22 @@ from famerec.config import ModelOptions
 from famerec.errors import ConfigError
 
 
+def cosine_recipe(epochs: int, dropout: float | None = None) -> dict[str, object]:
+    """The recipe every model with one shares so far: Adam at a peak rate of 3e-3 on batches of
+    512, 50 warmup steps, cosine decay to 0 over `epochs`; `dropout` where the model's recipe
+    sets its own (the session models: their originals' 0.1)."""
+    recipe: dict[str, object] = {
+        "train.lr": 3e-3,
+        "train.batch_size": 512,
+        "train.warmup_steps": 50,
+        "train.lr_schedule": "cosine",
+        "train.epochs": epochs,
+    }
+    if dropout is not None:
+        recipe["model.dropout"] = dropout
+    return recipe
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str

@@ -23,7 +23,7 @@ from famerec.config import ModelConfig, ModelOptions, TrainConfig
 from famerec.errors import ConfigError
 from famerec.models.base import ATTRIBUTE_EMBEDDING, SequentialRecommender
 from famerec.models.layers import LAYER_NORM_EPS, TransformerBlock
-from famerec.models.registry import register
+from famerec.models.registry import cosine_recipe, register
 
 
 @dataclass
@@ -34,13 +34,7 @@ class SASRecOptions(ModelOptions):
         model.check_heads_divide_hidden()
 
 
-RECIPE = {
-    "train.lr": 3e-3,
-    "train.batch_size": 512,
-    "train.warmup_steps": 50,
-    "train.lr_schedule": "cosine",
-    "train.epochs": 25,
-}
+RECIPE = cosine_recipe(25)
 
 
 @register(
