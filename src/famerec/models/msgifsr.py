@@ -31,8 +31,9 @@ of DGL:
 Defaults: K = 3 (`order`), 8 attention heads per relation, scale 12 and IFR on are this
 model's flags; the shared flags keep famerec's defaults (64, 2 layers; dropout 0.1 by the
 recipe below), where the original uses d = 256, dropout 0.1 and one layer (`--layers 1`); it
-trains with Adam, L2 1e-4 (`--weight-decay 1e-4`) and divides the learning rate by 10 every 3
-epochs (`--lr-schedule step --step-epochs 3 --step-factor 0.1`; not the default here).
+trains with Adam, L2 1e-4 (`--weight-decay 1e-4`; the script's default at its latest commit,
+1e-5 in earlier ones) and divides the learning rate by 10 every 3 epochs (`--lr-schedule step
+--step-epochs 3 --step-factor 0.1`; not the default here).
 
 Recipe (`RECIPE`; `--preset classic` trains without it, at famerec's shared dropout 0.5 and a
 constant 1e-3 on batches of 256): the original's dropout of 0.1, Adam at a peak rate of 3e-3
