@@ -11,7 +11,9 @@ A model with a training recipe (its registration's `recipe`: schedule, rate, bat
 is priced from the records trained with that recipe; where it has none yet, from the trials of
 that recipe in `--recipe-records` (records kept outside any spec, e.g. the recipe trials in
 benchmarks/records/recipe-variants), else from its records of the old constant-rate recipe, and
-the row says "old recipe".
+the row says "old recipe". Where the spec's entry sets another schedule than the recipe's (a
+frozen spec keeping the constant rate its first runs used), the model is priced from its records
+without the recipe: "old recipe (the spec's)".
 
 A spec with a pruned search (`[selection.pruning]`) prices each stage's n trials as the epochs
 successive halving trains: n to the first rung, the kept share on to the next, and so on, the
@@ -144,8 +146,8 @@ def epoch_weight(settings: dict, known: list[int] | None) -> float:
     record gives epochs. A run may stop before the epochs it sets (early stopping), so a
     weight above 1 is an upper bound; cosine runs mostly train to their end."""
     epochs = settings.get("train.epochs")
-    if not isinstance(epochs, int) or not known:
-        return 1.0
+    if not isinstance(epochs, int) or not known or settings.get("train.lr_schedule") == "constant":
+        return 1.0  # a constant-rate run stops on patience: its epochs are a cap, like the records'
     return epochs / statistics.mean(known)
 
 
@@ -217,14 +219,21 @@ def main() -> None:
     plan = Plan(spec, Store(spec.records_dir))
     walls, old = record_walls(args.records, True), record_walls(args.records, False)
     epochs = {**record_epochs(args.records, False), **record_epochs(args.records, True)}
+    old_epochs = record_epochs(args.records, False)
     trials = add_recipe_trials(walls, epochs, args.recipe_records)
     counts: dict[Key, float] = defaultdict(float)
+    classic: set[Key] = set()  # a model with a recipe whose spec entry sets another schedule
     per_epoch = False  # some run sets its own epochs: "runs" are full-run equivalents
     for (dataset, entry), entry_plan in plan.entries.items():
         settings = entry_plan.entry.settings
         model = str(settings.get("model.name", entry))
         key = (dataset, model, "train.init_from" in settings)
-        known = epochs.get(key) or epochs.get(("beauty", model, key[2]))
+        recipe = dict(model_spec(model).recipe)
+        schedule = {**spec.base, **settings}.get("train.lr_schedule")
+        if recipe and schedule not in (None, recipe.get("train.lr_schedule")):
+            classic.add(key)  # priced from the records trained without the recipe
+        source = old_epochs if key in classic else epochs
+        known = source.get(key) or source.get(("beauty", model, key[2]))
         weights = [
             epoch_weight(
                 spec.run_settings(entry_plan.dataset, entry_plan.entry, r.names or {}), known
@@ -247,7 +256,7 @@ def main() -> None:
     for key, runs in sorted(counts.items()):
         dataset, model, started = key
         name = f"{model} (from a run)" if started else model
-        priced = price(key, walls, spent, scale)
+        priced = None if key in classic else price(key, walls, spent, scale)
         if priced is None or priced[1].startswith("at least"):  # the old recipe's records
             priced = price(key, old, {}, scale) or priced
             if priced is not None and not priced[1].startswith("at least"):
@@ -257,7 +266,9 @@ def main() -> None:
             unpriced += int(round(runs))
             continue
         minutes, source = priced
-        if ("beauty" if source.startswith("Beauty") else dataset, model, started) in trials:
+        if key in classic:
+            source += " (the spec's)"
+        elif ("beauty" if source.startswith("Beauty") else dataset, model, started) in trials:
             source += ", recipe trials"
         hours = runs * minutes / 60
         if source.startswith("at least"):

@@ -1,6 +1,12 @@
 """tools/grid_cost.py: how a run without its own record is priced."""
 
+import sys
+from pathlib import Path
+
+from tools import grid_cost
 from tools.grid_cost import price
+
+REPO = Path(__file__).resolve().parents[2]
 
 WALLS = {
     (("beauty", "sasrec", False), 1): [10.0, 12.0],
@@ -109,3 +115,20 @@ def test_a_run_that_sets_its_own_epochs_is_priced_per_epoch():
     assert epoch_weight({"train.epochs": 100}, None) == 1.0  # no record gives epochs
     reference = object()  # a control's epochs come from another run: not known in advance
     assert epoch_weight({"train.epochs": reference}, [25]) == 1.0
+    # a constant-rate run stops on patience: the epochs it sets are a cap, as in the records
+    assert epoch_weight({"train.epochs": 200, "train.lr_schedule": "constant"}, [50]) == 1.0
+
+
+def test_a_spec_that_keeps_a_models_old_schedule_is_priced_from_its_old_records(capsys):
+    """table2_pruned keeps BERT4Rec and CORE at the constant rate their first runs used: their
+    rows are priced from records without the recipe, as full runs (no per-epoch weight)."""
+    argv = sys.argv
+    spec, records = REPO / "experiments/table2_pruned.toml", REPO / "results/records"
+    sys.argv = ["grid_cost.py", str(spec), "--records", str(records), "--runs", "no-such-runs"]
+    try:
+        grid_cost.main()
+    finally:
+        sys.argv = argv
+    rows = [line for line in capsys.readouterr().out.splitlines() if "| core " in line]
+    assert rows and all("old recipe (the spec's)" in row for row in rows)
+    assert all(float(row.split("|")[3]) < 10 for row in rows)  # about 6 trial-equivalents
