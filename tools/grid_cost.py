@@ -218,8 +218,8 @@ def main() -> None:
     spec = load_spec(args.spec)
     plan = Plan(spec, Store(spec.records_dir))
     walls, old = record_walls(args.records, True), record_walls(args.records, False)
-    epochs = {**record_epochs(args.records, False), **record_epochs(args.records, True)}
     old_epochs = record_epochs(args.records, False)
+    epochs = {**old_epochs, **record_epochs(args.records, True)}
     trials = add_recipe_trials(walls, epochs, args.recipe_records)
     counts: dict[Key, float] = defaultdict(float)
     classic: set[Key] = set()  # a model with a recipe whose spec entry sets another schedule

@@ -119,16 +119,15 @@ def test_a_run_that_sets_its_own_epochs_is_priced_per_epoch():
     assert epoch_weight({"train.epochs": 200, "train.lr_schedule": "constant"}, [50]) == 1.0
 
 
-def test_a_spec_that_keeps_a_models_old_schedule_is_priced_from_its_old_records(capsys):
+def test_a_spec_that_keeps_a_models_old_schedule_is_priced_from_its_old_records(
+    capsys, monkeypatch
+):
     """table2_pruned keeps BERT4Rec and CORE at the constant rate their first runs used: their
     rows are priced from records without the recipe, as full runs (no per-epoch weight)."""
-    argv = sys.argv
     spec, records = REPO / "experiments/table2_pruned.toml", REPO / "results/records"
-    sys.argv = ["grid_cost.py", str(spec), "--records", str(records), "--runs", "no-such-runs"]
-    try:
-        grid_cost.main()
-    finally:
-        sys.argv = argv
+    argv = ["grid_cost.py", str(spec), "--records", str(records), "--runs", "no-such-runs"]
+    monkeypatch.setattr(sys, "argv", argv)
+    grid_cost.main()
     rows = [line for line in capsys.readouterr().out.splitlines() if "| core " in line]
     assert rows and all("old recipe (the spec's)" in row for row in rows)
     assert all(float(row.split("|")[3]) < 10 for row in rows)  # about 6 trial-equivalents
