@@ -1,7 +1,11 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
 from famerec.config import ModelConfig
-from famerec.models import SASRec, build_model
+from famerec.errors import ConfigError
+from famerec.models import SASRec, build_model, init_fame_from_sasrec
+from famerec.models.sasrec import SASRecOptions
 
 NUM_ITEMS = 30
 
@@ -85,3 +89,90 @@ def test_output_layer_is_tied_to_item_embeddings():
     seq = torch.tensor([[1, 2, 3]])
     expected = sasrec.query_vectors(seq)[:, -1] @ sasrec.item_embedding.weight.T
     torch.testing.assert_close(sasrec.score(seq)[:, 1:], expected[:, 1:])
+
+
+# -- --block pytorch: the block as SASRecs on nn.MultiheadAttention write it ---------------------
+
+
+def pytorch_block_model(**kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = ModelConfig(name="sasrec", hidden_size=16, num_heads=2, max_len=10, dropout=0.0)
+    return build_model(config, NUM_ITEMS, SASRecOptions(block="pytorch", **kwargs)).eval()
+
+
+def reference_query_vectors(sasrec, seq: torch.Tensor) -> torch.Tensor:
+    """The same weights run through torch's nn.MultiheadAttention, every sequence padded to
+    max_len and only a causal mask, residual from the block's input: the model written the way
+    Xu et al.'s SASRec is."""
+    d, heads = sasrec.hidden_size, sasrec.config.num_heads
+    seq = F.pad(seq, (sasrec.max_len - seq.shape[1], 0))
+    padding = (seq == 0).unsqueeze(-1)
+    x = sasrec.item_embedding(seq) * d**0.5 + sasrec.position_embedding.weight
+    x = x.masked_fill(padding, 0.0)
+    causal = torch.ones(seq.shape[1], seq.shape[1], dtype=torch.bool).triu(1)  # True = hidden
+    for block in sasrec.blocks:
+        mha = torch.nn.MultiheadAttention(d, heads, batch_first=True).eval()
+        with torch.no_grad():
+            attn = block.attn
+            mha.in_proj_weight.copy_(
+                torch.cat([attn.query.weight, attn.key.weight, attn.value.weight])
+            )
+            mha.in_proj_bias.copy_(torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]))
+            mha.out_proj.weight.copy_(attn.output.weight)
+            mha.out_proj.bias.copy_(attn.output.bias)
+        q = block.attn_norm(x)
+        x = mha(q, x, x, attn_mask=causal, need_weights=False)[0] + x
+        x = block.ffn_norm(x)
+        x = block.ffn.outer(torch.relu(block.ffn.inner(x))) + x
+        x = x.masked_fill(padding, 0.0)
+    return sasrec.final_norm(x)
+
+
+def test_pytorch_block_equals_one_built_on_nn_multihead_attention():
+    sasrec = pytorch_block_model()
+    with torch.no_grad():  # non-zero biases: padded keys then carry the key and value biases
+        for block in sasrec.blocks:
+            for layer in (block.attn.query, block.attn.key, block.attn.value, block.attn.output):
+                layer.bias.normal_()
+    seq = torch.tensor([[0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6]])
+    ours = sasrec.query_vectors(seq)
+    torch.testing.assert_close(ours, reference_query_vectors(sasrec, seq)[:, -6:])
+
+
+def test_pytorch_block_scores_do_not_depend_on_the_batch_padding():
+    sasrec = pytorch_block_model()
+    short = torch.tensor([[3, 4, 5]])
+    padded = torch.tensor([[0, 0, 0, 0, 3, 4, 5]])
+    torch.testing.assert_close(sasrec.score(short), sasrec.score(padded))
+    seq = torch.tensor([[0, 1, 2, 3, 4, 5, 6]])
+    changed = seq.clone()
+    changed[0, 5:] = torch.tensor([9, 12])
+    before, after = sasrec.query_vectors(seq), sasrec.query_vectors(changed)
+    torch.testing.assert_close(before[:, :5], after[:, :5])  # still causal
+
+
+def test_pytorch_block_initialization_is_pytorchs():
+    sasrec = pytorch_block_model()
+    block = sasrec.blocks[0]
+    bound = (6 / (16 + 48)) ** 0.5  # Xavier-uniform over the stacked (3d, d) projection
+    for layer in (block.attn.query, block.attn.key, block.attn.value):
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.8 * bound
+        assert torch.equal(layer.bias, torch.zeros(16))
+    assert torch.equal(block.attn.output.bias, torch.zeros(16))
+    # the feed-forward layers keep PyTorch's Kaiming-uniform weights and uniform biases
+    assert block.ffn.inner.weight.abs().max() <= 1 / 16**0.5
+    assert block.ffn.inner.bias.abs().max() > 0
+    # the reference block keeps the model's Xavier-normal matrices, zero biases, no projection
+    reference = model()
+    assert reference.blocks[0].attn.output is None
+    assert torch.equal(reference.blocks[0].ffn.inner.bias, torch.zeros(16))
+
+
+def test_a_run_of_one_block_style_does_not_start_another():
+    sasrec, other = model(), pytorch_block_model()
+    with pytest.raises(ConfigError, match="--block pytorch, this one --block sasrec"):
+        sasrec.prepare(other, seed=0)
+    fame = build_model(ModelConfig(name="fame", hidden_size=16, num_heads=2, max_len=10), NUM_ITEMS)
+    with pytest.raises(ConfigError, match="--block pytorch"):
+        init_fame_from_sasrec(fame, other)

@@ -4,9 +4,18 @@ The block follows SASRec's reference implementation: it normalizes its input to 
 queries, attends over the un-normalized input as keys and values (no output projection), adds
 the normalized queries back, then applies a point-wise feed-forward network to the normalized
 result with a residual (the SASRec paper's Eqs. 2-6).
+
+`TransformerBlock(..., style="pytorch")` is the block as PyTorch SASRecs built on
+`nn.MultiheadAttention` write it (e.g. Xu et al., arXiv 2408.14238, whose full-softmax SASRec
+is the best published on our Beauty split): an output projection after the heads, the residual
+added to the un-normalized input instead of the normalized queries, PyTorch's default
+initialization of the attention's input projections and of the feed-forward layers. (Its
+other difference, padded keys left visible, is the model's mask: `causal_only_mask`.)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +33,14 @@ def causal_mask(real: torch.Tensor) -> torch.Tensor:
     return ((causal & real[:, None, None, :]) | diagonal).contiguous()
 
 
+def causal_only_mask(real: torch.Tensor) -> torch.Tensor:
+    """(B, L) real-item mask -> (1, 1, L, L), True where j <= i, padded keys included: as
+    `nn.MultiheadAttention` with only a causal `attn_mask`. Padding is zero at every block's
+    input, so a padded key is the key projection's bias and its value the value's bias."""
+    length = real.shape[1]
+    return torch.ones(length, length, dtype=torch.bool, device=real.device).tril()[None, None]
+
+
 def bidirectional_mask(real: torch.Tensor) -> torch.Tensor:
     """(B, L) real-item mask -> (B, 1, L, L), True where key j is a real item (any direction);
     the diagonal is always allowed so that padding rows stay finite."""
@@ -36,9 +53,13 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with SASRec's Q, K, V projections (Eqs. 2-4); heads concatenated.
 
     The mask decides the direction: `causal_mask` for SASRec, `bidirectional_mask` for BERT4Rec.
+    `output_projection` adds a d x d linear layer after the heads (`nn.MultiheadAttention`'s
+    out_proj; SASRec's reference has none).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
+    def __init__(
+        self, hidden_size: int, num_heads: int, dropout: float, output_projection: bool = False
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.head_size = hidden_size // num_heads
@@ -46,6 +67,7 @@ class MultiHeadAttention(nn.Module):
         self.query = nn.Linear(hidden_size, hidden_size)
         self.key = nn.Linear(hidden_size, hidden_size)
         self.value = nn.Linear(hidden_size, hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size) if output_projection else None
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -61,7 +83,22 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # Eqs. 3-4
         batch, _, length, _ = out.shape
-        return out.transpose(1, 2).reshape(batch, length, -1)  # (B, L, d)
+        out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, L, d)
+        return out if self.output is None else self.output(out)
+
+    @torch.no_grad()
+    def reset_pytorch(self) -> None:
+        """`nn.MultiheadAttention`'s initialization: Xavier-uniform over the stacked (3d, d)
+        input projection, zero biases; Xavier-normal output projection (as Xu et al.'s model
+        re-initializes every `nn.Linear`), zero bias."""
+        size = self.query.weight.shape[1]
+        bound = math.sqrt(6.0 / (size + 3 * size))  # fan_in d, fan_out 3d
+        for layer in (self.query, self.key, self.value):
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.zeros_(layer.bias)
+        if self.output is not None:
+            nn.init.xavier_normal_(self.output.weight)
+            nn.init.zeros_(self.output.bias)
 
 
 class FeedForward(nn.Module):
@@ -77,19 +114,44 @@ class FeedForward(nn.Module):
         return self.dropout(self.outer(self.dropout(F.relu(self.inner(x)))))
 
 
-class TransformerBlock(nn.Module):
-    """One SASRec block: attention and feed-forward, each with LayerNorm and residual."""
+BLOCK_STYLES = ("sasrec", "pytorch")
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
+
+class TransformerBlock(nn.Module):
+    """One SASRec block: attention and feed-forward, each with LayerNorm and residual.
+
+    style "sasrec" (the reference): x' = LN(x) + Attn(LN(x), x); "pytorch": x' = x +
+    Proj(Attn(LN(x), x)). Both then give LN(x') + FFN(LN(x')).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, style: str = "sasrec"):
         super().__init__()
+        if style not in BLOCK_STYLES:
+            raise ValueError(f"block style {style!r}: one of {', '.join(BLOCK_STYLES)}")
+        self.style = style
         self.attn_norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
-        self.attn = MultiHeadAttention(hidden_size, num_heads, dropout)
+        self.attn = MultiHeadAttention(
+            hidden_size, num_heads, dropout, output_projection=style == "pytorch"
+        )
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
         self.ffn = FeedForward(hidden_size, dropout)
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The "pytorch" style's own initialization, after the model's Xavier-normal one:
+        the attention as `nn.MultiheadAttention`, the feed-forward layers as PyTorch's default
+        (a width-1 `nn.Conv1d` in Xu et al.'s model: Kaiming-uniform, as `nn.Linear`). The
+        "sasrec" style keeps the model's."""
+        if self.style != "pytorch":
+            return
+        self.attn.reset_pytorch()
+        self.ffn.inner.reset_parameters()
+        self.ffn.outer.reset_parameters()
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         queries = self.attn_norm(x)  # (B, L, d)
-        x = queries + self.attn(queries, x, mask)
+        residual = queries if self.style == "sasrec" else x
+        x = residual + self.attn(queries, x, mask)
         x = self.ffn_norm(x)
         x = x + self.ffn(x)
         return x * real.unsqueeze(-1)  # keep padding at zero

@@ -10,6 +10,12 @@ batches of 512, 50 warmup steps, cosine decay to 0 over 25 epochs. Found here, o
 validation split only, among five variants (benchmarks/RESULTS.md, "Recipes"): it reaches the
 old recipe's best validation NDCG@10 in 16 epochs instead of 24, each epoch cheaper (larger
 batches). The original trains at a constant 1e-3 on batches of 128.
+
+`--block pytorch` (not the reference; off by default) builds the blocks as PyTorch SASRecs on
+`nn.MultiheadAttention` do, Xu et al.'s (arXiv 2408.14238) among them: an output projection,
+the residual from the un-normalized input, padded keys visible, PyTorch's initialization of
+the attention and feed-forward layers (`famerec.models.layers`). It exists to measure whether
+those differences explain the gap between our SASRec and theirs on the same Beauty split.
 """
 
 from __future__ import annotations
@@ -17,18 +23,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from famerec.config import ModelConfig, ModelOptions, TrainConfig
+from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
 from famerec.errors import ConfigError
 from famerec.models.base import ATTRIBUTE_EMBEDDING, SequentialRecommender
-from famerec.models.layers import LAYER_NORM_EPS, TransformerBlock
+from famerec.models.layers import (
+    BLOCK_STYLES,
+    LAYER_NORM_EPS,
+    TransformerBlock,
+    causal_only_mask,
+)
 from famerec.models.registry import cosine_recipe, register
 
 
 @dataclass
 class SASRecOptions(ModelOptions):
-    """SASRec has no settings beyond the shared ones."""
+    """SASRec's own settings (`--model sasrec` and the models built on it)."""
+
+    block: str = option(
+        "sasrec",
+        "Transformer block: sasrec (the reference: residual from the normalized queries, no "
+        "output projection, padded keys masked) or pytorch (as SASRecs on PyTorch's "
+        "nn.MultiheadAttention: output projection, residual from the input, padded keys "
+        "visible, PyTorch's initialization; not the reference)",
+        choices=BLOCK_STYLES,
+    )
 
     def validate(self, model: ModelConfig, train: TrainConfig) -> None:
         model.check_heads_divide_hidden()
@@ -50,22 +71,42 @@ class SASRec(SequentialRecommender):
     def __init__(self, num_items: int, config: ModelConfig, options: SASRecOptions | None = None):
         super().__init__(num_items, config, options or SASRecOptions())
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.hidden_size, config.num_heads, config.dropout)
+            TransformerBlock(
+                config.hidden_size, config.num_heads, config.dropout, style=self.options.block
+            )
             for _ in range(config.num_layers)
         )
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=LAYER_NORM_EPS)
         self.reset_parameters()
 
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # Xavier-normal matrices, zero biases
+        for block in self.blocks:
+            block.reset_parameters()  # the "pytorch" block's own (the reference's: none)
+
     def query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
+        length = min(item_seq.shape[1], self.max_len)
+        if self.options.block == "pytorch":
+            # Padded keys are visible, so every sequence is padded to max_len (as the models
+            # this style follows always are), whatever its batch's padding: (B, max_len).
+            item_seq = F.pad(item_seq[:, -self.max_len :], (self.max_len - length, 0))
         x, real = self.embed(item_seq)  # (B, L, d)
-        mask = self.attention_mask(real)
+        if self.options.block == "pytorch":
+            mask = causal_only_mask(real)  # (1, 1, L, L): padded keys visible
+        else:
+            mask = self.attention_mask(real)  # (B, 1, L, L)
         for block in self.blocks:
             x = block(x, mask, real)
-        return self.final_norm(x)  # F_t at every position (Eq. 5)
+        return self.final_norm(x)[:, -length:]  # F_t at every position (Eq. 5)
 
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
         """Continue training a SASRec run (e.g. at another learning rate): copy everything;
         attribute embeddings that the source lacks (--item-attributes) start at zero."""
+        if getattr(source.options, "block", "sasrec") != self.options.block:
+            raise ConfigError(
+                f"--init-from: that SASRec run has --block {source.options.block}, "
+                f"this one --block {self.options.block}"
+            )
         mine, theirs = self.state_dict(), source.state_dict()
         added = {ATTRIBUTE_EMBEDDING} if self.has_item_attributes else set()
         if not set(theirs) <= set(mine) or set(mine) - set(theirs) - added:
