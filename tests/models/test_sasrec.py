@@ -2,10 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import famerec
+
 from famerec.config import ModelConfig
 from famerec.errors import ConfigError
 from famerec.models import SASRec, build_model, init_fame_from_sasrec
 from famerec.models.sasrec import SASRecOptions
+from tests.models.contrastive_checks import train_tiny
 
 NUM_ITEMS = 30
 
@@ -176,3 +179,13 @@ def test_a_run_of_one_block_style_does_not_start_another():
     fame = build_model(ModelConfig(name="fame", hidden_size=16, num_heads=2, max_len=10), NUM_ITEMS)
     with pytest.raises(ConfigError, match="--block pytorch"):
         init_fame_from_sasrec(fame, other)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "cl4srec", "duorec", "iclrec"])
+def test_models_built_on_sasrec_train_and_load_with_the_pytorch_block(name, seq_file, tmp_path):
+    out = tmp_path / "run"
+    records = train_tiny(name, seq_file, out, **{f"{name}.block": "pytorch"})
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    served = famerec.load(out).model
+    assert served.options.block == "pytorch"
+    assert all(block.attn.output is not None for block in served.blocks)
