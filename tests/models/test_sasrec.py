@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 import famerec
-
 from famerec.config import ModelConfig
 from famerec.errors import ConfigError
 from famerec.models import SASRec, build_model, init_fame_from_sasrec
