@@ -6,6 +6,7 @@ import famerec
 from famerec.config import ModelConfig
 from famerec.errors import ConfigError
 from famerec.models import SASRec, build_model, init_fame_from_sasrec
+from famerec.models.layers import BLOCK_PARTS, block_parts
 from famerec.models.sasrec import SASRecOptions
 from tests.models.contrastive_checks import train_tiny
 
@@ -96,10 +97,10 @@ def test_output_layer_is_tied_to_item_embeddings():
 # -- --block pytorch: the block as SASRecs on nn.MultiheadAttention write it ---------------------
 
 
-def pytorch_block_model(**kwargs) -> torch.nn.Module:
+def pytorch_block_model(block: str = "pytorch") -> torch.nn.Module:
     torch.manual_seed(0)
     config = ModelConfig(name="sasrec", hidden_size=16, num_heads=2, max_len=10, dropout=0.0)
-    return build_model(config, NUM_ITEMS, SASRecOptions(block="pytorch", **kwargs)).eval()
+    return build_model(config, NUM_ITEMS, SASRecOptions(block=block)).eval()
 
 
 def reference_query_vectors(sasrec, seq: torch.Tensor) -> torch.Tensor:
@@ -188,3 +189,31 @@ def test_models_built_on_sasrec_train_and_load_with_the_pytorch_block(name, seq_
     served = famerec.load(out).model
     assert served.options.block == "pytorch"
     assert all(block.attn.output is not None for block in served.blocks)
+
+
+def test_block_parts_parse_and_pytorch_is_all_four():
+    assert block_parts("sasrec") == frozenset()
+    assert block_parts("pytorch") == frozenset(BLOCK_PARTS)
+    assert block_parts("input-residual, projection") == {"input-residual", "projection"}
+    with pytest.raises(ValueError, match="comma-separated list"):
+        block_parts("projection,residual")
+    with pytest.raises(ConfigError, match="--block 'pre-norm'"):
+        SASRecOptions(block="pre-norm").validate(ModelConfig(hidden_size=16, num_heads=2), None)
+    every_part = pytorch_block_model()
+    listed = pytorch_block_model(block=",".join(BLOCK_PARTS))
+    seq = torch.tensor([[0, 0, 3, 4, 5]])
+    torch.testing.assert_close(every_part.score(seq), listed.score(seq))
+
+
+@pytest.mark.parametrize("part", BLOCK_PARTS)
+def test_each_block_part_alone_changes_the_model(part):
+    seq = torch.tensor([[0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        reference = model()
+        alone = pytorch_block_model(block=part)
+        if part != "torch-init":  # the same weights: only the computation differs
+            alone.load_state_dict(reference.state_dict(), strict=part != "projection")
+        else:
+            torch.testing.assert_close(alone.item_embedding.weight, reference.item_embedding.weight)
+        assert alone.block_parts == {part}
+        assert not torch.allclose(alone.query_vectors(seq), reference.query_vectors(seq))

@@ -5,12 +5,13 @@ queries, attends over the un-normalized input as keys and values (no output proj
 the normalized queries back, then applies a point-wise feed-forward network to the normalized
 result with a residual (the SASRec paper's Eqs. 2-6).
 
-`TransformerBlock(..., style="pytorch")` is the block as PyTorch SASRecs built on
-`nn.MultiheadAttention` write it (e.g. Xu et al., arXiv 2408.14238, whose full-softmax SASRec
-is the best published on our Beauty split): an output projection after the heads, the residual
-added to the un-normalized input instead of the normalized queries, PyTorch's default
-initialization of the attention's input projections and of the feed-forward layers. (Its
-other difference, padded keys left visible, is the model's mask: `causal_only_mask`.)
+PyTorch SASRecs built on `nn.MultiheadAttention` (e.g. Xu et al., arXiv 2408.14238, whose
+full-softmax SASRec is the best published on our Beauty split) differ in four parts, each of
+which `TransformerBlock(..., parts=...)` or the model can turn on (`block_parts`):
+"projection", an output projection after the heads; "input-residual", the residual added to the
+un-normalized input instead of the normalized queries; "torch-init", PyTorch's default
+initialization of the attention's input projections and of the feed-forward layers; and
+"padded-keys", padded keys left visible (the model's mask: `causal_only_mask`).
 """
 
 from __future__ import annotations
@@ -114,35 +115,52 @@ class FeedForward(nn.Module):
         return self.dropout(self.outer(self.dropout(F.relu(self.inner(x)))))
 
 
-BLOCK_STYLES = ("sasrec", "pytorch")
+BLOCK_PARTS = ("projection", "input-residual", "torch-init", "padded-keys")
+
+
+def block_parts(block: str) -> frozenset[str]:
+    """A --block value -> the parts of the PyTorch SASRecs' block it turns on: "sasrec" (the
+    reference) none, "pytorch" all four, else a comma-separated list of `BLOCK_PARTS`."""
+    if block == "sasrec":
+        return frozenset()
+    if block == "pytorch":
+        return frozenset(BLOCK_PARTS)
+    parts = [part.strip() for part in block.split(",")]
+    unknown = [part for part in parts if part not in BLOCK_PARTS]
+    if unknown or not parts:
+        raise ValueError(
+            f"--block {block!r}: sasrec, pytorch, or a comma-separated list of "
+            + ", ".join(BLOCK_PARTS)
+        )
+    return frozenset(parts)
 
 
 class TransformerBlock(nn.Module):
     """One SASRec block: attention and feed-forward, each with LayerNorm and residual.
 
-    style "sasrec" (the reference): x' = LN(x) + Attn(LN(x), x); "pytorch": x' = x +
-    Proj(Attn(LN(x), x)). Both then give LN(x') + FFN(LN(x')).
+    The reference: x' = LN(x) + Attn(LN(x), x); with "input-residual" and "projection"
+    (PyTorch SASRecs): x' = x + Proj(Attn(LN(x), x)). Then LN(x') + FFN(LN(x')).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float, style: str = "sasrec"):
+    def __init__(
+        self, hidden_size: int, num_heads: int, dropout: float, parts: frozenset[str] = frozenset()
+    ):
         super().__init__()
-        if style not in BLOCK_STYLES:
-            raise ValueError(f"block style {style!r}: one of {', '.join(BLOCK_STYLES)}")
-        self.style = style
+        self.parts = parts
         self.attn_norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
         self.attn = MultiHeadAttention(
-            hidden_size, num_heads, dropout, output_projection=style == "pytorch"
+            hidden_size, num_heads, dropout, output_projection="projection" in parts
         )
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
         self.ffn = FeedForward(hidden_size, dropout)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The "pytorch" style's own initialization, after the model's Xavier-normal one:
+        """With "torch-init", PyTorch's initialization after the model's Xavier-normal one:
         the attention as `nn.MultiheadAttention`, the feed-forward layers as PyTorch's default
-        (a width-1 `nn.Conv1d` in Xu et al.'s model: Kaiming-uniform, as `nn.Linear`). The
-        "sasrec" style keeps the model's."""
-        if self.style != "pytorch":
+        (a width-1 `nn.Conv1d` in Xu et al.'s model: Kaiming-uniform, as `nn.Linear`). Without
+        it, the block keeps the model's."""
+        if "torch-init" not in self.parts:
             return
         self.attn.reset_pytorch()
         self.ffn.inner.reset_parameters()
@@ -150,7 +168,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         queries = self.attn_norm(x)  # (B, L, d)
-        residual = queries if self.style == "sasrec" else x
+        residual = x if "input-residual" in self.parts else queries
         x = residual + self.attn(queries, x, mask)
         x = self.ffn_norm(x)
         x = x + self.ffn(x)

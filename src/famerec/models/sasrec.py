@@ -15,7 +15,9 @@ batches). The original trains at a constant 1e-3 on batches of 128.
 `nn.MultiheadAttention` do, Xu et al.'s (arXiv 2408.14238) among them: an output projection,
 the residual from the un-normalized input, padded keys visible, PyTorch's initialization of
 the attention and feed-forward layers (`famerec.models.layers`). It exists to measure whether
-those differences explain the gap between our SASRec and theirs on the same Beauty split.
+those differences explain the gap between our SASRec and theirs on the same Beauty split;
+`--block` also takes any of those parts, comma-separated (projection, input-residual,
+torch-init, padded-keys), to find which of them matter.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from famerec.config import ModelConfig, ModelOptions, TrainConfig, option
 from famerec.errors import ConfigError
 from famerec.models.base import ATTRIBUTE_EMBEDDING, SequentialRecommender
 from famerec.models.layers import (
-    BLOCK_STYLES,
+    BLOCK_PARTS,
     LAYER_NORM_EPS,
     TransformerBlock,
+    block_parts,
     causal_only_mask,
 )
 from famerec.models.registry import cosine_recipe, register
@@ -47,12 +50,16 @@ class SASRecOptions(ModelOptions):
         "Transformer block: sasrec (the reference: residual from the normalized queries, no "
         "output projection, padded keys masked) or pytorch (as SASRecs on PyTorch's "
         "nn.MultiheadAttention: output projection, residual from the input, padded keys "
-        "visible, PyTorch's initialization; not the reference)",
-        choices=BLOCK_STYLES,
+        "visible, PyTorch's initialization; not the reference), or some of those parts: a "
+        "comma-separated list of " + ", ".join(BLOCK_PARTS),
     )
 
     def validate(self, model: ModelConfig, train: TrainConfig) -> None:
         model.check_heads_divide_hidden()
+        try:
+            block_parts(self.block)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 RECIPE = cosine_recipe(25)
@@ -70,9 +77,10 @@ class SASRec(SequentialRecommender):
 
     def __init__(self, num_items: int, config: ModelConfig, options: SASRecOptions | None = None):
         super().__init__(num_items, config, options or SASRecOptions())
+        self.block_parts = block_parts(self.options.block)
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                config.hidden_size, config.num_heads, config.dropout, style=self.options.block
+                config.hidden_size, config.num_heads, config.dropout, parts=self.block_parts
             )
             for _ in range(config.num_layers)
         )
@@ -82,16 +90,17 @@ class SASRec(SequentialRecommender):
     def reset_parameters(self) -> None:
         super().reset_parameters()  # Xavier-normal matrices, zero biases
         for block in self.blocks:
-            block.reset_parameters()  # the "pytorch" block's own (the reference's: none)
+            block.reset_parameters()  # "torch-init": PyTorch's (the reference's: none)
 
     def query_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
         length = min(item_seq.shape[1], self.max_len)
-        if self.options.block == "pytorch":
+        visible_padding = "padded-keys" in self.block_parts
+        if visible_padding:
             # Padded keys are visible, so every sequence is padded to max_len (as the models
             # this style follows always are), whatever its batch's padding: (B, max_len).
             item_seq = F.pad(item_seq[:, -self.max_len :], (self.max_len - length, 0))
         x, real = self.embed(item_seq)  # (B, L, d)
-        if self.options.block == "pytorch":
+        if visible_padding:
             mask = causal_only_mask(real)  # (1, 1, L, L): padded keys visible
         else:
             mask = self.attention_mask(real)  # (B, 1, L, L)
@@ -102,7 +111,7 @@ class SASRec(SequentialRecommender):
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
         """Continue training a SASRec run (e.g. at another learning rate): copy everything;
         attribute embeddings that the source lacks (--item-attributes) start at zero."""
-        if getattr(source.options, "block", "sasrec") != self.options.block:
+        if block_parts(getattr(source.options, "block", "sasrec")) != self.block_parts:
             raise ConfigError(
                 f"--init-from: that SASRec run has --block {source.options.block}, "
                 f"this one --block {self.options.block}"

@@ -53,7 +53,7 @@ def check_compatible(fame: FAME, sasrec: SASRec) -> None:
         if theirs != ours:
             problems.append(f"{label} {theirs} in the SASRec run, {ours} here")
     block = getattr(sasrec.options, "block", "sasrec")
-    if block != "sasrec":
+    if sasrec.block_parts:
         problems.append(f"the SASRec run has --block {block}; FAME's blocks are SASRec's own")
     theirs, ours = (
         model.item_attribute_embedding.weight.shape if model.has_item_attributes else None
