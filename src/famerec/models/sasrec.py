@@ -100,10 +100,8 @@ class SASRec(SequentialRecommender):
             # this style follows always are), whatever its batch's padding: (B, max_len).
             item_seq = F.pad(item_seq[:, -self.max_len :], (self.max_len - length, 0))
         x, real = self.embed(item_seq)  # (B, L, d)
-        if visible_padding:
-            mask = causal_only_mask(real)  # (1, 1, L, L): padded keys visible
-        else:
-            mask = self.attention_mask(real)  # (B, 1, L, L)
+        # (1, 1, L, L) with padded keys visible, else (B, 1, L, L)
+        mask = causal_only_mask(real) if visible_padding else self.attention_mask(real)
         for block in self.blocks:
             x = block(x, mask, real)
         return self.final_norm(x)[:, -length:]  # F_t at every position (Eq. 5)
