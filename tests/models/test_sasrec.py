@@ -176,6 +176,11 @@ def test_a_run_of_one_block_style_does_not_start_another():
     sasrec, other = model(), pytorch_block_model()
     with pytest.raises(ConfigError, match="--block pytorch, this one --block sasrec"):
         sasrec.prepare(other, seed=0)
+    cl4srec = build_model(
+        ModelConfig(name="cl4srec", hidden_size=16, num_heads=2, max_len=10), NUM_ITEMS
+    )
+    with pytest.raises(ConfigError, match="--block pytorch, this one --block sasrec"):
+        cl4srec.prepare(other, seed=0)
     fame = build_model(ModelConfig(name="fame", hidden_size=16, num_heads=2, max_len=10), NUM_ITEMS)
     with pytest.raises(ConfigError, match="--block pytorch"):
         init_fame_from_sasrec(fame, other)

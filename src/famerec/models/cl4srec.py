@@ -132,6 +132,7 @@ class CL4SRec(SASRec):
     def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
         """--init-from a CL4SRec run (everything) or a SASRec run (all but the [mask] token,
         which keeps its initialization)."""
+        self.check_same_block(source)
         if isinstance(source, CL4SRec):
             return super().prepare(source, seed)
         mine, theirs = self.state_dict(), source.state_dict()

@@ -127,7 +127,7 @@ def block_parts(block: str) -> frozenset[str]:
         return frozenset(BLOCK_PARTS)
     parts = [part.strip() for part in block.split(",")]
     unknown = [part for part in parts if part not in BLOCK_PARTS]
-    if unknown or not parts:
+    if unknown:
         raise ValueError(
             f"--block {block!r}: sasrec, pytorch, or a comma-separated list of "
             + ", ".join(BLOCK_PARTS)

@@ -106,14 +106,18 @@ class SASRec(SequentialRecommender):
             x = block(x, mask, real)
         return self.final_norm(x)[:, -length:]  # F_t at every position (Eq. 5)
 
-    def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
-        """Continue training a SASRec run (e.g. at another learning rate): copy everything;
-        attribute embeddings that the source lacks (--item-attributes) start at zero."""
-        if block_parts(getattr(source.options, "block", "sasrec")) != self.block_parts:
+    def check_same_block(self, source: SASRec) -> None:
+        """--init-from: a run of another --block computes something else with those weights."""
+        if source.block_parts != self.block_parts:
             raise ConfigError(
                 f"--init-from: that SASRec run has --block {source.options.block}, "
                 f"this one --block {self.options.block}"
             )
+
+    def prepare(self, source: SequentialRecommender, seed: int) -> list[str]:
+        """Continue training a SASRec run (e.g. at another learning rate): copy everything;
+        attribute embeddings that the source lacks (--item-attributes) start at zero."""
+        self.check_same_block(source)
         mine, theirs = self.state_dict(), source.state_dict()
         added = {ATTRIBUTE_EMBEDDING} if self.has_item_attributes else set()
         if not set(theirs) <= set(mine) or set(mine) - set(theirs) - added:

@@ -52,9 +52,10 @@ def check_compatible(fame: FAME, sasrec: SASRec) -> None:
         theirs, ours = getattr(sasrec.config, field), getattr(fame.config, field)
         if theirs != ours:
             problems.append(f"{label} {theirs} in the SASRec run, {ours} here")
-    block = getattr(sasrec.options, "block", "sasrec")
     if sasrec.block_parts:
-        problems.append(f"the SASRec run has --block {block}; FAME's blocks are SASRec's own")
+        problems.append(
+            f"the SASRec run has --block {sasrec.options.block}; FAME's blocks are SASRec's own"
+        )
     theirs, ours = (
         model.item_attribute_embedding.weight.shape if model.has_item_attributes else None
         for model in (sasrec, fame)
