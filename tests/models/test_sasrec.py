@@ -186,6 +186,19 @@ def test_a_run_of_one_block_style_does_not_start_another():
         init_fame_from_sasrec(fame, other)
 
 
+def test_fame_starts_from_a_torch_init_sasrec_and_refuses_other_parts():
+    """torch-init changes how the weights were drawn, not what they compute: FAME copies them."""
+    fame = build_model(ModelConfig(name="fame", hidden_size=16, num_heads=2, max_len=10), NUM_ITEMS)
+    source = pytorch_block_model("torch-init")
+    copied = init_fame_from_sasrec(fame, source)
+    assert "blocks.0.attn.query.weight" in copied
+    copied_weight = fame.state_dict()["blocks.0.ffn.inner.weight"]
+    assert torch.equal(copied_weight, source.blocks[0].ffn.inner.weight)
+    for part in ("projection", "input-residual", "padded-keys"):
+        with pytest.raises(ConfigError, match=f"--block {part}"):
+            init_fame_from_sasrec(fame, pytorch_block_model(part))
+
+
 @pytest.mark.parametrize("name", ["sasrec", "cl4srec", "duorec", "iclrec"])
 def test_models_built_on_sasrec_train_and_load_with_the_pytorch_block(name, seq_file, tmp_path):
     out = tmp_path / "run"

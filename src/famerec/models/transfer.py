@@ -52,9 +52,12 @@ def check_compatible(fame: FAME, sasrec: SASRec) -> None:
         theirs, ours = getattr(sasrec.config, field), getattr(fame.config, field)
         if theirs != ours:
             problems.append(f"{label} {theirs} in the SASRec run, {ours} here")
-    if sasrec.block_parts:
+    # "torch-init" changes only how SASRec's weights were drawn, not what they compute: once
+    # copied, FAME's blocks compute the same function. Every other part changes the block.
+    if sasrec.block_parts - {"torch-init"}:
         problems.append(
-            f"the SASRec run has --block {sasrec.options.block}; FAME's blocks are SASRec's own"
+            f"the SASRec run has --block {sasrec.options.block}; FAME's blocks are SASRec's own "
+            "(a run with --block torch-init transfers)"
         )
     theirs, ours = (
         model.item_attribute_embedding.weight.shape if model.has_item_attributes else None
