@@ -430,14 +430,17 @@ def pretrain_config(config: RunConfig) -> RunConfig:
     """The run that a `--pretrain` run starts from (FAME: SASRec): same data, sizes, training
     settings and seed, with the pretraining model's default settings of its own. A setting of
     the pretraining model's recipe that this run leaves at its own model's default takes the
-    recipe's value (FAME's `--pretrain` trains SASRec with SASRec's recipe)."""
+    recipe's value (FAME's `--pretrain` trains SASRec with SASRec's recipe). A recipe setting of
+    the pretraining model's own options (SASRec's `--block torch-init`) applies while this run
+    keeps any of its own recipe (not under `--preset classic`)."""
     spec = model_spec(config.model.name)
     own = {**RunConfig().with_overrides({"model.name": spec.name}).flat(), **spec.own_defaults()}
     flat = config.flat()
+    on_recipe = any(flat[key] == value for key, value in spec.recipe)
     recipe = {
         key: value
         for key, value in model_spec(spec.pretrain).recipe
-        if flat[key] == own[key]  # left at its own model's default
+        if (flat[key] == own[key] if key in flat else on_recipe)
     }
     return config.with_overrides(
         {"model.name": spec.pretrain, "train.pretrain": False, "train.init_from": None, **recipe}

@@ -231,6 +231,27 @@ def test_a_spec_is_frozen_once_it_has_runs(tmp_path):
         plan_of(changed)
 
 
+def test_a_record_from_before_a_model_option_existed_ran_as_its_default(tmp_path):
+    """A spec may pin a new option at the value its old runs ran with (the option's default),
+    e.g. when a model's recipe starts to set it otherwise; another value is still refused."""
+    spec = write_spec(tmp_path, SASREC)
+    run = plan_of(spec).entries["toys", "sasrec"].trials[0]
+    fake_record(spec, run, 0.2)
+    folder = spec.records_dir / run.id
+    config = json.loads((folder / "config.json").read_text())
+    del config["sasrec"]  # saved before SASRec had options of its own
+    (folder / "config.json").write_text(json.dumps(config))
+    pinned = SASREC.replace(
+        'model.name = "sasrec"', 'model.name = "sasrec"\nsasrec.block = "sasrec"'
+    )
+    plan_of(write_spec(tmp_path, pinned))  # the default: fine
+    other = SASREC.replace(
+        'model.name = "sasrec"', 'model.name = "sasrec"\nsasrec.block = "torch-init"'
+    )
+    with pytest.raises(SpecError, match="was run with sasrec.block = 'sasrec', the spec now says"):
+        plan_of(write_spec(tmp_path, other))
+
+
 def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -184,6 +184,10 @@ def test_a_run_of_one_block_style_does_not_start_another():
     fame = build_model(ModelConfig(name="fame", hidden_size=16, num_heads=2, max_len=10), NUM_ITEMS)
     with pytest.raises(ConfigError, match="--block pytorch"):
         init_fame_from_sasrec(fame, other)
+    # the initialization alone computes nothing else: its weights start the reference block
+    drawn = pytorch_block_model("torch-init")
+    assert sasrec.prepare(drawn, seed=0) and cl4srec.prepare(drawn, seed=0)
+    assert torch.equal(cl4srec.blocks[1].ffn.outer.weight, drawn.blocks[1].ffn.outer.weight)
 
 
 def test_fame_starts_from_a_torch_init_sasrec_and_refuses_other_parts():

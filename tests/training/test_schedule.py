@@ -156,6 +156,11 @@ def test_pretraining_stage_takes_its_models_recipe_where_the_run_keeps_its_defau
         tmp_path / "b", {"model.name": "fame", "train.pretrain": True, "train.lr": 0.0123}
     )
     assert pretrain_config(asked).train.lr == 0.0123  # a rate asked for the run: both stages
+    assert stage["sasrec.block"] == "torch-init"  # SASRec's own option in its recipe
+    classic = resolve_config(
+        tmp_path / "c", {"model.name": "fame", "train.pretrain": True}, preset="classic"
+    )
+    assert pretrain_config(classic).flat()["sasrec.block"] == "sasrec"  # no recipe: the reference
 
 
 def test_auxiliary_terms_ramp_linearly_and_the_next_item_loss_never_does():

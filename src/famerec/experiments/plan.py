@@ -7,11 +7,13 @@ depend on is finished; until then they are counted as waiting slots without an i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,18 @@ def flat_config(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 DEFAULTS = flat_config(RunConfig().to_dict())
+
+
+@functools.cache
+def option_defaults(model: Any) -> dict[str, Any]:
+    """The defaults of `model`'s own options, as dotted keys. A record made before one of them
+    existed holds no value for it; it ran as the option's default does (a new option's default
+    keeps the old behaviour; a model's recipe may change what new runs get, not that)."""
+    try:
+        options = RunConfig().with_overrides({"model.name": model}).options
+    except (ConfigError, TypeError):  # no such model here: its records name what they hold
+        return {}
+    return {f"{model}.{f.name}": getattr(options, f.name) for f in dataclass_fields(options)}
 
 
 @dataclass(eq=False)  # one object per run id (see Plan.materialize): compared by identity
@@ -207,7 +221,8 @@ class Store:
         return self.read(run_id, "metrics.json")
 
     def config(self, run_id: str) -> dict[str, Any]:
-        return flat_config(self.read(run_id, "config.json"))
+        flat = flat_config(self.read(run_id, "config.json"))
+        return {**option_defaults(flat.get("model.name")), **flat}  # (the cached dict is copied)
 
     def record(self, run_id: str) -> dict[str, Any]:
         return self.read(run_id, RECORD) if self.has_record(run_id) else {}

@@ -135,6 +135,13 @@ def block_parts(block: str) -> frozenset[str]:
     return frozenset(parts)
 
 
+def computing_parts(parts: frozenset[str]) -> frozenset[str]:
+    """The parts that change what a block computes with given weights: all but "torch-init",
+    which changes only how the weights are first drawn. Runs that agree on these can start one
+    another (`--init-from`, FAME from SASRec)."""
+    return parts - {"torch-init"}
+
+
 class TransformerBlock(nn.Module):
     """One SASRec block: attention and feed-forward, each with LayerNorm and residual.
 

@@ -10,6 +10,12 @@ batches of 512, 50 warmup steps, cosine decay to 0 over 25 epochs. Found here, o
 validation split only, among five variants (benchmarks/RESULTS.md, "Recipes"): it reaches the
 old recipe's best validation NDCG@10 in 16 epochs instead of 24, each epoch cheaper (larger
 batches). The original trains at a constant 1e-3 on batches of 128.
+The recipe also draws the weights as PyTorch's layers do (`--block torch-init`; the
+reference's Xavier-normal with `--block sasrec` or `--preset classic`): the same model and
+cost per epoch, trained further in the recipe's 25 epochs (results/sasrec_init_beauty.md).
+Where we differ from the original and why: its TensorFlow layers start Glorot-uniform; PyTorch
+SASRecs (Xu et al.'s, arXiv 2408.14238, among them) keep PyTorch's smaller Kaiming-uniform
+feed-forward weights with non-zero biases, and learn faster from them.
 
 `--block pytorch` (not the reference; off by default) builds the blocks as PyTorch SASRecs on
 `nn.MultiheadAttention` do, Xu et al.'s (arXiv 2408.14238) among them: an output projection,
@@ -37,6 +43,7 @@ from famerec.models.layers import (
     TransformerBlock,
     block_parts,
     causal_only_mask,
+    computing_parts,
 )
 from famerec.models.registry import cosine_recipe, register
 
@@ -62,7 +69,9 @@ class SASRecOptions(ModelOptions):
             raise ConfigError(str(error)) from None
 
 
-RECIPE = cosine_recipe(25)
+# PyTorch's initialization (`--block torch-init`) is part of the recipe: the same model and
+# cost per epoch, a better model after the recipe's 25 epochs (results/sasrec_init_beauty.md).
+RECIPE = {**cosine_recipe(25), "sasrec.block": "torch-init"}
 
 
 @register(
@@ -107,8 +116,9 @@ class SASRec(SequentialRecommender):
         return self.final_norm(x)[:, -length:]  # F_t at every position (Eq. 5)
 
     def check_same_block(self, source: SASRec) -> None:
-        """--init-from: a run of another --block computes something else with those weights."""
-        if source.block_parts != self.block_parts:
+        """--init-from: a run of another --block computes something else with those weights
+        (the initialization alone does not: its weights are replaced)."""
+        if computing_parts(source.block_parts) != computing_parts(self.block_parts):
             raise ConfigError(
                 f"--init-from: that SASRec run has --block {source.options.block}, "
                 f"this one --block {self.options.block}"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from famerec.errors import ConfigError
+from famerec.models.layers import computing_parts
 
 if TYPE_CHECKING:
     from famerec.models.fame import FAME
@@ -52,9 +53,9 @@ def check_compatible(fame: FAME, sasrec: SASRec) -> None:
         theirs, ours = getattr(sasrec.config, field), getattr(fame.config, field)
         if theirs != ours:
             problems.append(f"{label} {theirs} in the SASRec run, {ours} here")
-    # "torch-init" changes only how SASRec's weights were drawn, not what they compute: once
-    # copied, FAME's blocks compute the same function. Every other part changes the block.
-    if sasrec.block_parts - {"torch-init"}:
+    # FAME's blocks are the reference's; a SASRec drawn with PyTorch's initialization computes
+    # the same function with its weights, so those copy (`computing_parts`).
+    if computing_parts(sasrec.block_parts):
         problems.append(
             f"the SASRec run has --block {sasrec.options.block}; FAME's blocks are SASRec's own "
             "(a run with --block torch-init transfers)"
