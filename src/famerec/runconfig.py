@@ -432,7 +432,8 @@ def pretrain_config(config: RunConfig) -> RunConfig:
     the pretraining model's recipe that this run leaves at its own model's default takes the
     recipe's value (FAME's `--pretrain` trains SASRec with SASRec's recipe). A recipe setting of
     the pretraining model's own options (SASRec's `--block torch-init`) applies while this run
-    keeps any of its own recipe (not under `--preset classic`)."""
+    keeps any value of its own recipe: not under `--preset classic`, which keeps none, nor when
+    every recipe value is overridden."""
     spec = model_spec(config.model.name)
     own = {**RunConfig().with_overrides({"model.name": spec.name}).flat(), **spec.own_defaults()}
     flat = config.flat()
