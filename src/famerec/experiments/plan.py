@@ -13,7 +13,6 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +101,10 @@ def option_defaults(model: Any) -> dict[str, Any]:
     existed holds no value for it; it ran as the option's default does (a new option's default
     keeps the old behaviour; a model's recipe may change what new runs get, not that)."""
     try:
-        options = RunConfig().with_overrides({"model.name": model}).options
+        flat = RunConfig().with_overrides({"model.name": model}).flat()
     except (ConfigError, TypeError):  # no such model here: its records name what they hold
         return {}
-    return {f"{model}.{f.name}": getattr(options, f.name) for f in dataclass_fields(options)}
+    return {key: value for key, value in flat.items() if key.startswith(f"{model}.")}
 
 
 @dataclass(eq=False)  # one object per run id (see Plan.materialize): compared by identity
