@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from famerec.config import RunConfig
 from famerec.errors import ConfigError, FamerecError
 from famerec.evaluation import metrics_from_ranks
+from famerec.runconfig import pretrain_config
 from famerec.runs.dir import RunDir, read_ranks
 from famerec.training import load_run, resolve_config, train_run
 from tests.conftest import tiny_overrides, write_sequences
@@ -195,6 +196,23 @@ def test_pretrain_runs_both_stages_and_keeps_both(seq_file, tmp_path):
     stage_one = json.loads((tmp_path / "fame/pretrain/metrics.json").read_text())
     for cost in ("train_seconds", "wall_seconds"):  # both stages' time can be summed
         assert metrics["init_from"][cost] == stage_one[cost] > 0
+
+
+def test_a_started_pretrain_stage_keeps_its_own_settings(seq_file, tmp_path):
+    """A recipe changed between sittings must not rewrite a started first stage's config."""
+    config = RunConfig().with_overrides(
+        tiny_overrides(
+            seq_file, **{"model.hidden_size": 64, "model.name": "fame", "train.pretrain": True}
+        )
+    )
+    fresh = pretrain_config(config)
+    other = "sasrec" if fresh.flat()["sasrec.block"] != "sasrec" else "torch-init"
+    started = fresh.with_overrides({"sasrec.block": other})  # as an older recipe had it
+    assert train_run(started, tmp_path / "fame/pretrain", progress=False, stop_after=1) is None
+    train_run(config, tmp_path / "fame", resume=True, progress=False)
+    assert RunConfig.load(tmp_path / "fame/pretrain/config.json") == started
+    log = (tmp_path / "fame/pretrain/log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]  # resumed, not restarted
 
 
 def test_init_from_other_dataset_fails_before_writing(seq_file, tmp_path):

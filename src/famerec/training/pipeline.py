@@ -20,7 +20,7 @@ from famerec.data.frames import write_input
 from famerec.data.items import keep_item_table, read_item_table
 from famerec.errors import ConfigError, DataError, FamerecError, printable
 from famerec.models import build_model, model_spec
-from famerec.runconfig import RunConfig, pretrain_config, resolve_config
+from famerec.runconfig import RESUMABLE_CHANGES, RunConfig, pretrain_config, resolve_config
 from famerec.runs.dir import (
     CONFIG,
     DATASET,
@@ -205,7 +205,7 @@ def _train_claimed(
         log.info("stage 1 of 2: SASRec pretraining into %s", run_dir / PRETRAIN)
         left = None if deadline is None else deadline - time.monotonic()
         stage = train_run(
-            pretrain_config(config),
+            stage_config(config, run_dir / PRETRAIN),
             run_dir / PRETRAIN,
             resume=True,
             progress=progress,
@@ -284,6 +284,19 @@ def _train_claimed(
         }
     processes.on_main(lambda: write_json(run_dir / METRICS, metrics))
     return metrics
+
+
+def stage_config(config: RunConfig, stage_dir: Path) -> RunConfig:
+    """The config of `--pretrain`'s first stage. A started stage keeps the settings it was
+    started with, so that a recipe changed since then cannot rewrite its config.json; only the
+    settings any resume may change (device, threads, file paths) follow this run's."""
+    fresh = pretrain_config(config)
+    if not (stage_dir / CONFIG).is_file():
+        return fresh
+    asked = fresh.flat()
+    return RunConfig.load(stage_dir / CONFIG).with_overrides(
+        {key: asked[key] for key in RESUMABLE_CHANGES if key in asked}
+    )
 
 
 def check_source(source: TrainedRun, summary: dict[str, Any], config: RunConfig) -> None:
