@@ -9,8 +9,9 @@ that archive once none is left; `restore` puts them back in `runs/`, unless a ru
 far along or already finished. `files` lists what resuming needs, one path per line, relative
 to the current folder; `pick --budget-mb M` lists, within M MiB, first the weights later runs
 start from (per dataset, model, hidden size and seed, the finished run with the best
-validation score among run ids matching `--weights`), then the unfinished runs' resume files,
-most trained first (for `gpu_sitting.sh`, whose machine returns little). The run and record
+validation score among the runs the spec's other entries start from, or among run ids
+matching `--weights`), then the unfinished runs' resume files, most trained first (for
+`gpu_sitting.sh`, whose machine returns little). The run and record
 folders are the spec's own (`famerec.experiments.load_spec`: by default `runs/<name>` and
 `results/records/<name>` in the folder above the spec's); the archive holds paths from that
 folder. See docs/long-runs.md.
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from famerec.experiments import load_spec  # noqa: E402
 from famerec.experiments.plan import Store  # noqa: E402
+from famerec.experiments.spec import Ref  # noqa: E402
 from famerec.runs.dir import (  # noqa: E402
     CHECKPOINT,
     CONFIG,
@@ -49,6 +51,7 @@ from famerec.runs.dir import (  # noqa: E402
     WEIGHTS,
 )
 
+INIT_FROM = "train.init_from"
 RESUME_FILES = (CONFIG, DATASET, LOG, WEIGHTS, CHECKPOINT, ITEM_ATTRIBUTES, INPUT)
 
 
@@ -85,19 +88,36 @@ def unfinished_files(spec, pattern: str = "*") -> list[Path]:
 WEIGHT_FILES = (CONFIG, DATASET, LOG, WEIGHTS, METRICS, ITEM_ATTRIBUTES)
 
 
-def pick(spec, budget_mb: float, weights: str = "*/sasrec/*", pattern: str = "*") -> list[Path]:
+def starting_points(spec) -> str:
+    """Run ids of the entries whose selected runs other entries start from (a
+    `train.init_from = { selected = ... }` without `get`), as one fnmatch pattern per entry,
+    space-separated: table2_init's `*/sasrec-init/*`, table2_pruned's `*/sasrec/*`."""
+    names = set()
+    for entry in spec.entries:
+        values = [entry.settings.get(INIT_FROM)]
+        for stage in entry.stages:
+            values += [stage.settings.get(INIT_FROM)] + [p.get(INIT_FROM) for p in stage.points]
+        names |= {v.selected for v in values if isinstance(v, Ref) and v.get is None}
+    return " ".join(f"*/{name}/*" for name in sorted(names))
+
+
+def pick(spec, budget_mb: float, weights: str | None = None, pattern: str = "*") -> list[Path]:
     """What to carry off a machine that returns at most `budget_mb`, most useful first: the
     best finished run per (dataset, model, hidden size, seed) among ids matching `weights`
-    (the runs later stages start from), then unfinished runs by epochs trained, descending.
+    (space-separated patterns; by default the spec's `starting_points`, the runs later stages
+    start from), then unfinished runs by epochs trained, descending.
     Whole runs only; a run that does not fit is skipped for a smaller one. Paths relative to
     the spec's run folder."""
     runs, store = spec.runs_dir, Store(spec.records_dir)
+    wanted = (starting_points(spec) if weights is None else weights).split()
     best: dict[tuple, tuple[float, Path]] = {}
     unfinished: list[tuple[int, Path]] = []
     for run_dir in sorted(p for p in runs.glob("*/*/*") if p.is_dir()):
         run_id = str(run_dir.relative_to(runs))
         if store.has_record(run_id):
-            if not fnmatch.fnmatch(run_id, weights) or not (run_dir / WEIGHTS).is_file():
+            if not any(fnmatch.fnmatch(run_id, w) for w in wanted):
+                continue
+            if not (run_dir / WEIGHTS).is_file():
                 continue
             if not (run_dir / METRICS).is_file():
                 continue
@@ -204,7 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     for command in ("save", "restore", "files", "pick"):
         commands.add_parser(command).add_argument("specs", nargs="+", type=Path)
     parser.add_argument("--pattern", default="*", help="files, pick: only run ids matching")
-    parser.add_argument("--weights", default="*/sasrec/*", help="pick: weights of these runs")
+    parser.add_argument(
+        "--weights",
+        help="pick: weights of the runs matching these space-separated patterns (default: the "
+        "runs that the spec's other entries start from, e.g. '*/sasrec/*')",
+    )
     parser.add_argument("--budget-mb", type=float, default=56.0, help="pick: at most this much")
     args = parser.parse_args(argv)
     for spec in map(load_spec, args.specs):

@@ -114,3 +114,49 @@ def test_a_run_cut_off_in_its_pretraining_stage_is_carried_with_it(tmp_path, mon
     main(["restore", str(spec)])  # now as far along here
     both = "epoch 0 (pretraining: 4)"
     assert f"here after {both}, archive after {both}; kept" in capsys.readouterr().out
+
+
+CHAIN = """name = "chain"
+[selection]
+seeds = [1]
+[datasets.toys]
+[models.sasrec-init]
+model.name = "sasrec"
+[[models.sasrec-init.stages]]
+name = "defaults"
+points = [{ model.hidden_size = 16 }]
+[models.fame]
+model.name = "fame"
+train.init_from = { selected = "sasrec-init", match = ["model.hidden_size"] }
+[[models.fame.stages]]
+name = "defaults"
+points = [{ model.hidden_size = 16 }]
+[models.gru4rec]
+model.name = "gru4rec"
+[[models.gru4rec.stages]]
+name = "defaults"
+points = [{ model.hidden_size = 16 }]
+"""
+
+
+def test_pick_carries_the_weights_other_entries_start_from(tmp_path, monkeypatch, capsys):
+    """By default pick carries the finished runs of the entries that others start from."""
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "experiments" / "chain.toml"
+    spec.parent.mkdir()
+    spec.write_text(CHAIN)
+    for model in ("sasrec-init", "gru4rec"):
+        run = Path(f"runs/chain/toys/{model}/hidden_size=16,seed=1")
+        fake_run(run, epochs=2)
+        (run / "metrics.json").write_text(json.dumps({"valid": {"NDCG@10": 0.1}}))
+        config = {"model": {"hidden_size": 16}, "train": {"seed": 1}}
+        (run / "config.json").write_text(json.dumps(config))
+        record = Path(f"results/records/chain/toys/{model}/hidden_size=16,seed=1/record.json")
+        record.parent.mkdir(parents=True)
+        record.write_text("{}")
+    main(["pick", str(spec)])
+    picked = {Path(line).parent for line in capsys.readouterr().out.split()}
+    assert picked == {Path("runs/chain/toys/sasrec-init/hidden_size=16,seed=1")}
+    main(["--weights", "*/gru4rec/* */nothing/*", "pick", str(spec)])
+    picked = {Path(line).parent for line in capsys.readouterr().out.split()}
+    assert picked == {Path("runs/chain/toys/gru4rec/hidden_size=16,seed=1")}

@@ -14,7 +14,8 @@
 # at the repository root, check `famerec experiment status SPEC`, regenerate the report and
 # commit) and back.tar.gz.part-aa, -ab, ... (parts of at most 15 MiB; BACK_MB, default 56 MiB
 # per spec, in all): first the weights that later runs start from (per dataset, model, hidden
-# size and seed, the best finished run whose id matches WEIGHTS, default '*/sasrec/*'), then
+# size and seed, the best finished run whose id matches WEIGHTS, space-separated patterns; by
+# default the runs the spec's other entries start from, e.g. '*/sasrec-init/*'), then
 # the runs cut off by the time limit whose id matches RESUME (default '*'), most trained first,
 # with their checkpoints and logs (`carry_runs.py pick`). `cat back.tar.gz.part-* | tar xzf -`
 # at the repository root puts them in runs/, and the next sitting, here or on the CPU, resumes
@@ -29,7 +30,8 @@ mkdir -p "$OUT"
 SECONDS_LEFT=${1:?usage: gpu_sitting.sh SECONDS PRECISION SPEC:JOBS:CORES...}
 PRECISION=${2:?precision: auto, fp32 or bf16}
 shift 2
-WEIGHTS=${WEIGHTS:-*/sasrec/*}
+weights=()
+[ -z "${WEIGHTS:-}" ] || weights=(--weights "$WEIGHTS")
 RESUME=${RESUME:-*}
 BACK_MB=${BACK_MB:-56}
 only=()
@@ -66,7 +68,7 @@ dirs=$(for name in "${names[@]}"; do echo "results/records/$name"; done)
 tar czf "$OUT/records.tar.gz" $dirs 2>>"$LOG"
 # What later runs start from, then the unfinished runs, within BACK_MB per spec.
 for spec in "${specs[@]}"; do
-  python3 tools/carry_runs.py --pattern "$RESUME" --weights "$WEIGHTS" \
+  python3 tools/carry_runs.py --pattern "$RESUME" "${weights[@]}" \
     --budget-mb "$BACK_MB" pick "$spec" >>"$OUT/back.txt" 2>>"$LOG"
 done
 if [ -s "$OUT/back.txt" ]; then
