@@ -128,14 +128,10 @@ points = [{ model.hidden_size = 16 }]
 [models.fame]
 model.name = "fame"
 train.init_from = { selected = "sasrec-init", match = ["model.hidden_size"] }
-[[models.fame.stages]]
-name = "defaults"
-points = [{ model.hidden_size = 16 }]
+stages = [{ name = "defaults", points = [{ model.hidden_size = 16 }] }]
 [models.gru4rec]
 model.name = "gru4rec"
-[[models.gru4rec.stages]]
-name = "defaults"
-points = [{ model.hidden_size = 16 }]
+stages = [{ name = "defaults", points = [{ model.hidden_size = 16 }] }]
 """
 
 

@@ -10,7 +10,7 @@ from famerec.experiments import Plan, SpecError, Store, load_spec
 from famerec.experiments.plan import READY
 from famerec.experiments.report import write_report
 from famerec.experiments.status import status
-from tests.experiments.helpers import REPO, fake_record, write_spec
+from tests.experiments.helpers import REPO, fake_record, fake_weights, write_spec
 
 FIXTURES = REPO / "tests/fixtures/smoke"
 SMOKE = FIXTURES / "experiments/smoke.toml"
@@ -82,13 +82,16 @@ def test_unfinished_models_are_reported_as_such_and_test_metrics_of_trials_stay_
     assert "0.1234" in text and "0.9876" not in text  # validation shown, test kept out
 
 
-VERSUS = """
+ONE_SASREC = """
 [models.sasrec]
 model.name = "sasrec"
 [[models.sasrec.stages]]
 name = "one"
 points = [{ model.num_heads = 2 }]
-[models.fame]
+"""
+VERSUS = (
+    ONE_SASREC
+    + """[models.fame]
 control = true
 versus = "continued"
 model.name = "fame"
@@ -97,6 +100,41 @@ control = true
 model.name = "sasrec"
 train.lr = 0.0003
 """
+)
+
+
+BEST = (
+    ONE_SASREC
+    + """[models.gru4rec]
+model.name = "gru4rec"
+[[models.gru4rec.stages]]
+name = "one"
+points = [{ model.hidden_size = 64 }]
+[models.fame]
+model.name = "fame"
+train.init_from = { selected = "sasrec" }
+[[models.fame.stages]]
+name = "one"
+points = [{ model.num_heads = 2 }]
+"""
+)
+
+
+def test_every_other_model_is_tested_against_the_baseline_best_on_validation(tmp_path):
+    spec = write_spec(tmp_path, BEST)
+    scores = {"sasrec": (0.30, 0.25), "gru4rec": (0.40, 0.20), "fame": (0.35, 0.22)}
+    store = Store(spec.records_dir, spec.runs_dir)  # FAME starts from SASRec's run directory
+    while ready := [r for r in Plan(spec, store).runs if r.state == READY]:
+        for run in ready:
+            fake_record(spec, run, *scores[run.id.split("/")[1]])
+            fake_weights(spec, run)
+    text = write_report(spec, out=tmp_path / "out", plots=False)
+    section = text.split("### Against the best baseline")[1].split("###")[0]
+    assert "The best baseline is gru4rec" in section  # higher on validation, lower on test
+    assert "may still change" not in section  # both baselines are finished
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert [row[:4] for row in cells] == [["fame", "0.2200", "0.2000", "+10.0 %"]]
 
 
 def test_a_model_is_tested_against_the_control_it_names(tmp_path):

@@ -29,11 +29,12 @@ from famerec.experiments.plan import (
     format_value,
 )
 from famerec.experiments.runner import plural
-from famerec.experiments.spec import Dataset, Figure, Spec, SpecError, tomllib
+from famerec.experiments.spec import Dataset, Entry, Figure, Ref, Spec, SpecError, tomllib
 from famerec.runs.dir import LOG, RANKS, read_ranks
 from famerec.tables import table
 
 TEST_METRIC = "NDCG@10"  # the per-user metric of the significance tests
+INIT_FROM = "train.init_from"
 
 
 def fmt(value: float) -> str:
@@ -172,6 +173,7 @@ def dataset_section(context: Context, dataset: Dataset) -> str:
         title,
         results_table(context, dataset),
         versus_table(context, dataset),
+        best_baseline_table(context, dataset),
         trials_table(context, dataset),
         pruned_table(context, dataset),
         restored_table(context, dataset),
@@ -288,6 +290,68 @@ def versus_table(context: Context, dataset: Dataset) -> str:
         f"{TEST_METRIC} over the seeds of each, the relative change, and the same paired tests "
         "as above on the same test users.\n\n"
         + table([*headers, "p (bootstrap)"], rows, align="llrrrrr")
+    )
+
+
+def starts_from_another(entry: Entry) -> bool:
+    """Whether the entry's runs start from another entry's selected run (FAME from SASRec)."""
+    values = [entry.settings.get(INIT_FROM)]
+    for stage in entry.stages:
+        values += [stage.settings.get(INIT_FROM), *(p.get(INIT_FROM) for p in stage.points)]
+    return any(isinstance(value, Ref) for value in values)
+
+
+def best_baseline_table(context: Context, dataset: Dataset) -> str:
+    """Every other model against the best baseline: of the entries trained from scratch and not
+    controls (the paper's baselines), the one whose selected setting has the highest mean
+    validation score over its seeds. Chosen on validation, like everything else."""
+    spec, plan = context.spec, context.plan
+    runnable = [e for e in spec.entries if e.pending is None]
+    baselines = [e for e in runnable if not e.control and not starts_from_another(e)]
+    others = [e for e in runnable if e not in baselines]
+    if len(baselines) < 2 or not others:
+        return ""
+    finished = {}
+    for entry in baselines:
+        runs = finished_selection(plan.entries[dataset.name, entry.name])
+        if runs:
+            valid = [context.store.metrics(r.id)["valid"][spec.metric] for r in runs]
+            finished[entry.name] = (statistics.mean(valid), runs)
+    if not finished:
+        return ""
+    best = max(finished, key=lambda name: finished[name][0])  # ties: the earlier entry
+    best_runs = finished[best][1]
+    best_test = statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in best_runs)
+    best_gains = selected_ranks(context, best_runs)
+    rows = []
+    for entry in others:
+        runs = finished_selection(plan.entries[dataset.name, entry.name])
+        if not runs:
+            rows.append([entry.label, "not finished", fmt(best_test), "", "", ""])
+            continue
+        mine = statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in runs)
+        p_t, p_boot = paired_p(best_gains, selected_ranks(context, runs))
+        change = f"{100 * (mine / best_test - 1):+.1f} %" if best_test else "n/a"
+        rows.append([entry.label, fmt(mine), fmt(best_test), change, p_t, p_boot])
+    label = spec.entry(best).label
+    provisional = (
+        ""
+        if len(finished) == len(baselines)
+        else f" So far {len(finished)} of the {len(baselines)} baselines have finished, so the "
+        "best one may still change."
+    )
+    return (
+        "### Against the best baseline\n\n"
+        f"The best baseline is {label}: of the models trained from scratch that are not "
+        f"controls, its selected setting has the highest mean validation {spec.metric} over the "
+        f"seeds ({finished[best][0]:.4f}; chosen on validation, never on test).{provisional} "
+        f"Every other model against it: the mean test {TEST_METRIC} over the seeds, the relative "
+        "change, and the same paired tests as above on the same test users.\n\n"
+        + table(
+            ["model", f"test {TEST_METRIC}", label, "change", "p (t)", "p (bootstrap)"],
+            rows,
+            align="lrrrrr",
+        )
     )
 
 
