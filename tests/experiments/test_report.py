@@ -2,13 +2,14 @@
 
 import json
 import statistics
+from types import SimpleNamespace
 
 import pytest
 
 from famerec.cli import main
 from famerec.experiments import Plan, SpecError, Store, load_spec
 from famerec.experiments.plan import READY
-from famerec.experiments.report import write_report
+from famerec.experiments.report import pruned_value, write_report
 from famerec.experiments.status import status
 from tests.experiments.helpers import REPO, fake_record, fake_weights, write_spec
 
@@ -246,3 +247,21 @@ def test_status_says_how_far_an_unfinished_run_got(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith(f"| {first.id} "))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1:] == ["3", "0.1500 (2)", "1 / 10", "3m00s"]
+
+
+def test_a_pruned_trial_is_drawn_at_its_best_epoch_up_to_its_rung():
+    """Figures show a pruned trial where pruning compared it: the best epoch (on the spec's
+    metric) up to the rung, never a later epoch."""
+    log = [
+        {"epoch": 1, "valid": {"NDCG@10": 0.02, "HR@20": 0.10}},
+        {"epoch": 2, "valid": {"NDCG@10": 0.04, "HR@20": 0.09}},
+        {"epoch": 3, "valid": {"NDCG@10": 0.03, "HR@20": 0.12}},
+        {"epoch": 4, "valid": {"NDCG@10": 0.09, "HR@20": 0.30}},  # after the rung
+    ]
+    context = SimpleNamespace(
+        spec=SimpleNamespace(metric="NDCG@10"), store=SimpleNamespace(log=lambda run_id: log)
+    )
+    run = SimpleNamespace(id="toys/sasrec/seed=1")
+    assert pruned_value(context, run, 3, "HR@20") == 0.09
+    assert pruned_value(context, run, 3, "NDCG@10") == 0.04
+    assert pruned_value(context, SimpleNamespace(id="x"), 0, "HR@20") is None

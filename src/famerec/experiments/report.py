@@ -20,6 +20,7 @@ from famerec.evaluation import METRIC_NAMES
 from famerec.evaluation.significance import paired_bootstrap, paired_t_test, per_user
 from famerec.experiments.plan import (
     DONE,
+    PRUNED,
     RESTORED,
     EntryPlan,
     Plan,
@@ -503,7 +504,9 @@ def figure_links(context: Context, dataset: Dataset) -> str:
             + ", ".join(f"{e}:{s}" for e, s in figure.series)
             + " against "
             + figure.x
-            + "; a star marks the test value of a selected setting (mean over its seeds)"
+            + "; a star marks the test value of a selected setting (mean over its seeds);"
+            " a hollow circle, a trial the pruned search stopped, at its best epoch up to that"
+            " rung (what pruning compared)"
             + (
                 f"; the dashed line is the best validation value of {figure.reference[0]}:"
                 f"{figure.reference[1]}"
@@ -546,31 +549,56 @@ def save(plt, fig, path: Path) -> None:
     plt.close(fig)
 
 
+def pruned_value(context: Context, run: Run, rung: int, metric: str) -> float | None:
+    """A pruned trial's validation `metric` at its best epoch (on the spec's metric) up to the
+    rung where it stopped: what pruning compared it on."""
+    key = context.spec.metric
+    epochs = [e for e in context.store.log(run.id) if e.get("epoch", rung + 1) <= rung]
+    epochs = [e for e in epochs if "valid" in e]
+    if not epochs:
+        return None
+    return float(max(epochs, key=lambda e: e["valid"][key])["valid"][metric])
+
+
 def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
     plan, store = context.plan, context.store
-    fig, axes = plt.subplots(1, len(figure.metrics), figsize=(3.2 * len(figure.metrics), 2.8))
+    width, height = 3.2 * len(figure.metrics), 3.6
+    fig, axes = plt.subplots(1, len(figure.metrics), figsize=(width, height), layout="constrained")
     axes = np.atleast_1d(axes)
     xs: set[float] = set()
     for ax, metric in zip(axes, figure.metrics):
         for entry_name, stage in figure.series:
             entry_plan = plan.entries[dataset.name, entry_name]
+            verdict = plan.verdicts.get((dataset.name, entry_name, stage))
             lines: dict[str, list[tuple[float, float, Run]]] = {}
+            pruned: dict[str, list[tuple[float, float]]] = {}
             for run in entry_plan.trials:
-                if run.stage != stage or run.state != DONE:
+                if run.stage != stage or run.state not in (DONE, PRUNED) or run.id is None:
                     continue
                 others = {k: v for k, v in run.names.items() if k != figure.x}
                 label = f"{entry_plan.entry.label} {describe_settings(others)}".strip()
                 x = store.config(run.id)[figure.x]
-                lines.setdefault(label, []).append((x, store.metrics(run.id)["valid"][metric], run))
+                if run.state == DONE:
+                    value = store.metrics(run.id)["valid"][metric]
+                    lines.setdefault(label, []).append((x, value, run))
+                elif verdict is not None and run.id in verdict.pruned:
+                    value = pruned_value(context, run, verdict.pruned[run.id][0], metric)
+                    if value is None:
+                        continue
+                    pruned.setdefault(label, []).append((x, value))
+                    lines.setdefault(label, [])
                 xs.add(x)
             selected = finished_selection(entry_plan)
             for label, points in lines.items():
                 points.sort(key=lambda p: p[0])
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+                color = ax.lines[-1].get_color()
+                if label in pruned:
+                    px, py = zip(*sorted(pruned[label], key=lambda p: p[0]))
+                    ax.plot(px, py, "o", mfc="none", color=color, label=f"{label}: pruned")
                 if selected and any(p[2] is entry_plan.selected for p in points):
                     test = statistics.mean(store.metrics(r.id)["test"][metric] for r in selected)
                     x = store.config(entry_plan.selected.id)[figure.x]
-                    color = ax.lines[-1].get_color()
                     ax.plot([x], [test], "*", ms=12, color=color, label=f"{label}: test, selected")
         if figure.reference is not None:
             ref_plan = plan.entries[dataset.name, figure.reference[0]]
@@ -592,9 +620,10 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
         if numeric and ticks:
             ax.set_xticks(ticks, [format_value(x) for x in ticks])
             ax.minorticks_off()
-    axes[0].legend(fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=6)
     fig.suptitle(f"{dataset.name}: {figure.title}", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
