@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from famerec.experiments import load_spec  # noqa: E402
 from famerec.experiments.plan import Store  # noqa: E402
-from famerec.experiments.spec import Ref  # noqa: E402
 from famerec.runs.dir import (  # noqa: E402
     CHECKPOINT,
     CONFIG,
@@ -51,7 +50,6 @@ from famerec.runs.dir import (  # noqa: E402
     WEIGHTS,
 )
 
-INIT_FROM = "train.init_from"
 RESUME_FILES = (CONFIG, DATASET, LOG, WEIGHTS, CHECKPOINT, ITEM_ATTRIBUTES, INPUT)
 
 
@@ -88,17 +86,11 @@ def unfinished_files(spec, pattern: str = "*") -> list[Path]:
 WEIGHT_FILES = (CONFIG, DATASET, LOG, WEIGHTS, METRICS, ITEM_ATTRIBUTES)
 
 
-def starting_points(spec) -> str:
-    """Run ids of the entries whose selected runs other entries start from (a
-    `train.init_from = { selected = ... }` without `get`), as one fnmatch pattern per entry,
-    space-separated: table2_init's `*/sasrec-init/*`, table2_pruned's `*/sasrec/*`."""
-    names = set()
-    for entry in spec.entries:
-        values = [entry.settings.get(INIT_FROM)]
-        for stage in entry.stages:
-            values += [stage.settings.get(INIT_FROM)] + [p.get(INIT_FROM) for p in stage.points]
-        names |= {v.selected for v in values if isinstance(v, Ref) and v.get is None}
-    return " ".join(f"*/{name}/*" for name in sorted(names))
+def starting_points(spec) -> list[str]:
+    """Run-id patterns of the entries whose selected runs other entries start from (pending
+    ones aside): table2_init's `*/sasrec-init/*`, table2_pruned's `*/sasrec/*`."""
+    names = {name for e in spec.entries if e.pending is None for name in e.starts_from()}
+    return [f"*/{name}/*" for name in sorted(names)]
 
 
 def pick(spec, budget_mb: float, weights: str | None = None, pattern: str = "*") -> list[Path]:
@@ -109,7 +101,7 @@ def pick(spec, budget_mb: float, weights: str | None = None, pattern: str = "*")
     Whole runs only; a run that does not fit is skipped for a smaller one. Paths relative to
     the spec's run folder."""
     runs, store = spec.runs_dir, Store(spec.records_dir)
-    wanted = (starting_points(spec) if weights is None else weights).split()
+    wanted = starting_points(spec) if weights is None else weights.split()
     best: dict[tuple, tuple[float, Path]] = {}
     unfinished: list[tuple[int, Path]] = []
     for run_dir in sorted(p for p in runs.glob("*/*/*") if p.is_dir()):

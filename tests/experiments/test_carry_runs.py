@@ -5,7 +5,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from tools.carry_runs import main
+from famerec.experiments import load_spec
+from tools.carry_runs import main, starting_points
 
 SPEC = """name = "tiny"
 [selection]
@@ -132,6 +133,10 @@ stages = [{ name = "defaults", points = [{ model.hidden_size = 16 }] }]
 [models.gru4rec]
 model.name = "gru4rec"
 stages = [{ name = "defaults", points = [{ model.hidden_size = 16 }] }]
+[models.control]
+control = true
+model.name = "sasrec"
+train.init_from = { selected = "fame", get = "train.init_from" }  # SASRec's run, not FAME's
 """
 
 
@@ -150,6 +155,7 @@ def test_pick_carries_the_weights_other_entries_start_from(tmp_path, monkeypatch
         record = Path(f"results/records/chain/toys/{model}/hidden_size=16,seed=1/record.json")
         record.parent.mkdir(parents=True)
         record.write_text("{}")
+    assert starting_points(load_spec(spec)) == ["*/sasrec-init/*"]
     main(["pick", str(spec)])
     picked = {Path(line).parent for line in capsys.readouterr().out.split()}
     assert picked == {Path("runs/chain/toys/sasrec-init/hidden_size=16,seed=1")}

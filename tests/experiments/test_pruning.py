@@ -13,6 +13,7 @@ from famerec.evaluation import METRIC_NAMES
 from famerec.experiments import Plan, SpecError, Store, load_spec
 from famerec.experiments.plan import PRUNED, READY, WAITING
 from famerec.experiments.pruning import decide, rung_score
+from famerec.experiments.report import Context, draw_figure
 from famerec.experiments.runner import Runner
 from famerec.experiments.spec import Pruning
 from tests.conftest import write_sequences
@@ -286,3 +287,36 @@ def test_a_reference_to_a_pruned_kind_of_trial_trains_it_on(tmp_path):
     fame = plan.entries["toys", "fame"].trials
     assert [t.state for t in fame] == [READY, READY], fame[1].reason
     assert fame[1].settings["train.init_from"].endswith(large.id.split("/")[-1])
+
+
+def test_figures_draw_pruned_trials_where_pruning_compared_them(tmp_path):
+    figure = '[[figures]]\nname = "d"\ntitle = "dropout"\nx = "model.dropout"\n'
+    figure += 'series = ["sasrec:dropout"]\nmetrics = ["NDCG@10"]\n'
+    spec = write_spec(tmp_path, BODY + figure, header=HEADER + PRUNING)
+    store = Store(spec.records_dir, spec.runs_dir)
+    a, b, c, d = Plan(spec, store).entries["toys", "sasrec"].trials
+    for run, log in ((a, curve(0.1, 0.2, 0.9)), (b, curve(0.3, 0.25)), (c, curve(0.15, 0.1))):
+        write_run(spec.runs_dir / run.id, run, log)
+    write_run(spec.runs_dir / d.id, d, curve(0.4, 0.1))
+    plan = Plan(spec, store)
+    assert [t.state for t in plan.entries["toys", "sasrec"].trials] == [
+        PRUNED,
+        READY,
+        PRUNED,
+        READY,
+    ]
+    Runner(spec, stream=io.StringIO()).record_pruned(plan)  # as the runner leaves them
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    context = Context(spec, store, plan, tmp_path, {})
+    fig = draw_figure(plt, context, spec.datasets[0], spec.figures[0])
+    (ax,) = fig.axes
+    pruned = [line for line in ax.lines if line.get_label().endswith(": pruned")]
+    assert len(pruned) == 1  # a and c: one setting group, hollow circles
+    assert list(pruned[0].get_xdata()) == [0.1, 0.3]
+    assert list(pruned[0].get_ydata()) == [0.2, 0.15]  # best up to rung 2, not a's later 0.9
+    assert pruned[0].get_markerfacecolor() == "none"
+    plt.close(fig)

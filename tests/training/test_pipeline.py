@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -198,7 +199,7 @@ def test_pretrain_runs_both_stages_and_keeps_both(seq_file, tmp_path):
         assert metrics["init_from"][cost] == stage_one[cost] > 0
 
 
-def test_a_started_pretrain_stage_keeps_its_own_settings(seq_file, tmp_path):
+def test_a_started_pretrain_stage_keeps_its_own_settings(seq_file, tmp_path, caplog):
     """A recipe changed between sittings must not rewrite a started first stage's config."""
     config = RunConfig().with_overrides(
         tiny_overrides(
@@ -207,10 +208,15 @@ def test_a_started_pretrain_stage_keeps_its_own_settings(seq_file, tmp_path):
     )
     fresh = pretrain_config(config)
     other = "sasrec" if fresh.flat()["sasrec.block"] != "sasrec" else "torch-init"
-    started = fresh.with_overrides({"sasrec.block": other})  # as an older recipe had it
+    started = fresh.with_overrides({"sasrec.block": other, "train.eval_batch_size": 32})
     assert train_run(started, tmp_path / "fame/pretrain", progress=False, stop_after=1) is None
-    train_run(config, tmp_path / "fame", resume=True, progress=False)
-    assert RunConfig.load(tmp_path / "fame/pretrain/config.json") == started
+    with caplog.at_level(logging.WARNING, logger="famerec"):
+        train_run(config, tmp_path / "fame", resume=True, progress=False)
+    assert f"keeps the settings it started with: sasrec.block '{other}'" in caplog.text
+    # as an older recipe had it; what any resume may change follows this call
+    assert RunConfig.load(tmp_path / "fame/pretrain/config.json") == started.with_overrides(
+        {"train.eval_batch_size": 64}
+    )
     log = (tmp_path / "fame/pretrain/log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]  # resumed, not restarted
 

@@ -47,25 +47,30 @@ LOG=$OUT/sitting.log
 } >>"$LOG" 2>&1
 start=$(date +%s)
 names=()
+folders=()
 specs=()
 for item in "$@"; do
   IFS=: read -r spec jobs cores <<<"$item"
   name=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$spec")
+  # the spec's records folder: results/records/<name>, or the one its `records` key names
+  records=$(python3 -c "import os, sys; from famerec.experiments import load_spec; \
+print(os.path.relpath(load_spec(sys.argv[1]).records_dir))" "$spec")
   names+=("$name")
+  folders+=("$records")
   specs+=("$spec")
   timeout --signal=INT --kill-after=60 "$SECONDS_LEFT" taskset -c "$cores" python3 -m famerec \
     experiment run "$spec" --jobs "$jobs" --device "${DEVICE:-cuda}" --precision "$PRECISION" \
     --time-limit "$((SECONDS_LEFT - 10))" "${only[@]}" >"$OUT/$name.log" 2>&1 &
 done
 wait
-for name in "${names[@]}"; do
+for i in "${!names[@]}"; do
+  name=${names[$i]}
   grep -v "^start" "$OUT/$name.log" | tail -n 40 >>"$LOG"
   rm -f "$OUT/$name.log"
-  echo "$name: $(find "results/records/$name" -name record.json 2>/dev/null | wc -l) records" >>"$LOG"
+  echo "$name: $(find "${folders[$i]}" -name record.json 2>/dev/null | wc -l) records" >>"$LOG"
 done
 echo "wall $(($(date +%s) - start)) s" >>"$LOG"
-dirs=$(for name in "${names[@]}"; do echo "results/records/$name"; done)
-tar czf "$OUT/records.tar.gz" $dirs 2>>"$LOG"
+tar czf "$OUT/records.tar.gz" $(printf '%s\n' "${folders[@]}" | sort -u) 2>>"$LOG"
 # What later runs start from, then the unfinished runs, within BACK_MB per spec.
 for spec in "${specs[@]}"; do
   python3 tools/carry_runs.py --pattern "$RESUME" "${weights[@]}" \

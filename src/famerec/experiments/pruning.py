@@ -45,8 +45,13 @@ def rung_score(log: list[dict[str, Any]], rung: int, metric: str, finished: bool
     epochs = [e for e in log if isinstance(e.get("epoch"), int) and SPLIT in e]
     if not finished and not any(e["epoch"] >= rung for e in epochs):
         return None
-    values = [float(e[SPLIT][metric]) for e in epochs if e["epoch"] <= rung]
+    values = [float(e[SPLIT][metric]) for e in logged_up_to(log, rung)]
     return max(values, default=float("-inf"))
+
+
+def logged_up_to(log: list[dict[str, Any]], rung: int) -> list[dict[str, Any]]:
+    """The log's epochs with validation scores, up to epoch `rung`."""
+    return [e for e in log if isinstance(e.get("epoch"), int) and SPLIT in e and e["epoch"] <= rung]
 
 
 def reached(log: list[dict[str, Any]]) -> int:

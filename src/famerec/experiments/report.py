@@ -29,13 +29,13 @@ from famerec.experiments.plan import (
     describe_settings,
     format_value,
 )
+from famerec.experiments.pruning import logged_up_to
 from famerec.experiments.runner import plural
-from famerec.experiments.spec import Dataset, Entry, Figure, Ref, Spec, SpecError, tomllib
+from famerec.experiments.spec import SPLIT, Dataset, Figure, Spec, SpecError, tomllib
 from famerec.runs.dir import LOG, RANKS, read_ranks
 from famerec.tables import table
 
 TEST_METRIC = "NDCG@10"  # the per-user metric of the significance tests
-INIT_FROM = "train.init_from"
 
 
 def fmt(value: float) -> str:
@@ -294,21 +294,14 @@ def versus_table(context: Context, dataset: Dataset) -> str:
     )
 
 
-def starts_from_another(entry: Entry) -> bool:
-    """Whether the entry's runs start from another entry's selected run (FAME from SASRec)."""
-    values = [entry.settings.get(INIT_FROM)]
-    for stage in entry.stages:
-        values += [stage.settings.get(INIT_FROM), *(p.get(INIT_FROM) for p in stage.points)]
-    return any(isinstance(value, Ref) for value in values)
-
-
 def best_baseline_table(context: Context, dataset: Dataset) -> str:
-    """Every other model against the best baseline: of the entries trained from scratch and not
-    controls (the paper's baselines), the one whose selected setting has the highest mean
-    validation score over its seeds. Chosen on validation, like everything else."""
+    """Every model that is not a baseline (the controls, and the models that start from
+    another's run) against the best baseline: of the entries trained from scratch that are not
+    controls, the one whose selected setting has the highest mean validation score over its
+    seeds. Chosen on validation, like everything else. Only with two baselines or more."""
     spec, plan = context.spec, context.plan
     runnable = [e for e in spec.entries if e.pending is None]
-    baselines = [e for e in runnable if not e.control and not starts_from_another(e)]
+    baselines = [e for e in runnable if not e.control and e.from_scratch]
     others = [e for e in runnable if e not in baselines]
     if len(baselines) < 2 or not others:
         return ""
@@ -326,9 +319,11 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
     best_gains = selected_ranks(context, best_runs)
     rows = []
     for entry in others:
-        runs = finished_selection(plan.entries[dataset.name, entry.name])
+        entry_plan = plan.entries[dataset.name, entry.name]
+        runs = finished_selection(entry_plan)
         if not runs:
-            rows.append([entry.label, "not finished", fmt(best_test), "", "", ""])
+            state = entry_plan.screened_out or "not finished"
+            rows.append([entry.label, state, fmt(best_test), "", "", ""])
             continue
         mine = statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in runs)
         p_t, p_boot = paired_p(best_gains, selected_ranks(context, runs))
@@ -338,7 +333,7 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
     provisional = (
         ""
         if len(finished) == len(baselines)
-        else f" So far {len(finished)} of the {len(baselines)} baselines have finished, so the "
+        else f" Finished so far: {len(finished)} of the {len(baselines)} baselines, so the "
         "best one may still change."
     )
     return (
@@ -346,7 +341,8 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
         f"The best baseline is {label}: of the models trained from scratch that are not "
         f"controls, its selected setting has the highest mean validation {spec.metric} over the "
         f"seeds ({finished[best][0]:.4f}; chosen on validation, never on test).{provisional} "
-        f"Every other model against it: the mean test {TEST_METRIC} over the seeds, the relative "
+        f"Every model that is not a baseline (the controls, and the models that start from "
+        f"another's run) against it: the mean test {TEST_METRIC} over the seeds, the relative "
         "change, and the same paired tests as above on the same test users.\n\n"
         + table(
             ["model", f"test {TEST_METRIC}", label, "change", "p (t)", "p (bootstrap)"],
@@ -504,9 +500,13 @@ def figure_links(context: Context, dataset: Dataset) -> str:
             + ", ".join(f"{e}:{s}" for e, s in figure.series)
             + " against "
             + figure.x
-            + "; a star marks the test value of a selected setting (mean over its seeds);"
-            " a hollow circle, a trial the pruned search stopped, at its best epoch up to that"
-            " rung (what pruning compared)"
+            + "; a star marks the test value of a selected setting (mean over its seeds)"
+            + (
+                "; a hollow circle, a trial the pruned search stopped, at its best epoch up to"
+                " that rung (what pruning compared)"
+                if spec.pruning
+                else ""
+            )
             + (
                 f"; the dashed line is the best validation value of {figure.reference[0]}:"
                 f"{figure.reference[1]}"
@@ -552,12 +552,10 @@ def save(plt, fig, path: Path) -> None:
 def pruned_value(context: Context, run: Run, rung: int, metric: str) -> float | None:
     """A pruned trial's validation `metric` at its best epoch (on the spec's metric) up to the
     rung where it stopped: what pruning compared it on."""
-    key = context.spec.metric
-    epochs = [e for e in context.store.log(run.id) if e.get("epoch", rung + 1) <= rung]
-    epochs = [e for e in epochs if "valid" in e]
+    epochs = logged_up_to(context.store.log(run.id), rung)
     if not epochs:
         return None
-    return float(max(epochs, key=lambda e: e["valid"][key])["valid"][metric])
+    return float(max(epochs, key=lambda e: e[SPLIT][context.spec.metric])[SPLIT][metric])
 
 
 def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
@@ -566,7 +564,9 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
     fig, axes = plt.subplots(1, len(figure.metrics), figsize=(width, height), layout="constrained")
     axes = np.atleast_1d(axes)
     xs: set[float] = set()
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes, figure.metrics):
+        colors: list[str] = []  # one per line, in the same order on every panel
         for entry_name, stage in figure.series:
             entry_plan = plan.entries[dataset.name, entry_name]
             verdict = plan.verdicts.get((dataset.name, entry_name, stage))
@@ -591,8 +591,11 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
             selected = finished_selection(entry_plan)
             for label, points in lines.items():
                 points.sort(key=lambda p: p[0])
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-                color = ax.lines[-1].get_color()
+                color = palette[len(colors) % len(palette)]
+                colors.append(color)
+                if points:
+                    xy = ([p[0] for p in points], [p[1] for p in points])
+                    ax.plot(*xy, marker="o", color=color, label=label)
                 if label in pruned:
                     px, py = zip(*sorted(pruned[label], key=lambda p: p[0]))
                     ax.plot(px, py, "o", mfc="none", color=color, label=f"{label}: pruned")

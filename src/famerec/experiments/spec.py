@@ -36,6 +36,8 @@ else:  # pragma: no cover - Python 3.10
 
 SEED_KEY = "train.seed"
 SPLIT = "valid"  # selection reads the validation split only
+INIT_FROM = "train.init_from"  # the run a run starts from
+PRETRAIN = "train.pretrain"
 SEED_STAGE = "seeds"  # the selected setting rerun with the other seeds
 SUPPORT_STAGE = "support"  # runs that another model's runs start from
 CONTROL_STAGE = "control"  # a control's one setting, with every seed
@@ -89,12 +91,32 @@ class Entry:
     def trials(self) -> int:
         return sum(len(stage.points) for stage in self.stages)
 
+    def values_of(self, key: str) -> list[Any]:
+        """Every value the entry gives `key`: its own, its stages' and their points'."""
+        values = [self.settings[key]] if key in self.settings else []
+        for stage in self.stages:
+            values += [stage.settings[key]] if key in stage.settings else []
+            values += [point[key] for point in stage.points if key in point]
+        return values
+
     def refs(self) -> list[Ref]:
         values = list(self.settings.values())
         for stage in self.stages:
             values += list(stage.settings.values())
             values += [v for point in stage.points for v in point.values()]
         return [value for value in values if isinstance(value, Ref)]
+
+    def starts_from(self) -> list[str]:
+        """The entries whose selected runs this one starts from: `train.init_from` references
+        to a run (not to a value of it, `get`)."""
+        refs = [v for v in self.values_of(INIT_FROM) if isinstance(v, Ref) and v.get is None]
+        return sorted({ref.selected for ref in refs})
+
+    @property
+    def from_scratch(self) -> bool:
+        """Whether its runs train from scratch: no `train.init_from` and no `train.pretrain`."""
+        starts = self.values_of(INIT_FROM) + [v for v in self.values_of(PRETRAIN) if v]
+        return not any(value is not None for value in starts)
 
 
 @dataclass(frozen=True)

@@ -294,9 +294,18 @@ def stage_config(config: RunConfig, stage_dir: Path) -> RunConfig:
     if not (stage_dir / CONFIG).is_file():
         return fresh
     asked = fresh.flat()
-    return RunConfig.load(stage_dir / CONFIG).with_overrides(
-        {key: asked[key] for key in RESUMABLE_CHANGES if key in asked}
-    )
+    saved = RunConfig.load(stage_dir / CONFIG)
+    kept = saved.flat()
+    changed = [
+        f"{key} {kept.get(key)!r} (now {asked.get(key)!r})"
+        for key in sorted(set(kept) | set(asked))
+        if key not in RESUMABLE_CHANGES and kept.get(key) != asked.get(key)
+    ]
+    if changed:
+        log.warning(
+            "the pretraining stage keeps the settings it started with: %s", ", ".join(changed)
+        )
+    return saved.with_overrides({key: asked[key] for key in RESUMABLE_CHANGES if key in asked})
 
 
 def check_source(source: TrainedRun, summary: dict[str, Any], config: RunConfig) -> None:
