@@ -51,10 +51,10 @@ folders=()
 specs=()
 for item in "$@"; do
   IFS=: read -r spec jobs cores <<<"$item"
-  name=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$spec")
-  # the spec's records folder: results/records/<name>, or the one its `records` key names
-  records=$(python3 -c "import os, sys; from famerec.experiments import load_spec; \
-print(os.path.relpath(load_spec(sys.argv[1]).records_dir))" "$spec")
+  # the spec's name and records folder (results/records/<name>, or the one `records` names)
+  IFS=$'\t' read -r name records < <(python3 -c "import os, sys; from famerec.experiments \
+import load_spec; s = load_spec(sys.argv[1]); print(s.name, os.path.relpath(s.records_dir), \
+sep='\t')" "$spec")
   names+=("$name")
   folders+=("$records")
   specs+=("$spec")

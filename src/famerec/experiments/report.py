@@ -252,6 +252,11 @@ def results_table(context: Context, dataset: Dataset) -> str:
     )
 
 
+def mean_test(context: Context, runs: list[Run]) -> float:
+    """The mean test NDCG@10 of a selected setting's runs (one per seed)."""
+    return statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in runs)
+
+
 def paired_p(base: np.ndarray | None, gains: np.ndarray | None) -> tuple[str, str]:
     """The paired t-test and bootstrap p-values of per-user gains against base ones, as
     cells ("n/a" unless both are there for the same users)."""
@@ -275,10 +280,7 @@ def versus_table(context: Context, dataset: Dataset) -> str:
             screened = context.plan.entries[dataset.name, entry.name].screened_out
             rows.append([entry.label, other.label, screened or "not finished", "", "", "", ""])
             continue
-        mine, theirs = (
-            statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in group)
-            for group in (runs, other_runs)
-        )
+        mine, theirs = mean_test(context, runs), mean_test(context, other_runs)
         p_t, p_boot = paired_p(selected_ranks(context, other_runs), selected_ranks(context, runs))
         change = f"{100 * (mine / theirs - 1):+.1f} %" if theirs else "n/a"
         rows.append([entry.label, other.label, fmt(mine), fmt(theirs), change, p_t, p_boot])
@@ -315,7 +317,7 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
         return ""
     best = max(finished, key=lambda name: finished[name][0])  # ties: the earlier entry
     best_runs = finished[best][1]
-    best_test = statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in best_runs)
+    best_test = mean_test(context, best_runs)
     best_gains = selected_ranks(context, best_runs)
     rows = []
     for entry in others:
@@ -325,7 +327,7 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
             state = entry_plan.screened_out or "not finished"
             rows.append([entry.label, state, fmt(best_test), "", "", ""])
             continue
-        mine = statistics.mean(context.store.metrics(r.id)["test"][TEST_METRIC] for r in runs)
+        mine = mean_test(context, runs)
         p_t, p_boot = paired_p(best_gains, selected_ranks(context, runs))
         change = f"{100 * (mine / best_test - 1):+.1f} %" if best_test else "n/a"
         rows.append([entry.label, fmt(mine), fmt(best_test), change, p_t, p_boot])
@@ -566,7 +568,7 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
     xs: set[float] = set()
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes, figure.metrics):
-        colors: list[str] = []  # one per line, in the same order on every panel
+        drawn = 0  # setting groups so far: the same colours in the same order on every panel
         for entry_name, stage in figure.series:
             entry_plan = plan.entries[dataset.name, entry_name]
             verdict = plan.verdicts.get((dataset.name, entry_name, stage))
@@ -591,8 +593,8 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
             selected = finished_selection(entry_plan)
             for label, points in lines.items():
                 points.sort(key=lambda p: p[0])
-                color = palette[len(colors) % len(palette)]
-                colors.append(color)
+                color = palette[drawn % len(palette)]
+                drawn += 1
                 if points:
                     xy = ([p[0] for p in points], [p[1] for p in points])
                     ax.plot(*xy, marker="o", color=color, label=label)

@@ -115,8 +115,7 @@ class Entry:
     @property
     def from_scratch(self) -> bool:
         """Whether its runs train from scratch: no `train.init_from` and no `train.pretrain`."""
-        starts = self.values_of(INIT_FROM) + [v for v in self.values_of(PRETRAIN) if v]
-        return not any(value is not None for value in starts)
+        return not self.values_of(INIT_FROM) and not any(self.values_of(PRETRAIN))
 
 
 @dataclass(frozen=True)
