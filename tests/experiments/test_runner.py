@@ -9,6 +9,7 @@ import pytest
 from famerec.cli import main
 from famerec.experiments import Plan, Store
 from famerec.experiments.records import commit
+from famerec.runconfig import pretrain_config
 from famerec.training import resolve_config, train_run
 from tests.conftest import write_sequences
 from tests.experiments.helpers import TINY_BASE, write_spec
@@ -309,3 +310,28 @@ def test_a_control_whose_start_is_known_only_by_its_record_waits_for_its_retrain
     assert "FAILED" not in err and f"restored {sasrec.id}" in err and "done  ok/continued/" in err
     config = json.loads((spec.records_dir / "ok/continued/seed=1/config.json").read_text())
     assert config["train"]["init_from"].endswith(sasrec.id)
+
+
+def test_a_pretrain_run_paused_in_its_first_stage_resumes(tmp_path, capsys):
+    """A `--pretrain` run that paused while training its SASRec stage has no config.json of its
+    own yet, only its stage's: the next sitting resumes it (it is not a new run)."""
+    body = (
+        '[models.fame]\nmodel.name = "fame"\nmodel.hidden_size = 64\ntrain.pretrain = true\n'
+        '[[models.fame.stages]]\nname = "heads"\ngrid.model.num_heads = [2]\n'
+    )
+    spec = tiny_spec(tmp_path, body, broken=False)
+    spec_file = str(spec.path)
+    (run,) = Plan(spec, Store(spec.records_dir)).entries["ok", "fame"].trials
+    out = spec.runs_dir / run.id
+    stage = pretrain_config(resolve_config(out, run.settings))
+    assert train_run(stage, out / "pretrain", progress=False, stop_after=1) is None
+    assert not (out / "config.json").exists()
+
+    assert main(["experiment", "run", spec_file, "--dry-run"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[lines.index(f"ready    {run.id}") + 1].endswith(" --resume")
+    assert main(["experiment", "run", spec_file]) == 0
+    assert f"start {run.id} (resuming)" in capsys.readouterr().err
+    stage_log = (out / "pretrain" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in stage_log] == [1, 2]  # continued, not redone
+    assert (spec.records_dir / run.id / "metrics.json").is_file()

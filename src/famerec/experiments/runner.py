@@ -41,7 +41,14 @@ from famerec.experiments.pruning import reached as last_epoch
 from famerec.experiments.pruning import read_log
 from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
 from famerec.experiments.spec import Spec, known_options, relative
-from famerec.runs.dir import DirectoryLock, RunDir, logged_seconds, write_json
+from famerec.runs.dir import (
+    CONFIG,
+    PRETRAIN,
+    DirectoryLock,
+    RunDir,
+    logged_seconds,
+    write_json,
+)
 
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device", "train.precision")
@@ -82,11 +89,22 @@ def train_command(
     return args
 
 
+def started_config(out: Path) -> Path | None:
+    """The saved config.json of a started run in `out`, or None for a run not started yet. A
+    `--pretrain` run paused in its first stage has only its SASRec stage's config
+    (`out/pretrain/config.json`); it too resumes, and its second stage trains like its first."""
+    for config in (out / CONFIG, out / PRETRAIN / CONFIG):
+        if config.is_file():
+            return config
+    return None
+
+
 def started_precision(out: Path) -> str | None:
     """The precision a run directory's saved config trains at (None if unreadable): a
     precision is not a resumable change, so a resumed run keeps it whatever the sitting asks."""
+    config = started_config(out)
     try:
-        return json.loads((out / "config.json").read_text())["train"]["precision"]
+        return json.loads(config.read_text())["train"]["precision"] if config else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -239,7 +257,7 @@ class Runner:
 
     def command(self, run: Run) -> tuple[list[str], bool]:
         out = self.store.run_dir(run.id)
-        resume = (out / "config.json").is_file()
+        resume = started_config(out) is not None
         args = train_command(run.settings, out, self.threads, self.device, resume, self.precision)
         kept = args[args.index("--precision") + 1] if self.precision else None
         if resume and kept != self.precision and "train.precision" not in run.settings:
