@@ -4,13 +4,16 @@ import json
 import statistics
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from famerec.cli import main
+from famerec.evaluation.significance import per_user
 from famerec.experiments import Plan, SpecError, Store, load_spec
 from famerec.experiments.plan import READY
 from famerec.experiments.report import pruned_value, write_report
 from famerec.experiments.status import status
+from famerec.runs.dir import write_ranks
 from tests.experiments.helpers import REPO, fake_record, fake_weights, write_spec
 
 FIXTURES = REPO / "tests/fixtures/smoke"
@@ -145,6 +148,41 @@ def test_every_other_model_is_tested_against_the_baseline_best_on_validation(tmp
     rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
     cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
     assert [row[:4] for row in cells] == [["fame", "0.2200", "0.2000", "+10.0 %"]]
+
+
+def test_the_summary_counts_the_baselines_a_model_is_significantly_above_and_below(tmp_path):
+    """Per-user test ranks make the summary's tests real: FAME's users alternate between rank 0
+    and rank 1, SASRec's are all at rank 0 (above FAME), GRU4Rec's all at rank 1 (below it);
+    GRU4Rec is the best baseline on validation."""
+    spec = write_spec(tmp_path, BEST)
+    users = 200
+    ranks = {
+        "sasrec": np.zeros(users, dtype=np.int64),
+        "gru4rec": np.ones(users, dtype=np.int64),
+        "fame": np.arange(users) % 2,
+    }
+    valid = {"sasrec": 0.30, "gru4rec": 0.40, "fame": 0.35}
+    store = Store(spec.records_dir, spec.runs_dir)
+    text = write_report(spec, out=tmp_path / "out", plots=False)
+    assert "none finished (0 of 2)" in text.split("## toys")[0]
+    while ready := [r for r in Plan(spec, store).runs if r.state == READY]:
+        for run in ready:
+            model = run.id.split("/")[1]
+            test = float(per_user(ranks[model], "NDCG@10").mean())
+            fake_record(spec, run, valid[model], test)
+            rank_file = spec.records_dir / run.id / "ranks.npz"
+            write_ranks(rank_file, {"valid": ranks[model], "test": ranks[model]})
+            fake_weights(spec, run)
+    text = write_report(spec, out=tmp_path / "out", plots=False)
+    summary = text.split("## Summary: against every baseline")[1].split("## toys")[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| ")][2:]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    gru4rec = 1 / np.log2(3)
+    fame = (1 + gru4rec) / 2
+    assert cells == [
+        ["best baseline (on validation)", f"gru4rec {gru4rec:.4f} (2 of 2 finished)"],
+        ["fame", f"{fame:.4f}: +29.2 % (p < 0.001); above 1, below 1 of 2"],
+    ]
 
 
 def test_a_model_is_tested_against_the_control_it_names(tmp_path):

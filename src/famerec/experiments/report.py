@@ -31,7 +31,7 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.pruning import logged_up_to
 from famerec.experiments.runner import plural
-from famerec.experiments.spec import SPLIT, Dataset, Figure, Spec, SpecError, tomllib
+from famerec.experiments.spec import SPLIT, Dataset, Entry, Figure, Spec, SpecError, tomllib
 from famerec.runs.dir import LOG, RANKS, read_ranks
 from famerec.tables import table
 
@@ -95,6 +95,9 @@ def write_report(spec: Spec, out: str | Path | None = None, plots: bool = True) 
     out = Path(out) if out is not None else spec.report_dir
     figures_dir = out / spec.name
     sections = [header(context)]
+    summary = summary_section(context)
+    if summary:
+        sections.append(summary)
     for dataset in spec.datasets:
         sections.append(dataset_section(context, dataset))
         if plots:
@@ -296,26 +299,49 @@ def versus_table(context: Context, dataset: Dataset) -> str:
     )
 
 
+SIGNIFICANT = 0.05  # the paired t-test's level in the summary's "above" and "below" counts
+
+
+def split_baselines(spec: Spec) -> tuple[list[Entry], list[Entry]]:
+    """The baselines (entries trained from scratch that are not controls) and the others (the
+    controls, and the models that start from another's run)."""
+    runnable = [e for e in spec.entries if e.pending is None]
+    baselines = [e for e in runnable if not e.control and e.from_scratch]
+    return baselines, [e for e in runnable if e not in baselines]
+
+
+def finished_baselines(
+    context: Context, dataset: Dataset, baselines: list[Entry]
+) -> dict[str, tuple[float, list[Run]]]:
+    """{name: (mean validation score over the seeds, runs)} of the baselines whose selected
+    setting has finished every seed, in spec order."""
+    finished = {}
+    for entry in baselines:
+        runs = finished_selection(context.plan.entries[dataset.name, entry.name])
+        if runs:
+            valid = [context.store.metrics(r.id)["valid"][context.spec.metric] for r in runs]
+            finished[entry.name] = (statistics.mean(valid), runs)
+    return finished
+
+
+def best_of(finished: dict[str, tuple[float, list[Run]]]) -> str:
+    """The baseline with the highest mean validation score (ties: the earlier entry)."""
+    return max(finished, key=lambda name: finished[name][0])
+
+
 def best_baseline_table(context: Context, dataset: Dataset) -> str:
     """Every model that is not a baseline (the controls, and the models that start from
     another's run) against the best baseline: of the entries trained from scratch that are not
     controls, the one whose selected setting has the highest mean validation score over its
     seeds. Chosen on validation, like everything else. Only with two baselines or more."""
     spec, plan = context.spec, context.plan
-    runnable = [e for e in spec.entries if e.pending is None]
-    baselines = [e for e in runnable if not e.control and e.from_scratch]
-    others = [e for e in runnable if e not in baselines]
+    baselines, others = split_baselines(spec)
     if len(baselines) < 2 or not others:
         return ""
-    finished = {}
-    for entry in baselines:
-        runs = finished_selection(plan.entries[dataset.name, entry.name])
-        if runs:
-            valid = [context.store.metrics(r.id)["valid"][spec.metric] for r in runs]
-            finished[entry.name] = (statistics.mean(valid), runs)
+    finished = finished_baselines(context, dataset, baselines)
     if not finished:
         return ""
-    best = max(finished, key=lambda name: finished[name][0])  # ties: the earlier entry
+    best = best_of(finished)
     best_runs = finished[best][1]
     best_test = mean_test(context, best_runs)
     best_gains = selected_ranks(context, best_runs)
@@ -352,6 +378,86 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
             align="lrrrrr",
         )
     )
+
+
+def summary_section(context: Context) -> str:
+    """One table across the datasets: each model that is not a baseline against the best
+    baseline and against every finished baseline, the cells a verdict reads. Only with two
+    baselines or more."""
+    spec = context.spec
+    baselines, others = split_baselines(spec)
+    if len(baselines) < 2 or not others:
+        return ""
+    best_row = ["best baseline (on validation)"]
+    rows = {entry.name: [entry.label] for entry in others}
+    for dataset in spec.datasets:
+        finished = finished_baselines(context, dataset, baselines)
+        if not finished:
+            best_row.append(f"none finished (0 of {len(baselines)})")
+            for entry in others:
+                rows[entry.name].append("")
+            continue
+        best = best_of(finished)
+        best_test = mean_test(context, finished[best][1])
+        best_row.append(
+            f"{spec.entry(best).label} {fmt(best_test)} "
+            f"({len(finished)} of {len(baselines)} finished)"
+        )
+        gains = {name: selected_ranks(context, runs) for name, (_, runs) in finished.items()}
+        for entry in others:
+            entry_plan = context.plan.entries[dataset.name, entry.name]
+            runs = finished_selection(entry_plan)
+            if not runs:
+                rows[entry.name].append(entry_plan.screened_out or "not finished")
+                continue
+            rows[entry.name].append(
+                versus_baselines(
+                    mean_test(context, runs),
+                    selected_ranks(context, runs),
+                    best_test,
+                    gains[best],
+                    gains,
+                )
+            )
+    return (
+        "## Summary: against every baseline\n\n"
+        f"For each model that is not a baseline (the controls, and the models that start from "
+        f"another's run), per dataset: its mean test {TEST_METRIC} over the seeds; the change "
+        f"against the best baseline (the finished baseline whose selected setting is highest on "
+        f"validation {spec.metric}) with the paired t-test's p; and how many of the finished "
+        f"baselines it is above and below, each by its own paired t-test over test users at "
+        f"p < {SIGNIFICANT} (no correction for the number of tests). The datasets' sections "
+        "below give every p.\n\n"
+        + table(
+            ["model", *(d.name for d in spec.datasets)],
+            [best_row, *rows.values()],
+            align="l" + "l" * len(spec.datasets),
+        )
+    )
+
+
+def versus_baselines(
+    mine: float,
+    my_gains: np.ndarray | None,
+    best_test: float,
+    best_gains: np.ndarray | None,
+    gains: dict[str, np.ndarray | None],
+) -> str:
+    """A summary cell: the mean test score, the change against the best baseline with its p,
+    and the counts of baselines significantly above and below."""
+    change = f"{100 * (mine / best_test - 1):+.1f} %" if best_test else "n/a"
+    p_best, _ = paired_p(best_gains, my_gains)
+    p_best = f"p {p_best}" if p_best.startswith("<") else f"p = {p_best}"
+    above = below = 0
+    for theirs in gains.values():
+        if theirs is None or my_gains is None or len(theirs) != len(my_gains):
+            return f"{fmt(mine)}: {change} ({p_best}); per-user ranks missing"
+        if paired_t_test(theirs, my_gains) < SIGNIFICANT:
+            if my_gains.mean() > theirs.mean():
+                above += 1
+            else:
+                below += 1
+    return f"{fmt(mine)}: {change} ({p_best}); above {above}, below {below} of {len(gains)}"
 
 
 def reported_rows(context: Context, dataset: Dataset) -> list[list[str]]:
