@@ -330,7 +330,7 @@ def best_of(finished: dict[str, tuple[float, list[Run]]]) -> str:
 
 
 def best_baseline_table(context: Context, dataset: Dataset) -> str:
-    """Every model that is not a baseline (the controls, and the models that start from
+    """Every other model (the other baselines, the controls, and the models that start from
     another's run) against the best baseline: of the entries trained from scratch that are not
     controls, the one whose selected setting has the highest mean validation score over its
     seeds. Chosen on validation, like everything else. Only with two baselines or more."""
@@ -346,7 +346,7 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
     best_test = mean_test(context, best_runs)
     best_gains = selected_ranks(context, best_runs)
     rows = []
-    for entry in others:
+    for entry in [e for e in baselines if e.name != best] + others:
         entry_plan = plan.entries[dataset.name, entry.name]
         runs = finished_selection(entry_plan)
         if not runs:
@@ -369,9 +369,9 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
         f"The best baseline is {label}: of the models trained from scratch that are not "
         f"controls, its selected setting has the highest mean validation {spec.metric} over the "
         f"seeds ({finished[best][0]:.4f}; chosen on validation, never on test).{provisional} "
-        f"Every model that is not a baseline (the controls, and the models that start from "
-        f"another's run) against it: the mean test {TEST_METRIC} over the seeds, the relative "
-        "change, and the same paired tests as above on the same test users.\n\n"
+        f"Every other model against it, the other baselines first, then the controls and the "
+        f"models that start from another's run: the mean test {TEST_METRIC} over the seeds, the "
+        "relative change, and the same paired tests as above on the same test users.\n\n"
         + table(
             ["model", f"test {TEST_METRIC}", label, "change", "p (t)", "p (bootstrap)"],
             rows,
