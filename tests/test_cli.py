@@ -334,3 +334,53 @@ def test_output_cut_short_by_a_closed_pipe_is_not_a_traceback():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_a_pretrain_run_paused_in_its_sasrec_stage_resumes_only_with_its_flags(tmp_path, capsys):
+    """Its own config.json comes after the SASRec stage, so a bare --resume has nothing to
+    read: it stops (exit 2) instead of training a default model beside the stage."""
+    from famerec.runconfig import pretrain_config, resolve_config
+    from famerec.training import train_run
+
+    data = write_sequences(tmp_path / "d.txt")
+    out = tmp_path / "fame"
+    flags = [
+        "--data",
+        str(data),
+        "--model",
+        "fame",
+        "--pretrain",
+        *TINY,
+        "--hidden",
+        "64",
+        "--epochs",
+        "2",
+    ]
+    config = resolve_config(
+        out,
+        {
+            "data.path": str(data),
+            "model.name": "fame",
+            "model.hidden_size": 64,
+            "model.max_len": 10,
+            "train.epochs": 2,
+            "train.batch_size": 32,
+            "train.threads": 1,
+            "train.pretrain": True,
+        },
+    )
+    assert (
+        train_run(pretrain_config(config), out / "pretrain", progress=False, stop_after=1) is None
+    )
+
+    # (--epochs 1 --stop-after-epoch 1: were it not refused, the default run would be short)
+    bare = ["train", "--out", str(out), "--resume", "--epochs", "1", "--stop-after-epoch", "1"]
+    code, _, err = run_cli(bare, capsys)
+    assert_one_line_error(code, err, "paused in its SASRec stage", "--pretrain included")
+    assert sorted(p.name for p in out.iterdir()) == ["pretrain"]  # nothing written beside it
+
+    code, _, err = run_cli(["train", *flags, "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    log = (out / "pretrain" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]  # resumed, not restarted
+    assert (out / "metrics.json").is_file()

@@ -131,9 +131,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if metrics is None:  # paused between epochs at --time-limit or --stop-after-epoch
         why = "--time-limit" if args.stop_after_epoch is None else "--stop-after-epoch"
         if environment_rank() == 0:
+            again = (
+                "the same command and --resume"  # its config.json comes after its first stage
+                if RunDir(args.out).in_first_stage
+                else f"famerec train --out {args.out} --resume"
+            )
             print(
-                f"paused at {why} after {RunDir(args.out).reached()}; "
-                f"continue with: famerec train --out {args.out} --resume",
+                f"paused at {why} after {RunDir(args.out).reached()}; continue with: {again}",
                 file=sys.stderr,
             )
         return PAUSED

@@ -403,7 +403,14 @@ def resolve_config(
     # e.g. GRU4Rec's single layer, and the model's recipe unless the preset is "classic"
     own_defaults = model_spec(model_name).own_defaults(recipe=preset != CLASSIC)
     layers = {"model.name": model_name, **own_defaults, **PRESETS.get(preset, {}), **overrides}
-    return expand_table_sources(RunConfig().with_overrides(layers)).validate()  # --attributes items
+    config = expand_table_sources(RunConfig().with_overrides(layers)).validate()  # --attributes
+    if resume and RunDir(out).in_first_stage and not config.train.pretrain:
+        # its own config.json is written after its SASRec stage: the flags are all there is
+        raise ConfigError(
+            f"--out {out} holds a --pretrain run paused in its SASRec stage; resume it with "
+            "the flags it was started with (--pretrain included) and --resume"
+        )
+    return config
 
 
 def same_files(run_dir: RunDir, key: str, asked: Any, saved: list[str]) -> bool:

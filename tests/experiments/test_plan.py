@@ -10,6 +10,7 @@ from famerec.config import RunConfig
 from famerec.experiments import Plan, SpecError, Store
 from famerec.experiments.plan import DONE, NOT_FROZEN, READY, WAITING
 from famerec.experiments.runner import train_command
+from famerec.runs.dir import RunDir
 from tests.experiments.helpers import fake_record, fake_weights, write_spec
 
 SASREC = """
@@ -261,6 +262,15 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path):
     assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == "bf16"
     fresh = train_command(plain, tmp_path / "new", 1, "cuda", False, precision="fp32")
     assert fresh[fresh.index("--precision") + 1] == "fp32"
+
+
+def test_a_pretrain_run_paused_in_its_first_stage_keeps_that_stage_s_precision(tmp_path):
+    run = tmp_path / "run"
+    (run / "pretrain").mkdir(parents=True)
+    assert RunDir(run).is_resumable  # begun, even before the stage wrote its config.json
+    (run / "pretrain" / "config.json").write_text(json.dumps({"train": {"precision": "bf16"}}))
+    args = train_command({"model.name": "fame"}, run, 1, "cuda", True, precision="fp32")
+    assert args[args.index("--precision") + 1] == "bf16"
 
 
 def test_a_reference_that_matches_waits_for_the_setting_it_matches_on(tmp_path):

@@ -154,38 +154,55 @@ def test_every_other_model_is_tested_against_the_baseline_best_on_validation(tmp
 
 
 def test_the_summary_counts_the_baselines_a_model_is_significantly_above_and_below(tmp_path):
-    """Per-user test ranks make the summary's tests real: FAME's users alternate between rank 0
-    and rank 1, SASRec's are all at rank 0 (above FAME), GRU4Rec's all at rank 1 (below it);
-    GRU4Rec is the best baseline on validation."""
+    """Per-user test ranks make the summary's tests real: FAME's users are at rank 0 but two
+    (at rank 1), SASRec's all at rank 0 (level with FAME: p about 0.16), GRU4Rec's all at rank 1
+    (below FAME); GRU4Rec is the best baseline on validation."""
     spec = write_spec(tmp_path, BEST)
     users = 200
     ranks = {
         "sasrec": np.zeros(users, dtype=np.int64),
         "gru4rec": np.ones(users, dtype=np.int64),
-        "fame": np.arange(users) % 2,
+        "fame": (np.arange(users) < 2).astype(np.int64),
     }
+    tests = {model: float(per_user(r, "NDCG@10").mean()) for model, r in ranks.items()}
     valid = {"sasrec": 0.30, "gru4rec": 0.40, "fame": 0.35}
     store = Store(spec.records_dir, spec.runs_dir)
-    text = write_report(spec, out=tmp_path / "out", plots=False)
-    assert "none finished (0 of 2)" in text.split("## toys")[0]
-    while ready := [r for r in Plan(spec, store).runs if r.state == READY]:
-        for run in ready:
-            model = run.id.split("/")[1]
-            test = float(per_user(ranks[model], "NDCG@10").mean())
-            fake_record(spec, run, valid[model], test)
-            rank_file = spec.records_dir / run.id / "ranks.npz"
-            write_ranks(rank_file, {"valid": ranks[model], "test": ranks[model]})
-            fake_weights(spec, run)
-    text = write_report(spec, out=tmp_path / "out", plots=False)
-    summary = text.split("## Summary: against every baseline")[1].split("## toys")[0]
-    rows = [line for line in summary.splitlines() if line.startswith("| ")][2:]
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    gru4rec = 1 / np.log2(3)
-    fame = (1 + gru4rec) / 2
-    assert cells == [
-        ["best baseline (on validation)", f"gru4rec {gru4rec:.4f} (2 of 2 finished)"],
-        ["fame", f"{fame:.4f}: +29.2 % (p < 0.001); above 1, below 1 of 2"],
+
+    def summary(prefixes: tuple[str, ...]) -> list[list[str]]:
+        runs = Plan(spec, store).runs
+        while ready := [r for r in runs if r.state == READY and r.id.startswith(prefixes)]:
+            for run in ready:
+                model = run.id.split("/")[1]
+                fake_record(spec, run, valid[model], tests[model])
+                rank_file = spec.records_dir / run.id / "ranks.npz"
+                write_ranks(rank_file, {"valid": ranks[model], "test": ranks[model]})
+                fake_weights(spec, run)
+            runs = Plan(spec, store).runs
+        text = write_report(spec, out=tmp_path / "out", plots=False)
+        section = text.split("## Summary: against every baseline")[1].split("## toys")[0]
+        rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+        return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+    assert summary(()) == [
+        ["best baseline (on validation)", "none finished (0 of 2)"],
+        ["fame", "not finished"],
     ]
+    best, fame = summary(("toys/sasrec/", "toys/fame/"))  # one baseline finished, and FAME
+    assert best[1] == "sasrec: test 1.0000 (1 of 2 baselines finished; may change)"
+    assert fame[1].startswith(f"{tests['fame']:.4f}: -0.4 % (p = 0.1")
+    assert fame[1].endswith("above 0, below 0 of 1")  # level: no significant difference
+    best, fame = summary(("toys/",))
+    assert best[1] == f"gru4rec: test {tests['gru4rec']:.4f} (2 of 2 baselines finished)"
+    change = 100 * (tests["fame"] / tests["gru4rec"] - 1)
+    assert fame[1] == f"{tests['fame']:.4f}: {change:+.1f} % (p < 0.001); above 1, below 0 of 2"
+    # a baseline without per-user ranks is counted as untested, not as level
+    (
+        spec.records_dir
+        / next(r.id for r in Plan(spec, store).runs if "/sasrec/" in r.id)
+        / "ranks.npz"
+    ).unlink()
+    best, fame = summary(("toys/",))
+    assert fame[1].endswith("above 1, below 0 of 2 (1 without a paired test)")
 
 
 def test_a_model_is_tested_against_the_control_it_names(tmp_path):

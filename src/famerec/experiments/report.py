@@ -36,6 +36,7 @@ from famerec.runs.dir import LOG, RANKS, read_ranks
 from famerec.tables import table
 
 TEST_METRIC = "NDCG@10"  # the per-user metric of the significance tests
+SIGNIFICANT = 0.05  # the paired t-test's level in the summary's "above" and "below" counts
 
 
 def fmt(value: float) -> str:
@@ -280,12 +281,12 @@ def versus_table(context: Context, dataset: Dataset) -> str:
         runs = finished_selection(context.plan.entries[dataset.name, entry.name])
         other_runs = finished_selection(context.plan.entries[dataset.name, other.name])
         if not runs or not other_runs:
-            screened = context.plan.entries[dataset.name, entry.name].screened_out
-            rows.append([entry.label, other.label, screened or "not finished", "", "", "", ""])
+            state = state_of(context.plan.entries[dataset.name, entry.name])
+            rows.append([entry.label, other.label, state, "", "", "", ""])
             continue
         mine, theirs = mean_test(context, runs), mean_test(context, other_runs)
         p_t, p_boot = paired_p(selected_ranks(context, other_runs), selected_ranks(context, runs))
-        change = f"{100 * (mine / theirs - 1):+.1f} %" if theirs else "n/a"
+        change = change_text(mine, theirs)
         rows.append([entry.label, other.label, fmt(mine), fmt(theirs), change, p_t, p_boot])
     if not rows:
         return ""
@@ -299,9 +300,6 @@ def versus_table(context: Context, dataset: Dataset) -> str:
     )
 
 
-SIGNIFICANT = 0.05  # the paired t-test's level in the summary's "above" and "below" counts
-
-
 def split_baselines(spec: Spec) -> tuple[list[Entry], list[Entry]]:
     """The baselines (entries trained from scratch that are not controls) and the others (the
     controls, and the models that start from another's run)."""
@@ -310,23 +308,46 @@ def split_baselines(spec: Spec) -> tuple[list[Entry], list[Entry]]:
     return baselines, [e for e in runnable if e not in baselines]
 
 
-def finished_baselines(
+@dataclass
+class BestBaseline:
+    """The best baseline of a dataset, chosen on validation, and every finished baseline."""
+
+    name: str
+    valid: float  # mean validation score over the seeds: what chose it
+    test: float  # mean test NDCG@10 over the seeds
+    finished: dict[str, np.ndarray | None]  # every finished baseline's per-user test gains
+    baselines: int  # baselines in the spec, finished or not
+
+    @property
+    def gains(self) -> np.ndarray | None:
+        return self.finished[self.name]
+
+    @property
+    def provisional(self) -> bool:
+        return len(self.finished) < self.baselines
+
+
+def best_baseline(
     context: Context, dataset: Dataset, baselines: list[Entry]
-) -> dict[str, tuple[float, list[Run]]]:
-    """{name: (mean validation score over the seeds, runs)} of the baselines whose selected
-    setting has finished every seed, in spec order."""
+) -> BestBaseline | None:
+    """Of the baselines whose selected setting has finished every seed, the one with the
+    highest mean validation score (ties: the earlier entry); None while none has finished."""
     finished = {}
     for entry in baselines:
         runs = finished_selection(context.plan.entries[dataset.name, entry.name])
         if runs:
             valid = [context.store.metrics(r.id)["valid"][context.spec.metric] for r in runs]
             finished[entry.name] = (statistics.mean(valid), runs)
-    return finished
-
-
-def best_of(finished: dict[str, tuple[float, list[Run]]]) -> str:
-    """The baseline with the highest mean validation score (ties: the earlier entry)."""
-    return max(finished, key=lambda name: finished[name][0])
+    if not finished:
+        return None
+    best = max(finished, key=lambda name: finished[name][0])
+    return BestBaseline(
+        name=best,
+        valid=finished[best][0],
+        test=mean_test(context, finished[best][1]),
+        finished={name: selected_ranks(context, runs) for name, (_, runs) in finished.items()},
+        baselines=len(baselines),
+    )
 
 
 def best_baseline_table(context: Context, dataset: Dataset) -> str:
@@ -336,39 +357,33 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
     seeds. Chosen on validation, like everything else. Only with two baselines or more."""
     spec, plan = context.spec, context.plan
     baselines, others = split_baselines(spec)
-    if len(baselines) < 2 or not others:
+    best = best_baseline(context, dataset, baselines) if len(baselines) >= 2 else None
+    if best is None:
         return ""
-    finished = finished_baselines(context, dataset, baselines)
-    if not finished:
-        return ""
-    best = best_of(finished)
-    best_runs = finished[best][1]
-    best_test = mean_test(context, best_runs)
-    best_gains = selected_ranks(context, best_runs)
     rows = []
-    for entry in [e for e in baselines if e.name != best] + others:
+    for entry in [e for e in baselines if e.name != best.name] + others:
         entry_plan = plan.entries[dataset.name, entry.name]
         runs = finished_selection(entry_plan)
         if not runs:
-            state = entry_plan.screened_out or "not finished"
-            rows.append([entry.label, state, fmt(best_test), "", "", ""])
+            rows.append([entry.label, state_of(entry_plan), fmt(best.test), "", "", ""])
             continue
         mine = mean_test(context, runs)
-        p_t, p_boot = paired_p(best_gains, selected_ranks(context, runs))
-        change = f"{100 * (mine / best_test - 1):+.1f} %" if best_test else "n/a"
-        rows.append([entry.label, fmt(mine), fmt(best_test), change, p_t, p_boot])
-    label = spec.entry(best).label
+        p_t, p_boot = paired_p(best.gains, selected_ranks(context, runs))
+        rows.append(
+            [entry.label, fmt(mine), fmt(best.test), change_text(mine, best.test), p_t, p_boot]
+        )
+    label = spec.entry(best.name).label
     provisional = (
-        ""
-        if len(finished) == len(baselines)
-        else f" Finished so far: {len(finished)} of the {len(baselines)} baselines, so the "
+        f" Finished so far: {len(best.finished)} of the {best.baselines} baselines, so the "
         "best one may still change."
+        if best.provisional
+        else ""
     )
     return (
         "### Against the best baseline\n\n"
         f"The best baseline is {label}: of the models trained from scratch that are not "
         f"controls, its selected setting has the highest mean validation {spec.metric} over the "
-        f"seeds ({finished[best][0]:.4f}; chosen on validation, never on test).{provisional} "
+        f"seeds ({best.valid:.4f}; chosen on validation, never on test).{provisional} "
         f"Every other model against it, the other baselines first, then the controls and the "
         f"models that start from another's run: the mean test {TEST_METRIC} over the seeds, the "
         "relative change, and the same paired tests as above on the same test users.\n\n"
@@ -382,8 +397,8 @@ def best_baseline_table(context: Context, dataset: Dataset) -> str:
 
 def summary_section(context: Context) -> str:
     """One table across the datasets: each model that is not a baseline against the best
-    baseline and against every finished baseline, the cells a verdict reads. Only with two
-    baselines or more."""
+    baseline and against every finished baseline. Only with two baselines or more, and at
+    least one other model."""
     spec = context.spec
     baselines, others = split_baselines(spec)
     if len(baselines) < 2 or not others:
@@ -391,34 +406,28 @@ def summary_section(context: Context) -> str:
     best_row = ["best baseline (on validation)"]
     rows = {entry.name: [entry.label] for entry in others}
     for dataset in spec.datasets:
-        finished = finished_baselines(context, dataset, baselines)
-        if not finished:
+        best = best_baseline(context, dataset, baselines)
+        if best is None:
             best_row.append(f"none finished (0 of {len(baselines)})")
-            for entry in others:
-                rows[entry.name].append("")
-            continue
-        best = best_of(finished)
-        best_test = mean_test(context, finished[best][1])
-        best_row.append(
-            f"{spec.entry(best).label} {fmt(best_test)} "
-            f"({len(finished)} of {len(baselines)} finished)"
-        )
-        gains = {name: selected_ranks(context, runs) for name, (_, runs) in finished.items()}
+        else:
+            label = spec.entry(best.name).label
+            done = f"{len(best.finished)} of {best.baselines} baselines finished"
+            best_row.append(
+                f"{label}: test {fmt(best.test)} ({done}"
+                + ("; may change)" if best.provisional else ")")
+            )
         for entry in others:
             entry_plan = context.plan.entries[dataset.name, entry.name]
             runs = finished_selection(entry_plan)
             if not runs:
-                rows[entry.name].append(entry_plan.screened_out or "not finished")
-                continue
-            rows[entry.name].append(
-                versus_baselines(
-                    mean_test(context, runs),
-                    selected_ranks(context, runs),
-                    best_test,
-                    gains[best],
-                    gains,
+                cell = state_of(entry_plan)
+            elif best is None:
+                cell = f"{fmt(mean_test(context, runs))}; no baseline finished"
+            else:
+                cell = versus_baselines(
+                    mean_test(context, runs), selected_ranks(context, runs), best
                 )
-            )
+            rows[entry.name].append(cell)
     return (
         "## Summary: against every baseline\n\n"
         f"For each model that is not a baseline (the controls, and the models that start from "
@@ -427,7 +436,7 @@ def summary_section(context: Context) -> str:
         f"validation {spec.metric}) with the paired t-test's p; and how many of the finished "
         f"baselines it is above and below, each by its own paired t-test over test users at "
         f"p < {SIGNIFICANT} (no correction for the number of tests). The datasets' sections "
-        "below give every p.\n\n"
+        "below give the p against the spec's baseline and against the best baseline.\n\n"
         + table(
             ["model", *(d.name for d in spec.datasets)],
             [best_row, *rows.values()],
@@ -436,28 +445,35 @@ def summary_section(context: Context) -> str:
     )
 
 
-def versus_baselines(
-    mine: float,
-    my_gains: np.ndarray | None,
-    best_test: float,
-    best_gains: np.ndarray | None,
-    gains: dict[str, np.ndarray | None],
-) -> str:
+def versus_baselines(mine: float, my_gains: np.ndarray | None, best: BestBaseline) -> str:
     """A summary cell: the mean test score, the change against the best baseline with its p,
-    and the counts of baselines significantly above and below."""
-    change = f"{100 * (mine / best_test - 1):+.1f} %" if best_test else "n/a"
-    p_best, _ = paired_p(best_gains, my_gains)
-    p_best = f"p {p_best}" if p_best.startswith("<") else f"p = {p_best}"
-    above = below = 0
-    for theirs in gains.values():
-        if theirs is None or my_gains is None or len(theirs) != len(my_gains):
-            return f"{fmt(mine)}: {change} ({p_best}); per-user ranks missing"
-        if paired_t_test(theirs, my_gains) < SIGNIFICANT:
-            if my_gains.mean() > theirs.mean():
-                above += 1
-            else:
-                below += 1
-    return f"{fmt(mine)}: {change} ({p_best}); above {above}, below {below} of {len(gains)}"
+    and the counts of finished baselines significantly above and below it."""
+    p_values = {}  # baseline: the paired t-test's p, where both have the same test users
+    for name, theirs in best.finished.items():
+        if theirs is not None and my_gains is not None and len(theirs) == len(my_gains) > 1:
+            p_values[name] = paired_t_test(theirs, my_gains)
+    p_best = p_text(fmt_p(p_values[best.name])) if best.name in p_values else "no paired test"
+    significant = [name for name, p in p_values.items() if p < SIGNIFICANT]
+    above = sum(my_gains.mean() > best.finished[name].mean() for name in significant)
+    cell = f"{fmt(mine)}: {change_text(mine, best.test)} ({p_best}); "
+    cell += f"above {above}, below {len(significant) - above} of {len(best.finished)}"
+    untested = len(best.finished) - len(p_values)
+    return cell + (f" ({untested} without a paired test)" if untested else "")
+
+
+def change_text(mine: float, theirs: float) -> str:
+    """The relative change of `mine` against `theirs`, as a cell."""
+    return f"{100 * (mine / theirs - 1):+.1f} %" if theirs else "n/a"
+
+
+def p_text(cell: str) -> str:
+    """A p-value cell in a sentence: "p < 0.001", "p = 0.042"."""
+    return f"p {cell}" if cell.startswith("<") else f"p = {cell}"
+
+
+def state_of(entry_plan: EntryPlan) -> str:
+    """Why a model has no selected result: screened out, or not finished."""
+    return entry_plan.screened_out or "not finished"
 
 
 def reported_rows(context: Context, dataset: Dataset) -> list[list[str]]:

@@ -43,12 +43,12 @@ from famerec.experiments.records import commit, copy_record, machine, usable_cor
 from famerec.experiments.spec import Spec, known_options, relative
 from famerec.runs.dir import (
     CONFIG,
-    PRETRAIN,
     DirectoryLock,
     RunDir,
     logged_seconds,
     write_json,
 )
+from famerec.runs.dir import PRETRAIN as PRETRAIN_DIR
 
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device", "train.precision")
@@ -89,24 +89,17 @@ def train_command(
     return args
 
 
-def started_config(out: Path) -> Path | None:
-    """The saved config.json of a started run in `out`, or None for a run not started yet. A
-    `--pretrain` run paused in its first stage has only its SASRec stage's config
-    (`out/pretrain/config.json`); it too resumes, and its second stage trains like its first."""
-    for config in (out / CONFIG, out / PRETRAIN / CONFIG):
-        if config.is_file():
-            return config
-    return None
-
-
 def started_precision(out: Path) -> str | None:
     """The precision a run directory's saved config trains at (None if unreadable): a
-    precision is not a resumable change, so a resumed run keeps it whatever the sitting asks."""
-    config = started_config(out)
-    try:
-        return json.loads(config.read_text())["train"]["precision"] if config else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    precision is not a resumable change, so a resumed run keeps it whatever the sitting asks.
+    A `--pretrain` run paused in its SASRec stage has only that stage's config.json; its second
+    stage keeps the precision its first started with."""
+    for config in (out / CONFIG, out / PRETRAIN_DIR / CONFIG):
+        try:
+            return json.loads(config.read_text())["train"]["precision"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 @contextmanager
@@ -257,7 +250,7 @@ class Runner:
 
     def command(self, run: Run) -> tuple[list[str], bool]:
         out = self.store.run_dir(run.id)
-        resume = started_config(out) is not None
+        resume = RunDir(out).is_resumable  # a --pretrain run paused in its first stage too
         args = train_command(run.settings, out, self.threads, self.device, resume, self.precision)
         kept = args[args.index("--precision") + 1] if self.precision else None
         if resume and kept != self.precision and "train.precision" not in run.settings:

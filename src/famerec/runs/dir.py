@@ -285,6 +285,16 @@ class RunDir:
     def is_started(self) -> bool:
         return (self.path / CONFIG).is_file()
 
+    @property
+    def in_first_stage(self) -> bool:
+        """A `--pretrain` run that has begun its SASRec stage (`pretrain/`) and has no
+        config.json of its own yet: it resumes too."""
+        return not self.is_started and (self.path / PRETRAIN).exists()
+
+    @property
+    def is_resumable(self) -> bool:
+        return self.is_started or self.in_first_stage
+
     def metrics(self) -> dict:
         return json.loads((self.path / METRICS).read_text())
 
@@ -343,7 +353,7 @@ class RunDir:
             remove_temporary_files(self.path)
             return  # empty, or only the input data that famerec.train() wrote for this run
         foreign = [name for name in contents if name not in OWN_FILES and not name.startswith(".")]
-        if not self.is_started and not (self.path / PRETRAIN).exists():
+        if not self.is_resumable:
             if foreign:
                 raise ConfigError(
                     f"--out {self.path} is not empty and holds no famerec run; "
