@@ -10,7 +10,7 @@ import math
 import os
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class Context:
     plan: Plan
     root: Path  # paths are shown relative to this folder (the repository)
     paper: dict[str, Any]
+    # per-user test gains of a selected setting, by its run ids: the results, best-baseline
+    # and summary tables test the same settings, and each ranks.npz is read once
+    gains: dict[tuple[str, ...], np.ndarray | None] = field(default_factory=dict)
 
     def show(self, path: Path) -> str:
         return Path(os.path.relpath(Path(path).resolve(), self.root.resolve())).as_posix()
@@ -188,7 +191,14 @@ def dataset_section(context: Context, dataset: Dataset) -> str:
 
 
 def selected_ranks(context: Context, runs: list[Run]) -> np.ndarray | None:
-    """Per-user test NDCG@10, the mean over the seeds (None without ranks)."""
+    """Per-user test NDCG@10, the mean over the seeds (None without ranks); read once."""
+    key = tuple(run.id for run in runs)
+    if key not in context.gains:
+        context.gains[key] = read_selected_ranks(context, runs)
+    return context.gains[key]
+
+
+def read_selected_ranks(context: Context, runs: list[Run]) -> np.ndarray | None:
     gains = []
     for run in runs:
         path = context.store.record_dir(run.id) / RANKS
