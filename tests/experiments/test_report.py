@@ -289,10 +289,13 @@ def test_screen_needs_a_control_with_versus(tmp_path):
         write_spec(tmp_path, SCREENED.replace('versus = "continued"\n', "", 1))
 
 
-def test_status_says_how_far_an_unfinished_run_got(tmp_path):
+@pytest.mark.parametrize("first_stage", [False, True])
+def test_status_says_how_far_an_unfinished_run_got(tmp_path, first_stage):
+    """A `--pretrain` run paused in its SASRec stage has only `pretrain/log.jsonl`: status
+    reads that stage's log and says so."""
     spec = write_spec(tmp_path, VERSUS)
     first = next(r for r in Plan(spec, Store(spec.records_dir)).runs if r.state == READY)
-    folder = spec.runs_dir / first.id
+    folder = spec.runs_dir / first.id / ("pretrain" if first_stage else "")
     folder.mkdir(parents=True)
     epochs = [(1, 0.10, 0), (2, 0.15, 0), (3, 0.12, 1)]
     (folder / "log.jsonl").write_text(
@@ -311,7 +314,8 @@ def test_status_says_how_far_an_unfinished_run_got(tmp_path):
         )
     )
     text = status(spec).split("started, not finished (they resume):")[1]
-    row = next(line for line in text.splitlines() if line.startswith(f"| {first.id} "))
+    label = first.id + (" (SASRec stage)" if first_stage else "")
+    row = next(line for line in text.splitlines() if line.startswith(f"| {label} "))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1:] == ["3", "0.1500 (2)", "1 / 10", "3m00s"]
 

@@ -16,7 +16,7 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.runner import format_seconds, grid_summary
 from famerec.experiments.spec import Spec
-from famerec.runs.dir import RunDir, logged_seconds
+from famerec.runs.dir import PRETRAIN, RunDir, logged_seconds
 from famerec.tables import table
 
 
@@ -99,8 +99,12 @@ def progress(store: Store, run: Run, metric: str) -> list | None:
     (long runs such as MiaSRec's span sittings: this says how far they got)."""
     if store.runs_dir is None or run.id is None:
         return None
+    run_dir = RunDir(store.run_dir(run.id))
+    stage = ""
+    if run_dir.in_first_stage:  # a --pretrain run paused in its SASRec stage: that stage's log
+        run_dir, stage = RunDir(run_dir / PRETRAIN), " (SASRec stage)"
     try:
-        epochs = RunDir(store.run_dir(run.id)).read_log()
+        epochs = run_dir.read_log()
     except OSError:
         return None
     epochs = [e for e in epochs if metric in e.get("valid", {})]
@@ -111,7 +115,7 @@ def progress(store: Store, run: Run, metric: str) -> list | None:
     since = f"{stopping.get('epochs_without_best', '')} / {stopping.get('patience', '')}"
     seconds = logged_seconds(epochs)
     return [
-        run.id,
+        run.id + stage,
         epochs[-1]["epoch"],
         f"{best['valid'][metric]:.4f} ({best['epoch']})",
         since if stopping else "",
