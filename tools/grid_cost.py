@@ -242,7 +242,7 @@ def main() -> None:
         ]
         per_epoch = per_epoch or any(w != 1.0 for w in weights)
         runs = sum(weights)
-        if spec.pruning is not None and known and not entry_plan.entry.control:
+        if spec.prunes(entry_plan.entry) and known:
             mean = statistics.mean(known)
             for stage in entry_plan.entry.stages:
                 n = sum(1 for t in entry_plan.trials if t.stage == stage.name)

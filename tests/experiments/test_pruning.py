@@ -117,6 +117,16 @@ def test_decisions_are_a_pure_function_of_the_logged_validation_scores():
     assert verdict.alive == ["c"] and verdict.rung is None
 
 
+def finished(valid, test, epochs):
+    """metrics.json of a run that trained `epochs` epochs, best at the last."""
+    return {
+        "valid": dict.fromkeys(METRIC_NAMES, valid),
+        "test": dict.fromkeys(METRIC_NAMES, test),
+        "best_epoch": epochs,
+        "epochs_run": epochs,
+    }
+
+
 def write_run(folder, run, log, metrics=None):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(RunConfig().with_overrides(run.settings).to_json())
@@ -133,12 +143,7 @@ def test_decisions_wait_for_the_rung_survive_a_restart_and_never_read_test(tmp_p
     write_run(spec.runs_dir / a.id, a, curve(0.1, 0.2))
     write_run(spec.runs_dir / b.id, b, curve(0.3, 0.25))
     # finished early, with the best test score by far: if test were read, c would survive
-    metrics = {
-        "valid": dict.fromkeys(METRIC_NAMES, 0.15),
-        "test": dict.fromkeys(METRIC_NAMES, 0.99),
-        "best_epoch": 1,
-        "epochs_run": 1,
-    }
+    metrics = finished(0.15, 0.99, epochs=1)
     write_run(spec.runs_dir / c.id, c, curve(0.15), metrics)
     write_run(spec.runs_dir / d.id, d, curve(0.4))  # paused before its rung (--time-limit)
 
@@ -239,12 +244,7 @@ def test_a_reference_to_a_pruned_kind_of_trial_trains_it_on(tmp_path):
     spec = write_spec(tmp_path, body, header=header)
     store = Store(spec.records_dir, spec.runs_dir)
     small, large = Plan(spec, store).entries["toys", "sasrec"].trials
-    metrics = {
-        "valid": dict.fromkeys(METRIC_NAMES, 0.3),
-        "test": dict.fromkeys(METRIC_NAMES, 0.3),
-        "best_epoch": 2,
-        "epochs_run": 2,
-    }
+    metrics = finished(0.3, 0.3, epochs=2)
     write_run(spec.runs_dir / small.id, small, curve(0.2, 0.3), metrics)
     write_run(spec.runs_dir / large.id, large, curve(0.1))
     (spec.runs_dir / small.id / "model.safetensors").write_bytes(b"")
@@ -289,23 +289,27 @@ def test_a_reference_to_a_pruned_kind_of_trial_trains_it_on(tmp_path):
     assert fame[1].settings["train.init_from"].endswith(large.id.split("/")[-1])
 
 
+def prune_two(spec, first_log):
+    """BODY's four trials run to rung 2 (the first with `first_log`), the first and third
+    pruned there and recorded so; the trials."""
+    a, b, c, d = Plan(spec, Store(spec.records_dir, spec.runs_dir)).entries["toys", "sasrec"].trials
+    for run, log in ((a, first_log), (b, curve(0.3, 0.25)), (c, curve(0.15, 0.1))):
+        write_run(spec.runs_dir / run.id, run, log)
+    write_run(spec.runs_dir / d.id, d, curve(0.4, 0.1))
+    plan = Plan(spec, Store(spec.records_dir, spec.runs_dir))
+    states = [t.state for t in plan.entries["toys", "sasrec"].trials]
+    assert states == [PRUNED, READY, PRUNED, READY]
+    Runner(spec, stream=io.StringIO()).record_pruned(plan)
+    return a, b, c, d
+
+
 def test_figures_draw_pruned_trials_where_pruning_compared_them(tmp_path):
     figure = '[[figures]]\nname = "d"\ntitle = "dropout"\nx = "model.dropout"\n'
     figure += 'series = ["sasrec:dropout"]\nmetrics = ["NDCG@10"]\n'
     spec = write_spec(tmp_path, BODY + figure, header=HEADER + PRUNING)
+    a, b, c, d = prune_two(spec, curve(0.1, 0.2, 0.9))  # as the runner leaves them
     store = Store(spec.records_dir, spec.runs_dir)
-    a, b, c, d = Plan(spec, store).entries["toys", "sasrec"].trials
-    for run, log in ((a, curve(0.1, 0.2, 0.9)), (b, curve(0.3, 0.25)), (c, curve(0.15, 0.1))):
-        write_run(spec.runs_dir / run.id, run, log)
-    write_run(spec.runs_dir / d.id, d, curve(0.4, 0.1))
     plan = Plan(spec, store)
-    assert [t.state for t in plan.entries["toys", "sasrec"].trials] == [
-        PRUNED,
-        READY,
-        PRUNED,
-        READY,
-    ]
-    Runner(spec, stream=io.StringIO()).record_pruned(plan)  # as the runner leaves them
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,3 +324,42 @@ def test_figures_draw_pruned_trials_where_pruning_compared_them(tmp_path):
     assert list(pruned[0].get_ydata()) == [0.2, 0.15]  # best up to rung 2, not a's later 0.9
     assert pruned[0].get_markerfacecolor() == "none"
     plt.close(fig)
+
+
+def test_an_entry_that_is_not_pruned_trains_on_another_specs_pruned_trials(tmp_path):
+    """`prune = false`: a spec that shares a pruned spec's records (figures with every point
+    trained to its end) resumes the trials pruned there from their rung; their records keep
+    the pruned spec's decisions, so its selection stays as it was."""
+    pruned = write_spec(tmp_path, BODY, header=HEADER + PRUNING)
+    whole = write_spec(
+        tmp_path,
+        BODY.replace("[models.sasrec]\n", "[models.sasrec]\nprune = false\n"),
+        header=HEADER + PRUNING,
+    )
+    assert [e.prune for e in pruned.entries] == [True] and not whole.prunes(whole.entries[0])
+    assert whole.runs_dir == pruned.runs_dir and whole.records_dir == pruned.records_dir
+    a, b, c, d = prune_two(pruned, curve(0.1, 0.2))
+
+    def states(spec):
+        trials = Plan(spec, Store(spec.records_dir, spec.runs_dir)).entries["toys", "sasrec"]
+        return trials.trials
+
+    trials = states(whole)
+    assert [t.state for t in trials] == [READY] * 4  # a and c resume from their rung
+    assert all(t.stop_at is None and t.settings is not None for t in trials)
+    # a trains on to its end here and is recorded: the record keeps its pruning
+    metrics = finished(0.5, 0.5, epochs=4)
+    write_run(pruned.runs_dir / a.id, a, curve(0.1, 0.2, 0.4, 0.5), metrics)
+    Runner(whole, stream=io.StringIO()).save_record(trials[0], 1.0, False, [])
+    record = json.loads((pruned.records_dir / a.id / "record.json").read_text())
+    assert record["pruned"] == "pruned at rung 2: valid NDCG@10 0.20000"
+    assert [t.state for t in states(whole)] == ["done", READY, READY, READY]
+    again = states(pruned)  # the pruned spec decides as before
+    assert [t.state for t in again] == [PRUNED, READY, PRUNED, READY]
+    assert again[0].reason == "pruned at rung 2: valid NDCG@10 0.20000"
+    with pytest.raises(SpecError, match="prune must be true or false"):
+        write_spec(
+            tmp_path,
+            BODY.replace("[models.sasrec]\n", '[models.sasrec]\nprune = "no"\n'),
+            header=HEADER,
+        )

@@ -322,7 +322,7 @@ class Plan:
                 )
                 for p in stage.points
             ]
-            if self.spec.pruning is not None:
+            if self.spec.prunes(entry):
                 self.prune(dataset, entry, stage.name, trials)
             plan.trials += trials
         plan.pool = [t for t in plan.trials if t.stage in entry.select_from and t.state != PRUNED]
@@ -450,7 +450,7 @@ class Plan:
         self.by_id[run_id] = run
         settings = self.spec.run_settings(dataset, entry, names)
         settings[SEED_KEY] = seed
-        if self.store.done(run_id):
+        if self.store.done(run_id) and not self.trains_on(entry, run_id):
             self.check_frozen(run_id, settings)
             run.state = DONE
             run.unresolved = (dataset, settings)  # a pruned trial may be revived (`revive`)
@@ -459,6 +459,16 @@ class Plan:
         if resolved is not None:
             run.settings, run.state = resolved, READY
         return run
+
+    def trains_on(self, entry: Entry, run_id: str) -> bool:
+        """A trial pruned at a rung by another spec that shares this one's records (the same
+        run, pruned there), where this spec trains the entry's trials to their end: it resumes
+        from its rung. Its record keeps the other spec's decision."""
+        return (
+            not self.spec.prunes(entry)
+            and pruned_rung(self.store.record(run_id)) is not None
+            and not self.store.finished(run_id)
+        )
 
     def resolve_settings(
         self, run: Run, dataset: Dataset, settings: dict[str, Any]

@@ -86,6 +86,7 @@ class Entry:
     select_from: tuple[str, ...] = ()  # stages whose trials compete for selection
     versus: str | None = None  # the model (its control) this one is also tested against
     screen: bool = False  # a control whose other seeds run only if its first beats `versus`
+    prune: bool = True  # `prune = false`: under [selection.pruning], its trials train to their end
 
     @property
     def trials(self) -> int:
@@ -167,6 +168,10 @@ class Spec:
     records_dir: Path = Path()
     report_dir: Path = Path()
     runs_dir: Path = Path()
+
+    def prunes(self, entry: Entry) -> bool:
+        """Whether the pruned search stops this entry's trials at rungs."""
+        return self.pruning is not None and entry.prune and not entry.control
 
     def run_settings(self, dataset: Dataset, entry: Entry, names: dict[str, Any]) -> dict[str, Any]:
         """A run's settings as the spec writes them, references unresolved: `[base]`, then the
@@ -459,7 +464,7 @@ class _Loader:
         meta = self.split(
             payload,
             where,
-            {"label", "paper", "pending", "control", "select_from", "versus", "screen"},
+            {"label", "paper", "pending", "control", "select_from", "versus", "screen", "prune"},
             {"stages"},
             settings=True,
         )
@@ -479,6 +484,9 @@ class _Loader:
                 f"{where}: screen = true (its other seeds run only if its first seed beats its "
                 "control on validation) needs control = true and versus"
             )
+        prune = meta.get("prune", True)
+        if not isinstance(prune, bool):
+            raise self.fail(f"{where}: prune must be true or false")
         if control and stages:
             raise self.fail(f"{where}: a control runs one setting and has no stages")
         if not control and not stages and pending is None:
@@ -506,6 +514,7 @@ class _Loader:
             select_from=select_from,
             versus=meta.get("versus"),
             screen=screen,
+            prune=prune,
         )
 
     def stage(self, where: str, payload: Any) -> Stage:
