@@ -163,7 +163,7 @@ def grid_summary(spec: Spec, plan: Plan) -> str:
             f"  pruned search: each stage's trials ranked on validation {spec.metric} at epochs "
             f"{rungs}; the best 1/{spec.pruning.reduction} train on"
         )
-        whole = [e.name for e in spec.entries if not e.prune and not e.control]
+        whole = [e.name for e in spec.entries if not e.control and not spec.prunes(e)]
         if whole:
             lines.append(f"  not pruned (every trial trains to its end): {', '.join(whole)}")
     return "\n".join(lines)

@@ -100,9 +100,9 @@ def progress(store: Store, run: Run, metric: str) -> list | None:
     if store.runs_dir is None or run.id is None:
         return None
     run_dir = RunDir(store.run_dir(run.id))
-    stage = ""
+    suffix = ""
     if run_dir.in_first_stage:  # a --pretrain run paused in its SASRec stage: that stage's log
-        run_dir, stage = RunDir(run_dir / PRETRAIN), " (SASRec stage)"
+        run_dir, suffix = RunDir(run_dir / PRETRAIN), " (SASRec stage)"
     try:
         epochs = run_dir.read_log()
     except OSError:
@@ -115,7 +115,7 @@ def progress(store: Store, run: Run, metric: str) -> list | None:
     since = f"{stopping.get('epochs_without_best', '')} / {stopping.get('patience', '')}"
     seconds = logged_seconds(epochs)
     return [
-        run.id + stage,
+        run.id + suffix,
         epochs[-1]["epoch"],
         f"{best['valid'][metric]:.4f} ({best['epoch']})",
         since if stopping else "",
