@@ -146,6 +146,33 @@ def test_bad_selection_rules_fail(tmp_path, selection, words):
         assert word in str(caught.value)
 
 
+PRUNING_HEADER = HEADER.replace(
+    "[datasets.toys]", "[selection.pruning]\nrungs = [1]\nreduction = 2\n[datasets.toys]"
+)
+
+
+@pytest.mark.parametrize(
+    "header, body",
+    [
+        (HEADER, "[models.sasrec]\nprune = false\n" + STAGE),
+        (
+            PRUNING_HEADER,
+            "[models.sasrec]\n" + STAGE + "[models.c]\ncontrol = true\nprune = false\n"
+            'model.name = "sasrec"\n',
+        ),
+    ],
+    ids=["no pruning", "control"],
+)
+def test_prune_false_where_nothing_prunes_is_refused(tmp_path, header, body):
+    """`prune = false` where no trial of the entry could be pruned would do nothing: the
+    spec says so in one line instead of accepting it silently."""
+    with pytest.raises(SpecError) as caught:
+        write_spec(tmp_path, body, header=header)
+    message = str(caught.value)
+    assert "\n" not in message and "prune = false does nothing" in message, message
+    write_spec(tmp_path, body.replace("prune = false\n", ""), header=header)  # fine without
+
+
 def test_missing_spec_file(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         load_spec(tmp_path / "nope.toml")

@@ -341,10 +341,29 @@ class _Loader:
         )
         self.check_references(spec)
         self.check_budget(spec, selection.get("budget"))
+        self.check_prune(spec)
         spec.figures = [self.figure(spec, f) for f in payload.get("figures", [])]
         if spec.baseline is not None:
             spec.entry(spec.baseline)
         return spec
+
+    def check_prune(self, spec: Spec) -> None:
+        """`prune = false` keeps a searched entry's trials from being pruned; where nothing
+        would prune them (no [selection.pruning], or a control, which runs no search) it would
+        do nothing, so it is refused rather than silently ignored."""
+        for entry in spec.entries:
+            if entry.prune:
+                continue
+            if spec.pruning is None:
+                raise self.fail(
+                    f"[models.{entry.name}]: prune = false does nothing without "
+                    "[selection.pruning]; remove it"
+                )
+            if entry.control:
+                raise self.fail(
+                    f"[models.{entry.name}]: prune = false does nothing on a control (it runs "
+                    "one setting, never pruned); remove it"
+                )
 
     # -- tables ----------------------------------------------------------------------------
 
