@@ -20,6 +20,9 @@ baseline = "sasrec"
 [datasets.toys]
 """
 
+# A pruned search (goes under [selection]): trials compared at epochs 2 and 4, the best half on.
+PRUNING = "[selection.pruning]\nrungs = [2, 4]\nreduction = 2\n"
+
 # A base section that trains a run on tiny data in seconds.
 TINY_BASE = """[base]
 model.hidden_size = 16

@@ -17,10 +17,9 @@ from famerec.experiments.report import Context, draw_figure
 from famerec.experiments.runner import Runner
 from famerec.experiments.spec import Pruning
 from tests.conftest import write_sequences
-from tests.experiments.helpers import REPO, TINY_BASE, write_spec
+from tests.experiments.helpers import PRUNING, REPO, TINY_BASE, write_spec
 from tests.experiments.test_plan import FAME
 
-PRUNING = "[selection.pruning]\nrungs = [2, 4]\nreduction = 2\n"
 HEADER = """
 name = "tiny"
 [selection]

@@ -6,7 +6,7 @@ from famerec.cli import main
 from famerec.experiments import Plan, Store, load_spec
 from famerec.experiments.plan import READY, WAITING, run_slug
 from famerec.experiments.spec import Ref, SpecError
-from tests.experiments.helpers import HEADER, REPO, TINY_BASE, write_spec
+from tests.experiments.helpers import HEADER, PRUNING, REPO, TINY_BASE, write_spec
 
 
 def test_table2_spec_has_the_papers_grids_with_equal_budgets(tmp_path):
@@ -146,9 +146,7 @@ def test_bad_selection_rules_fail(tmp_path, selection, words):
         assert word in str(caught.value)
 
 
-PRUNING_HEADER = HEADER.replace(
-    "[datasets.toys]", "[selection.pruning]\nrungs = [1]\nreduction = 2\n[datasets.toys]"
-)
+PRUNING_HEADER = HEADER.replace("[datasets.toys]", PRUNING + "[datasets.toys]")
 
 
 @pytest.mark.parametrize(
