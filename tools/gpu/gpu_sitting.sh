@@ -21,7 +21,8 @@
 # at the repository root puts them in runs/, and the next sitting, here or on the CPU, resumes
 # them after their last GPU epoch (checkpoints load onto the device of the run that resumes
 # them). ONLY (space-separated run-id patterns, e.g. '*/sasrec/* */fame/*') limits every
-# runner to those runs (`famerec experiment run --only`). The machine needs no polars:
+# runner to those runs (`famerec experiment run --only`). MPS=1 starts the card's
+# Multi-Process Service for the sitting (see below). The machine needs no polars:
 # reading the bundled datasets does not import it.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -45,6 +46,16 @@ LOG=$OUT/sitting.log
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)"
   python3 -c "import torch; print('torch', torch.__version__)"
 } >>"$LOG" 2>&1
+# MPS=1: the card's Multi-Process Service, so that the runs' kernels share the card at once
+# instead of taking turns (untried here: time a sitting with and without it before relying on it).
+if [ "${MPS:-0}" = 1 ]; then
+  if nvidia-cuda-mps-control -d >>"$LOG" 2>&1; then
+    trap 'echo quit | nvidia-cuda-mps-control' EXIT
+    echo "MPS on" >>"$LOG"
+  else
+    echo "MPS could not start; the runs take turns on the card" >>"$LOG"
+  fi
+fi
 start=$(date +%s)
 names=()
 folders=()
