@@ -179,16 +179,15 @@ def test_missing_spec_file(tmp_path):
 @pytest.mark.parametrize(
     "path",
     [
-        "experiments/table2.toml",
+        *sorted(str(p.relative_to(REPO)) for p in (REPO / "experiments").glob("*.toml")),
         "tests/fixtures/smoke/experiments/smoke.toml",
-        "experiments/probe.toml",
     ],
 )
 def test_committed_specs_load_with_equal_budgets(path):
     spec = load_spec(REPO / path)
     assert spec.name == path.rsplit("/", 1)[1].removesuffix(".toml")
     budgets = {e.trials for e in spec.entries if e.pending is None and not e.control}
-    assert len(budgets) == 1
+    assert len(budgets) <= 1  # one trial count for every searched model (none: nothing searched)
 
 
 @pytest.mark.parametrize("key", ["runs", "records", "report"])
