@@ -48,6 +48,7 @@ LOG=$OUT/sitting.log
 } >>"$LOG" 2>&1
 # MPS=1: the card's Multi-Process Service, so that the runs' kernels share the card at once
 # instead of taking turns (untried here: time a sitting with and without it before relying on it).
+# Where the service starts but then refuses the runs, they fail: the log shows it.
 if [ "${MPS:-0}" = 1 ]; then
   if nvidia-cuda-mps-control -d >>"$LOG" 2>&1; then
     trap 'echo quit | nvidia-cuda-mps-control' EXIT
