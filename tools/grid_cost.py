@@ -3,9 +3,14 @@
 the mean wall time (over all its sittings: at least its log's time) of the committed records
 (any spec's) of the same model and dataset, trained on the CPU in float32, from scratch or from
 another run as the spec's run is, with one thread (else with two, which is cheaper: said so).
-Where no such record exists, the model's Beauty mean is scaled by the dataset's SASRec ratio to
-Beauty; where a model has no finished run at all, an unfinished run directory (`--runs`, any
-thread count) gives a lower bound: the minutes its epochs so far took.
+Where no such record exists, the model's Beauty mean (else another dataset's) is scaled by the
+dataset's SASRec ratio to that dataset; where a model has no finished run at all, an unfinished
+run directory (`--runs`, any thread count) gives a lower bound: the minutes its epochs so far
+took.
+
+An entry that trains its model at settings of its own (a control such as `bert4rec-xu`, whose
+entry name is not its model's) is priced from its own records in the spec's records folder once
+it has one, on any dataset, and gets a row of its own; until then, as its model.
 
 A model with a training recipe (its registration's `recipe`: schedule, rate, batch size, epochs)
 is priced from the records trained with that recipe; where it has none yet, from the trials of
@@ -89,6 +94,20 @@ def record_walls(
         # runs resumed before wall time was carried between sittings hold the last one's only
         wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
         walls[key, metrics["config"]["train"].get("threads")].append(wall / 60)
+    return walls
+
+
+def entry_walls(records: Path, entries: set[str]) -> dict[tuple[Key, int], list[float]]:
+    """Minutes of wall time of the `priced_records` in a spec's records folder whose entry folder
+    (<dataset>/<entry>/<run>) is one of `entries`, by (dataset, entry, started) and threads."""
+    walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
+    for path, metrics, (dataset, _, started) in priced_records(records):
+        entry = path.parent.parent.name
+        if entry in entries:
+            wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
+            walls[(dataset, entry, started), metrics["config"]["train"].get("threads")].append(
+                wall / 60
+            )
     return walls
 
 
@@ -182,15 +201,18 @@ def price(
     for (d, m, s), threads in scale:
         if m == "sasrec" and not s and threads == 1:
             sasrec[d] = statistics.mean(scale[(d, m, s), threads])
-    ratio = sasrec.get(dataset, 0.0) / sasrec["beauty"] if "beauty" in sasrec else 0.0
     for threads, note in ((1, "records"), (2, "records, 2 threads")):
         if (key, threads) in walls:
             return statistics.mean(walls[key, threads]), note
-    for threads, note in ((1, ""), (2, ", 2 threads")):
-        beauty = (("beauty", model, started), threads)
-        if beauty in walls and ratio:
-            minutes = statistics.mean(walls[beauty]) * ratio
-            return minutes, f"Beauty x {ratio:.2f}{note}"
+    others = sorted({d for (d, m, s), _ in walls if (m, s) == (model, started)} - {"beauty"})
+    for other in ["beauty", *others]:  # Beauty first, then any dataset with a record
+        ratio = sasrec.get(dataset, 0.0) / sasrec[other] if other in sasrec else 0.0
+        for threads, note in ((1, ""), (2, ", 2 threads")):
+            known = ((other, model, started), threads)
+            if known in walls and ratio:
+                minutes = statistics.mean(walls[known]) * ratio
+                return minutes, f"{other.capitalize()} x {ratio:.2f}{note}"
+    ratio = sasrec.get(dataset, 0.0) / sasrec["beauty"] if "beauty" in sasrec else 0.0
     if key in spent:
         return spent[key], "at least (unfinished run)"
     if ("beauty", model, started) in spent and ratio:
@@ -221,6 +243,12 @@ def main() -> None:
     old_epochs = record_epochs(args.records, False)
     epochs = {**old_epochs, **record_epochs(args.records, True)}
     trials = add_recipe_trials(walls, epochs, args.recipe_records)
+    named = {  # entries that train their model at settings of their own
+        entry
+        for (_, entry), entry_plan in plan.entries.items()
+        if str(entry_plan.entry.settings.get("model.name", entry)) != entry
+    }
+    own = entry_walls(args.records, named)
     counts: dict[Key, float] = defaultdict(float)
     classic: set[Key] = set()  # a model with a recipe whose spec entry sets another schedule
     per_epoch = False  # some run sets its own epochs: "runs" are full-run equivalents
@@ -230,7 +258,9 @@ def main() -> None:
         key = (dataset, model, "train.init_from" in settings)
         recipe = dict(model_spec(model).recipe)
         schedule = {**spec.base, **settings}.get("train.lr_schedule")
-        if recipe and schedule not in (None, recipe.get("train.lr_schedule")):
+        if any(k[1] == entry and k[2] == key[2] for k, _ in own):
+            key = (dataset, entry, key[2])  # priced from the entry's own records
+        elif recipe and schedule not in (None, recipe.get("train.lr_schedule")):
             classic.add(key)  # priced from the records trained without the recipe
         source = old_epochs if key in classic else epochs
         known = source.get(key) or source.get(("beauty", model, key[2]))
@@ -256,7 +286,12 @@ def main() -> None:
     for key, runs in sorted(counts.items()):
         dataset, model, started = key
         name = f"{model} (from a run)" if started else model
-        priced = None if key in classic else price(key, walls, spent, scale)
+        if any(k[1:] == key[1:] for k, _ in own):
+            priced = price(key, own, {}, scale)
+            if priced is not None:
+                priced = priced[0], priced[1] + ", the entry's own"
+        else:
+            priced = None if key in classic else price(key, walls, spent, scale)
         if priced is None or priced[1].startswith("at least"):  # the old recipe's records
             priced = price(key, old, {}, scale) or priced
             if priced is not None and not priced[1].startswith("at least"):

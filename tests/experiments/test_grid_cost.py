@@ -131,3 +131,40 @@ def test_a_spec_that_keeps_a_models_old_schedule_is_priced_from_its_old_records(
     rows = [line for line in capsys.readouterr().out.splitlines() if "| core " in line]
     assert rows and all("old recipe (the spec's)" in row for row in rows)
     assert all(float(row.split("|")[3]) < 10 for row in rows)  # about 6 trial-equivalents
+
+
+def test_without_beauty_another_dataset_with_records_is_scaled():
+    walls = {**WALLS, (("toys", "bert4rec-xu", False), 1): [24.0]}
+    # Beauty's SASRec takes 11 minutes, Toys' 22: a Beauty run costs half the Toys one
+    assert price(("beauty", "bert4rec-xu", False), walls, {}) == (12.0, "Toys x 0.50")
+    assert price(("beauty", "bert4rec-xu", True), walls, {}) is None
+
+
+def test_an_entry_with_settings_of_its_own_is_priced_from_its_own_records(tmp_path):
+    """A control entry (bert4rec-xu trains BERT4Rec at another recipe) is not priced from its
+    model's other runs once it has records of its own."""
+    import json
+
+    from famerec.runs.dir import METRICS
+    from tools.grid_cost import entry_walls
+
+    def record(entry: str, run: str, seconds: float, device: str = "cpu") -> None:
+        folder = tmp_path / "spec" / "toys" / entry / run
+        folder.mkdir(parents=True)
+        metrics = {
+            "model": "bert4rec",
+            "dataset": {"name": "toys"},
+            "device": device,
+            "wall_seconds": seconds,
+            "config": {"model": {"name": "bert4rec"}, "train": {"threads": 1}},
+        }
+        (folder / METRICS).write_text(json.dumps(metrics))
+
+    record("bert4rec-xu", "seed=42", 1440.0)
+    record("bert4rec-xu", "seed=1", 1560.0)
+    record("bert4rec-xu", "seed=2", 60.0, device="cuda")  # not a CPU run: not priced
+    record("bert4rec", "dropout=0.1,seed=42", 600.0)  # the model's own entry
+    walls = entry_walls(tmp_path, {"bert4rec-xu"})
+    assert {key: sorted(minutes) for key, minutes in walls.items()} == {
+        (("toys", "bert4rec-xu", False), 1): [24.0, 26.0]
+    }
