@@ -9,8 +9,8 @@ run directory (`--runs`, any thread count) gives a lower bound: the minutes its 
 took.
 
 An entry that trains its model at settings of its own (a control such as `bert4rec-xu`, whose
-entry name is not its model's) is priced from its own records in the spec's records folder once
-it has one, on any dataset, and gets a row of its own; until then, as its model.
+entry name is not its model's) is priced from the records of entries of that name (any spec's)
+once one exists, on any dataset, and gets a row of its own; until then, as its model.
 
 A model with a training recipe (its registration's `recipe`: schedule, rate, batch size, epochs)
 is priced from the records trained with that recipe; where it has none yet, from the trials of
@@ -98,8 +98,9 @@ def record_walls(
 
 
 def entry_walls(records: Path, entries: set[str]) -> dict[tuple[Key, int], list[float]]:
-    """Minutes of wall time of the `priced_records` in a spec's records folder whose entry folder
-    (<dataset>/<entry>/<run>) is one of `entries`, by (dataset, entry, started) and threads."""
+    """Minutes of wall time of the `priced_records` (any spec's) whose entry folder
+    (<spec>/<dataset>/<entry>/<run>) is one of `entries`, by (dataset, entry, started) and
+    threads."""
     walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
     for path, metrics, (dataset, _, started) in priced_records(records):
         entry = path.parent.parent.name
