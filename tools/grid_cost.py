@@ -86,29 +86,19 @@ def priced_records(
 
 
 def record_walls(
-    records: Path, recipe: bool | None = None, deep: bool = False
+    records: Path, recipe: bool | None = None, deep: bool = False, entries: set[str] | None = None
 ) -> dict[tuple[Key, int], list[float]]:
-    """Minutes of wall time of the `priced_records`, by (dataset, model, started) and threads."""
+    """Minutes of wall time of the `priced_records`, by (dataset, model, started) and threads;
+    with `entries`, only the records whose entry folder (<spec>/<dataset>/<entry>/<run>) is one
+    of them, by (dataset, entry, started)."""
     walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
-    for path, metrics, key in priced_records(records, recipe, deep):
+    for path, metrics, (dataset, model, started) in priced_records(records, recipe, deep):
+        name = model if entries is None else path.parent.parent.name
+        if entries is not None and name not in entries:
+            continue
         # runs resumed before wall time was carried between sittings hold the last one's only
         wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
-        walls[key, metrics["config"]["train"].get("threads")].append(wall / 60)
-    return walls
-
-
-def entry_walls(records: Path, entries: set[str]) -> dict[tuple[Key, int], list[float]]:
-    """Minutes of wall time of the `priced_records` (any spec's) whose entry folder
-    (<spec>/<dataset>/<entry>/<run>) is one of `entries`, by (dataset, entry, started) and
-    threads."""
-    walls: dict[tuple[Key, int], list[float]] = defaultdict(list)
-    for path, metrics, (dataset, _, started) in priced_records(records):
-        entry = path.parent.parent.name
-        if entry in entries:
-            wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
-            walls[(dataset, entry, started), metrics["config"]["train"].get("threads")].append(
-                wall / 60
-            )
+        walls[(dataset, name, started), metrics["config"]["train"].get("threads")].append(wall / 60)
     return walls
 
 
@@ -202,23 +192,25 @@ def price(
     for (d, m, s), threads in scale:
         if m == "sasrec" and not s and threads == 1:
             sasrec[d] = statistics.mean(scale[(d, m, s), threads])
+
+    def ratio(other: str) -> float:  # this dataset's SASRec minutes over `other`'s
+        return sasrec.get(dataset, 0.0) / sasrec[other] if other in sasrec else 0.0
+
     for threads, note in ((1, "records"), (2, "records, 2 threads")):
         if (key, threads) in walls:
             return statistics.mean(walls[key, threads]), note
     others = sorted({d for (d, m, s), _ in walls if (m, s) == (model, started)} - {"beauty"})
     for other in ["beauty", *others]:  # Beauty first, then any dataset with a record
-        ratio = sasrec.get(dataset, 0.0) / sasrec[other] if other in sasrec else 0.0
         for threads, note in ((1, ""), (2, ", 2 threads")):
             known = ((other, model, started), threads)
-            if known in walls and ratio:
-                minutes = statistics.mean(walls[known]) * ratio
-                return minutes, f"{other.capitalize()} x {ratio:.2f}{note}"
-    ratio = sasrec.get(dataset, 0.0) / sasrec["beauty"] if "beauty" in sasrec else 0.0
+            if known in walls and ratio(other):
+                minutes = statistics.mean(walls[known]) * ratio(other)
+                return minutes, f"{other.capitalize()} x {ratio(other):.2f}{note}"
     if key in spent:
         return spent[key], "at least (unfinished run)"
-    if ("beauty", model, started) in spent and ratio:
-        minutes = spent["beauty", model, started] * ratio
-        return minutes, f"at least (unfinished Beauty x {ratio:.2f})"
+    if ("beauty", model, started) in spent and ratio("beauty"):
+        minutes = spent["beauty", model, started] * ratio("beauty")
+        return minutes, f"at least (unfinished Beauty x {ratio('beauty'):.2f})"
     return None
 
 
@@ -249,7 +241,8 @@ def main() -> None:
         for (_, entry), entry_plan in plan.entries.items()
         if str(entry_plan.entry.settings.get("model.name", entry)) != entry
     }
-    own = entry_walls(args.records, named)
+    own = record_walls(args.records, entries=named)
+    owned = {key[1:] for key, _ in own}  # (entry, started) with records of their own
     counts: dict[Key, float] = defaultdict(float)
     classic: set[Key] = set()  # a model with a recipe whose spec entry sets another schedule
     per_epoch = False  # some run sets its own epochs: "runs" are full-run equivalents
@@ -259,7 +252,7 @@ def main() -> None:
         key = (dataset, model, "train.init_from" in settings)
         recipe = dict(model_spec(model).recipe)
         schedule = {**spec.base, **settings}.get("train.lr_schedule")
-        if any(k[1] == entry and k[2] == key[2] for k, _ in own):
+        if (entry, key[2]) in owned:
             key = (dataset, entry, key[2])  # priced from the entry's own records
         elif recipe and schedule not in (None, recipe.get("train.lr_schedule")):
             classic.add(key)  # priced from the records trained without the recipe
@@ -287,7 +280,7 @@ def main() -> None:
     for key, runs in sorted(counts.items()):
         dataset, model, started = key
         name = f"{model} (from a run)" if started else model
-        if any(k[1:] == key[1:] for k, _ in own):
+        if key[1:] in owned:
             priced = price(key, own, {}, scale)
             if priced is not None:
                 priced = priced[0], priced[1] + ", the entry's own"

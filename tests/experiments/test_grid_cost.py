@@ -146,7 +146,7 @@ def test_an_entry_with_settings_of_its_own_is_priced_from_its_own_records(tmp_pa
     import json
 
     from famerec.runs.dir import METRICS
-    from tools.grid_cost import entry_walls
+    from tools.grid_cost import record_walls
 
     def record(entry: str, run: str, seconds: float, device: str = "cpu") -> None:
         folder = tmp_path / "spec" / "toys" / entry / run
@@ -164,7 +164,7 @@ def test_an_entry_with_settings_of_its_own_is_priced_from_its_own_records(tmp_pa
     record("bert4rec-xu", "seed=1", 1560.0)
     record("bert4rec-xu", "seed=2", 60.0, device="cuda")  # not a CPU run: not priced
     record("bert4rec", "dropout=0.1,seed=42", 600.0)  # the model's own entry
-    walls = entry_walls(tmp_path, {"bert4rec-xu"})
+    walls = record_walls(tmp_path, entries={"bert4rec-xu"})
     assert {key: sorted(minutes) for key, minutes in walls.items()} == {
         (("toys", "bert4rec-xu", False), 1): [24.0, 26.0]
     }
