@@ -35,10 +35,10 @@ A stronger recipe, published for Beauty by Xu et al. (arXiv 2408.14238), scores 
 Beauty's test split over three seeds and costs 2.5 times as long (200 epochs, no early stop):
 `--heads 4 --dropout 0.1 --attn-dropout 0.1 --mask-prob 0.2 --mask-last 0 --lr 5e-3
 --weight-decay 1e-4 --lr-schedule constant --warmup-steps 0 --epochs 200 --patience 200`
-(benchmarks/RESULTS.md, "BERT4Rec at Xu et al.'s published recipe"); on Toys it scores 28 %
-and on Sports 7 % above table2_init's searched setting (three seeds each, p < 0.001). It is not
-the default: Beauty's spec runs are still to come, a run costs 2.5 times as long, and which of
-its settings matters is not known.
+(benchmarks/RESULTS.md, "BERT4Rec at Xu et al.'s published recipe"); table2_init's runs of it
+score 20 % (Beauty), 7 % (Sports) and 28 % (Toys) above the searched setting there (three
+seeds each, p < 0.001). It is not the default: a run costs 2.5 times as long, and which of its
+settings matters is not known.
 
 Where famerec differs from the original, and why:
 * Protocol (shared by every famerec model): leave-one-out with a validation item, Adam without
