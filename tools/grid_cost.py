@@ -201,16 +201,18 @@ def price(
             return statistics.mean(walls[key, threads]), note
     others = sorted({d for (d, m, s), _ in walls if (m, s) == (model, started)} - {"beauty"})
     for other in ["beauty", *others]:  # Beauty first, then any dataset with a record
+        scaled = ratio(other)
         for threads, note in ((1, ""), (2, ", 2 threads")):
             known = ((other, model, started), threads)
-            if known in walls and ratio(other):
-                minutes = statistics.mean(walls[known]) * ratio(other)
-                return minutes, f"{other.capitalize()} x {ratio(other):.2f}{note}"
+            if known in walls and scaled:
+                minutes = statistics.mean(walls[known]) * scaled
+                return minutes, f"{other.capitalize()} x {scaled:.2f}{note}"
     if key in spent:
         return spent[key], "at least (unfinished run)"
-    if ("beauty", model, started) in spent and ratio("beauty"):
-        minutes = spent["beauty", model, started] * ratio("beauty")
-        return minutes, f"at least (unfinished Beauty x {ratio('beauty'):.2f})"
+    scaled = ratio("beauty")
+    if ("beauty", model, started) in spent and scaled:
+        minutes = spent["beauty", model, started] * scaled
+        return minutes, f"at least (unfinished Beauty x {scaled:.2f})"
     return None
 
 
