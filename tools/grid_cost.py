@@ -4,9 +4,11 @@ the mean wall time (over all its sittings: at least its log's time) of the commi
 (any spec's) of the same model and dataset, trained on the CPU in float32, from scratch or from
 another run as the spec's run is, with one thread (else with two, which is cheaper: said so).
 Where no such record exists, the model's Beauty mean (else another dataset's) is scaled by the
-dataset's SASRec ratio to that dataset; where a model has no finished run at all, an unfinished
-run directory (`--runs`, any thread count) gives a lower bound: the minutes its epochs so far
-took.
+dataset's cost per epoch relative to that dataset: the ratio of SASRec's minutes per epoch between
+like records (same machine, model settings, batch sizes and threads; `dataset_scale`), not of
+whole runs, whose epochs differ with their recipes. Where a model has no finished run at all, an
+unfinished run directory (`--runs`, any thread count) gives a lower bound: the minutes its epochs
+so far took.
 
 An entry that trains its model at settings of its own (a control such as `bert4rec-xu`, whose
 entry name is not its model's) is priced from the records of entries of that name (any spec's)
@@ -37,13 +39,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 from famerec.config import RunConfig
-from famerec.experiments.plan import Plan, Store
+from famerec.experiments.plan import RECORD, Plan, Store
 from famerec.experiments.spec import load_spec
 from famerec.models import model_spec
 from famerec.report import table
@@ -178,23 +181,50 @@ def unfinished_minutes(runs: Path) -> dict[Key, float]:
     return spent
 
 
+def dataset_scale(records: Path) -> tuple[dict[str, float], dict[str, int]]:
+    """Each dataset's training cost per epoch relative to Beauty's, and the record pairs it
+    rests on. Like is compared with like: SASRec's finished CPU records from scratch are grouped
+    by machine (the CPU their record names), model settings (dropout aside), batch sizes,
+    threads and loss; within a group holding both datasets the ratio is that of their mean
+    minutes per epoch (wall over epochs run), and the groups' ratios are averaged
+    geometrically, each weighted by its pairs (the fewer records of its two datasets)."""
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for path, metrics, (dataset, model, started) in priced_records(records):
+        if model != "sasrec" or started or not metrics.get("epochs_run"):
+            continue
+        record = path.parent / RECORD
+        machine = json.loads(record.read_text()).get("machine", {}) if record.is_file() else {}
+        config, train = metrics["config"], metrics["config"]["train"]
+        settings = {k: v for k, v in config["model"].items() if k != "dropout" and v is not None}
+        like = [str(machine.get("cpu", "?")).split(" @")[0], settings]
+        like += [train.get(k) for k in ("batch_size", "eval_batch_size", "threads", "loss")]
+        wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds()) / 60
+        groups[json.dumps(like, sort_keys=True)][dataset].append(wall / metrics["epochs_run"])
+    logs: dict[str, float] = defaultdict(float)
+    pairs: dict[str, int] = defaultdict(int)
+    for group in groups.values():
+        if "beauty" not in group:
+            continue
+        beauty = statistics.mean(group["beauty"])
+        for dataset, minutes in group.items():
+            weight = min(len(minutes), len(group["beauty"]))
+            logs[dataset] += weight * math.log(statistics.mean(minutes) / beauty)
+            pairs[dataset] += weight
+    return {d: math.exp(logs[d] / pairs[d]) for d in pairs}, dict(pairs)
+
+
 def price(
     key: Key,
     walls: dict[tuple[Key, int], list[float]],
     spent: dict[Key, float],
-    scale: dict[tuple[Key, int], list[float]] | None = None,
+    scale: dict[str, float],
 ) -> tuple[float, str] | None:
-    """Minutes per run of `key` and where the figure comes from; `scale`: the records whose
-    SASRec runs give each dataset's ratio to Beauty (default: `walls`)."""
+    """Minutes per run of `key` and where the figure comes from; `scale`: each dataset's cost
+    per epoch relative to Beauty (`dataset_scale`)."""
     dataset, model, started = key
-    scale = walls if scale is None else scale
-    sasrec = {}
-    for (d, m, s), threads in scale:
-        if m == "sasrec" and not s and threads == 1:
-            sasrec[d] = statistics.mean(scale[(d, m, s), threads])
 
-    def ratio(other: str) -> float:  # this dataset's SASRec minutes over `other`'s
-        return sasrec.get(dataset, 0.0) / sasrec[other] if other in sasrec else 0.0
+    def ratio(other: str) -> float:  # this dataset's cost per epoch over `other`'s
+        return scale.get(dataset, 0.0) / scale[other] if scale.get(other) else 0.0
 
     for threads, note in ((1, "records"), (2, "records, 2 threads")):
         if (key, threads) in walls:
@@ -275,7 +305,7 @@ def main() -> None:
                 share = pruned_share(n, spec.pruning.rungs, spec.pruning.reduction, mean)
                 runs -= n * (1 - share)
         counts[key] += runs
-    scale = old if any(m == "sasrec" for (_, m, _), _ in old) else walls  # one SASRec recipe
+    scale, pairs = dataset_scale(args.records)
     spent = unfinished_minutes(args.runs) if args.runs.is_dir() else {}
 
     rows, total, bound, unpriced = [], 0.0, 0.0, 0
@@ -328,6 +358,12 @@ def main() -> None:
         f"at least {bound:.0f} more from unfinished ones, {unpriced} runs not priced (no run yet); "
         f"at least {(total + bound) / 2:.0f} h of wall on two cores, one run per core"
     )
+    shown = ", ".join(
+        f"{d.capitalize()} x {scale[d]:.2f} ({pairs[d]} pairs)"
+        for d in sorted(scale)
+        if d != "beauty"
+    )
+    print(f"cost per epoch against Beauty's (SASRec, like records): {shown or 'no like records'}")
 
 
 if __name__ == "__main__":

@@ -14,26 +14,71 @@ WALLS = {
     (("beauty", "core", False), 1): [8.0],
     (("beauty", "gru4rec", False), 2): [6.0],
 }
+SCALE = {"beauty": 1.0, "toys": 2.0}  # a Toys epoch costs twice a Beauty one
 
 
 def test_a_run_is_priced_from_its_own_records_first():
-    assert price(("beauty", "sasrec", False), WALLS, {}) == (11.0, "records")
-    assert price(("beauty", "gru4rec", False), WALLS, {}) == (6.0, "records, 2 threads")
+    assert price(("beauty", "sasrec", False), WALLS, {}, SCALE) == (11.0, "records")
+    assert price(("beauty", "gru4rec", False), WALLS, {}, SCALE) == (6.0, "records, 2 threads")
 
 
-def test_another_dataset_scales_beauty_by_sasrecs_ratio():
-    minutes, source = price(("toys", "core", False), WALLS, {})
+def test_another_dataset_scales_beauty_by_its_cost_per_epoch():
+    minutes, source = price(("toys", "core", False), WALLS, {}, SCALE)
     assert minutes == 8.0 * 2 and source == "Beauty x 2.00"
+    assert price(("sports", "core", False), WALLS, {}, SCALE) is None  # no scale for Sports
+
+
+def test_the_dataset_scale_compares_minutes_per_epoch_of_like_records(tmp_path):
+    """Toys' long run at another width and Sports' run on another machine have no Beauty run
+    like them: they do not enter the scale. Whole runs of different lengths are not compared."""
+    import json
+
+    from famerec.runs.dir import METRICS
+    from tools.grid_cost import dataset_scale
+
+    def record(dataset: str, run: str, minutes: float, epochs: int, cpu: str, d: int = 64):
+        folder = tmp_path / "spec" / dataset / "sasrec" / run
+        folder.mkdir(parents=True)
+        train = {"threads": 1, "batch_size": 512}
+        metrics = {
+            "model": "sasrec",
+            "dataset": {"name": dataset},
+            "device": "cpu",
+            "precision": "fp32",
+            "wall_seconds": minutes * 60,
+            "epochs_run": epochs,
+            "config": {
+                "model": {"name": "sasrec", "hidden_size": d, "dropout": 0.5},
+                "train": train,
+            },
+        }
+        (folder / METRICS).write_text(json.dumps(metrics))
+        (folder / "record.json").write_text(json.dumps({"machine": {"cpu": cpu}}))
+
+    record("beauty", "seed=1", 10.0, 10, "Xeon")  # 1 minute an epoch
+    record("beauty", "seed=2", 40.0, 40, "Xeon")  # a longer run, the same cost per epoch
+    record("toys", "seed=1", 30.0, 20, "Xeon")  # 1.5 minutes an epoch
+    record("beauty", "seed=3", 5.0, 10, "EPYC")  # another machine: compared within it
+    record("toys", "seed=3", 5.0, 10, "EPYC")
+    record("toys", "d=128", 500.0, 200, "Xeon", d=128)  # no Beauty run like it
+    record("sports", "seed=1", 20.0, 10, "Ryzen")  # no Beauty run on that machine
+    scale, pairs = dataset_scale(tmp_path)
+    assert set(scale) == {"beauty", "toys"} and scale["beauty"] == 1.0
+    assert abs(scale["toys"] - 1.5**0.5) < 1e-12  # 1.5 (one pair) and 1.0 (one pair)
+    assert pairs == {"beauty": 3, "toys": 2}
 
 
 def test_an_unfinished_run_gives_a_lower_bound_and_nothing_gives_none():
     spent = {("beauty", "miasrec", False): 120.0}
-    assert price(("beauty", "miasrec", False), WALLS, spent) == (120.0, "at least (unfinished run)")
-    minutes, source = price(("toys", "miasrec", False), WALLS, spent)
+    assert price(("beauty", "miasrec", False), WALLS, spent, SCALE) == (
+        120.0,
+        "at least (unfinished run)",
+    )
+    minutes, source = price(("toys", "miasrec", False), WALLS, spent, SCALE)
     assert minutes == 240.0 and source.startswith("at least (unfinished Beauty")
-    assert price(("beauty", "msgifsr", False), WALLS, spent) is None
+    assert price(("beauty", "msgifsr", False), WALLS, spent, SCALE) is None
     assert (
-        price(("beauty", "sasrec", True), WALLS, spent) is None
+        price(("beauty", "sasrec", True), WALLS, spent, SCALE) is None
     )  # started from a run: not priced as a scratch run
 
 
@@ -135,9 +180,9 @@ def test_a_spec_that_keeps_a_models_old_schedule_is_priced_from_its_old_records(
 
 def test_without_beauty_another_dataset_with_records_is_scaled():
     walls = {**WALLS, (("toys", "bert4rec-xu", False), 1): [24.0]}
-    # Beauty's SASRec takes 11 minutes, Toys' 22: a Beauty run costs half the Toys one
-    assert price(("beauty", "bert4rec-xu", False), walls, {}) == (12.0, "Toys x 0.50")
-    assert price(("beauty", "bert4rec-xu", True), walls, {}) is None
+    # a Toys epoch costs twice a Beauty one: a Beauty run costs half the Toys one
+    assert price(("beauty", "bert4rec-xu", False), walls, {}, SCALE) == (12.0, "Toys x 0.50")
+    assert price(("beauty", "bert4rec-xu", True), walls, {}, SCALE) is None
 
 
 def test_an_entry_with_settings_of_its_own_is_priced_from_its_own_records(tmp_path):
