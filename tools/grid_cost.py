@@ -4,9 +4,9 @@ the mean wall time (over all its sittings: at least its log's time) of the commi
 (any spec's) of the same model and dataset, trained on the CPU in float32, from scratch or from
 another run as the spec's run is, with one thread (else with two, which is cheaper: said so).
 Where no such record exists, the model's Beauty mean (else another dataset's) is scaled by the
-dataset's cost per epoch relative to that dataset: the ratio of SASRec's minutes per epoch between
-like records (same machine, model settings, batch sizes and threads; `dataset_scale`), not of
-whole runs, whose epochs differ with their recipes. Where a model has no finished run at all, an
+dataset's cost per epoch relative to that dataset: the ratio of minutes per epoch between like
+records (same model, machine, settings, batch sizes and threads; `dataset_scale`), not of whole
+runs, whose epochs differ with their recipes. Where a model has no finished run at all, an
 unfinished run directory (`--runs`, any thread count) gives a lower bound: the minutes its epochs
 so far took.
 
@@ -183,20 +183,20 @@ def unfinished_minutes(runs: Path) -> dict[Key, float]:
 
 def dataset_scale(records: Path) -> tuple[dict[str, float], dict[str, int]]:
     """Each dataset's training cost per epoch relative to Beauty's, and the record pairs it
-    rests on. Like is compared with like: SASRec's finished CPU records from scratch are grouped
-    by machine (the CPU their record names), model settings (dropout aside), batch sizes,
-    threads and loss; within a group holding both datasets the ratio is that of their mean
-    minutes per epoch (wall over epochs run), and the groups' ratios are averaged
+    rests on. Like is compared with like: the finished CPU records from scratch (any model) are
+    grouped by model, machine (the CPU their record names), model settings (dropout aside),
+    batch sizes, threads and loss; within a group holding both datasets the ratio is that of
+    their mean minutes per epoch (wall over epochs run), and the groups' ratios are averaged
     geometrically, each weighted by its pairs (the fewer records of its two datasets)."""
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path, metrics, (dataset, model, started) in priced_records(records):
-        if model != "sasrec" or started or not metrics.get("epochs_run"):
+        if started or not metrics.get("epochs_run"):
             continue
         record = path.parent / RECORD
         machine = json.loads(record.read_text()).get("machine", {}) if record.is_file() else {}
         config, train = metrics["config"], metrics["config"]["train"]
         settings = {k: v for k, v in config["model"].items() if k != "dropout" and v is not None}
-        like = [str(machine.get("cpu", "?")).split(" @")[0], settings]
+        like = [model, str(machine.get("cpu", "?")).split(" @")[0], settings]
         like += [train.get(k) for k in ("batch_size", "eval_batch_size", "threads", "loss")]
         wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds()) / 60
         groups[json.dumps(like, sort_keys=True)][dataset].append(wall / metrics["epochs_run"])
@@ -363,7 +363,7 @@ def main() -> None:
         for d in sorted(scale)
         if d != "beauty"
     )
-    print(f"cost per epoch against Beauty's (SASRec, like records): {shown or 'no like records'}")
+    print(f"cost per epoch against Beauty's (like records): {shown or 'no like records'}")
 
 
 if __name__ == "__main__":

@@ -29,26 +29,27 @@ def test_another_dataset_scales_beauty_by_its_cost_per_epoch():
 
 
 def test_the_dataset_scale_compares_minutes_per_epoch_of_like_records(tmp_path):
-    """Toys' long run at another width and Sports' run on another machine have no Beauty run
-    like them: they do not enter the scale. Whole runs of different lengths are not compared."""
+    """Toys' long run at another width, Sports' run on another machine and Toys' SASRec run
+    beside only CORE's Beauty run have no Beauty run like them: they do not enter the scale.
+    Whole runs of different lengths are not compared, minutes per epoch are."""
     import json
 
     from famerec.runs.dir import METRICS
     from tools.grid_cost import dataset_scale
 
-    def record(dataset: str, run: str, minutes: float, epochs: int, cpu: str, d: int = 64):
-        folder = tmp_path / "spec" / dataset / "sasrec" / run
+    def record(dataset, run, minutes, epochs, cpu, d=64, model="sasrec"):
+        folder = tmp_path / "spec" / dataset / model / run
         folder.mkdir(parents=True)
         train = {"threads": 1, "batch_size": 512}
         metrics = {
-            "model": "sasrec",
+            "model": model,
             "dataset": {"name": dataset},
             "device": "cpu",
             "precision": "fp32",
             "wall_seconds": minutes * 60,
             "epochs_run": epochs,
             "config": {
-                "model": {"name": "sasrec", "hidden_size": d, "dropout": 0.5},
+                "model": {"name": model, "hidden_size": d, "dropout": 0.5},
                 "train": train,
             },
         }
@@ -58,8 +59,9 @@ def test_the_dataset_scale_compares_minutes_per_epoch_of_like_records(tmp_path):
     record("beauty", "seed=1", 10.0, 10, "Xeon")  # 1 minute an epoch
     record("beauty", "seed=2", 40.0, 40, "Xeon")  # a longer run, the same cost per epoch
     record("toys", "seed=1", 30.0, 20, "Xeon")  # 1.5 minutes an epoch
-    record("beauty", "seed=3", 5.0, 10, "EPYC")  # another machine: compared within it
-    record("toys", "seed=3", 5.0, 10, "EPYC")
+    record("beauty", "seed=3", 5.0, 10, "EPYC", model="core")  # another model and machine
+    record("toys", "seed=3", 5.0, 10, "EPYC", model="core")
+    record("toys", "seed=4", 90.0, 10, "EPYC")  # SASRec on EPYC: no Beauty SASRec there
     record("toys", "d=128", 500.0, 200, "Xeon", d=128)  # no Beauty run like it
     record("sports", "seed=1", 20.0, 10, "Ryzen")  # no Beauty run on that machine
     scale, pairs = dataset_scale(tmp_path)
