@@ -88,6 +88,12 @@ def priced_records(
         yield path, metrics, (metrics["dataset"]["name"], model, bool(train.get("init_from")))
 
 
+def run_minutes(path: Path, metrics: dict) -> float:
+    """A priced record's wall time in minutes over all its sittings (runs resumed before wall
+    time was carried between sittings hold the last one's only: their log's time is more)."""
+    return max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds()) / 60
+
+
 def record_walls(
     records: Path, recipe: bool | None = None, deep: bool = False, entries: set[str] | None = None
 ) -> dict[tuple[Key, int], list[float]]:
@@ -99,9 +105,8 @@ def record_walls(
         name = model if entries is None else path.parent.parent.name
         if entries is not None and name not in entries:
             continue
-        # runs resumed before wall time was carried between sittings hold the last one's only
-        wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds())
-        walls[(dataset, name, started), metrics["config"]["train"].get("threads")].append(wall / 60)
+        threads = metrics["config"]["train"].get("threads")
+        walls[(dataset, name, started), threads].append(run_minutes(path, metrics))
     return walls
 
 
@@ -198,8 +203,8 @@ def dataset_scale(records: Path) -> tuple[dict[str, float], dict[str, int]]:
         settings = {k: v for k, v in config["model"].items() if k != "dropout" and v is not None}
         like = [model, str(machine.get("cpu", "?")).split(" @")[0], settings]
         like += [train.get(k) for k in ("batch_size", "eval_batch_size", "threads", "loss")]
-        wall = max(metrics["wall_seconds"], RunDir(path.parent).logged_seconds()) / 60
-        groups[json.dumps(like, sort_keys=True)][dataset].append(wall / metrics["epochs_run"])
+        minutes = run_minutes(path, metrics) / metrics["epochs_run"]
+        groups[json.dumps(like, sort_keys=True)][dataset].append(minutes)
     logs: dict[str, float] = defaultdict(float)
     pairs: dict[str, int] = defaultdict(int)
     for group in groups.values():
