@@ -281,7 +281,16 @@ class TrainConfig:
         1000, "never stop early before this many optimizer steps (small data: few per epoch)"
     )
     lr: float = option(1e-3, "Adam learning rate")
-    weight_decay: float = option(0.0, "Adam weight decay")
+    weight_decay: float = option(
+        0.0, "weight decay: Adam's L2 term in the gradient, or AdamW's decoupled shrinking"
+    )
+    optimizer: str = option(
+        "adam",
+        "adam (the weight decay is an L2 term of the gradient, as in most originals) or "
+        "adamw (decoupled: weights shrink by lr x --weight-decay each step, outside Adam's "
+        "scaling)",
+        choices=("adam", "adamw"),
+    )
     lr_schedule: str = option(
         "constant",
         "learning-rate schedule after the warmup: constant, linear or cosine decay to "

@@ -124,6 +124,30 @@ def test_wall_time_counts_every_sitting(seq_file, tmp_path, old_checkpoint):
     assert resumed["wall_seconds"] >= resumed["train_seconds"]
 
 
+def test_adamw_decouples_weight_decay_and_resumes_exactly(seq_file, tmp_path):
+    """--optimizer adamw: with no weight decay it is Adam step for step; with some, the decay
+    is AdamW's (weights end elsewhere than Adam's L2 puts them), and a cut run resumes exactly."""
+
+    def run(name, stop_after=None, resume=False, **train):
+        overrides = {"train.epochs": 3, "train.patience": 10, "model.hidden_size": 16}
+        overrides.update({f"train.{k}": v for k, v in train.items()})
+        config = RunConfig().with_overrides(tiny_overrides(seq_file, **overrides))
+        if train_run(config, tmp_path / name, progress=False, stop_after=stop_after, resume=resume):
+            return load_file(tmp_path / name / "model.safetensors")
+        return None
+
+    adam, adamw = run("adam"), run("adamw", optimizer="adamw")
+    assert all(torch.equal(adam[k], adamw[k]) for k in adam)
+    decayed = run("decayed", optimizer="adamw", weight_decay=0.5)
+    l2 = run("l2", weight_decay=0.5)
+    assert not all(torch.equal(decayed[k], l2[k]) for k in l2)
+    assert not all(torch.equal(decayed[k], adamw[k]) for k in adamw)
+    run("cut", stop_after=1, optimizer="adamw", weight_decay=0.5)
+    resumed = run("cut", resume=True, optimizer="adamw", weight_decay=0.5)
+    assert all(torch.equal(decayed[k], resumed[k]) for k in decayed)
+    assert json.loads((tmp_path / "cut/config.json").read_text())["train"]["optimizer"] == "adamw"
+
+
 def test_resume_refuses_changed_settings(tiny_config, tmp_path):
     out = tmp_path / "run"
     train_run(tiny_config, out, progress=False, stop_after=1)

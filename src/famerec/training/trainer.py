@@ -121,7 +121,8 @@ class Trainer:
             self.model,
             torch.compile(self.model.loss, dynamic=True) if config.train.compile else model.loss,
         )
-        self.optimizer = torch.optim.Adam(
+        adam = torch.optim.AdamW if config.train.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = adam(
             model.parameters(),
             lr=config.train.lr,
             betas=(0.9, 0.999),
