@@ -121,8 +121,9 @@ class Trainer:
             self.model,
             torch.compile(self.model.loss, dynamic=True) if config.train.compile else model.loss,
         )
-        adam = torch.optim.AdamW if config.train.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = adam(
+        decoupled = config.train.optimizer == "adamw"
+        optimizer_type = torch.optim.AdamW if decoupled else torch.optim.Adam
+        self.optimizer = optimizer_type(
             model.parameters(),
             lr=config.train.lr,
             betas=(0.9, 0.999),
