@@ -32,8 +32,8 @@ from famerec.data import leave_one_out, load_bundled  # noqa: E402
 from famerec.data.batching import EvalBatches, TrainBatches, train_tensors  # noqa: E402
 from famerec.data.sequences import SequenceData  # noqa: E402
 from famerec.evaluation import evaluate  # noqa: E402
-from famerec.experiments.records import cpu_name  # noqa: E402
 from famerec.models import FAMEOptions, build_model  # noqa: E402
+from famerec.runs.machine import cpu_name  # noqa: E402
 
 ML20M_SHAPE = {"users": 96_726, "items": 16_297, "actions": 1_856_746}
 

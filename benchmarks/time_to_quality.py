@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from famerec.experiments.records import commit, cpu_name, git, usable_cores, utc_now
+from famerec.experiments.records import commit, git, utc_now
 from famerec.report import table
 from famerec.runs.dir import CONFIG, METRICS, PRETRAIN, RunDir, logged_seconds
+from famerec.runs.machine import cpu_label, machine, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = REPO / "benchmarks" / "time_to_quality_targets.json"
@@ -228,6 +229,7 @@ def read_run(path: str | Path, targets: dict[str, float]) -> dict[str, Any]:
         "run_seconds": before + logged_seconds(log),
         "finished": metrics is not None,
         "record": info,
+        "machine": info.get("machine") or (metrics or {}).get("machine"),
     }
 
 
@@ -284,13 +286,15 @@ def render(rows: list[dict[str, Any]], header: str) -> str:
     ]
     for r in rows:
         where = f"- {r['model']}: {r['path']}"
+        machine = r["machine"] or {}
         if r["record"]:
-            machine = r["record"].get("machine") or {}
             where += (
-                f" (record: commit {r['record'].get('commit')}, {machine.get('cpu')} "
+                f" (record: commit {r['record'].get('commit')}, {cpu_label(machine)} "
                 f"{machine.get('cores')} cores, {r['record'].get('jobs')} job(s), "
                 f"finished {r['record'].get('finished')})"
             )
+        elif machine:  # a plain run's metrics.json names its machine (runs since it does)
+            where += f" (machine: {cpu_label(machine)} {machine.get('cores')} cores)"
         if r["start"]:
             where += f"; start: {r['start'].source}, {minutes(r['start'].seconds)} min"
         notes.append(where)
@@ -303,7 +307,7 @@ def header_line(threads: str) -> str:
     cores, usable = os.cpu_count() or 1, usable_cores()
     pinned = f", this process pinned to {usable}" if usable < cores else ""
     return (
-        f"Time to quality on Beauty: commit {commit(REPO)}, machine {cpu_name()} "
+        f"Time to quality on Beauty: commit {commit(REPO)}, machine {cpu_label(machine('cpu'))} "
         f"({cores} cores{pinned}), torch {torch}, threads {threads}, {utc_now()}."
     )
 

@@ -58,3 +58,21 @@ def test_the_run_directory_is_imported_without_the_loading_module():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout == "[]\n"
+
+
+def test_a_machine_names_its_cpu_family_and_model(tmp_path):
+    from famerec.runs.machine import cpu_id, cpu_label, machine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "vendor_id\t: AuthenticAMD\ncpu family\t: {f}\nmodel\t\t: {m}\nmodel name\t: AMD EPYC\n"
+    cpuinfo.write_text(block.format(f=25, m=1) + "\n" + block.format(f=26, m=2))
+    assert cpu_id(cpuinfo) == "family 25, model 1"  # the first processor's
+    cpuinfo.write_text("model name\t: Some CPU\n")
+    assert cpu_id(cpuinfo) is None and cpu_id(tmp_path / "missing") is None
+    # two generations that a virtual machine names alike are told apart; old records are not
+    assert cpu_label({"cpu": "AMD EPYC", "cpu_id": "family 25, model 1"}) == (
+        "AMD EPYC (family 25, model 1)"
+    )
+    assert cpu_label({"cpu": "Intel Xeon Processor @ 2.80GHz"}) == "Intel Xeon Processor @ 2.80GHz"
+    info = machine("cpu")
+    assert info["cores"] >= 1 and info["cpu"] and "gpu" not in info

@@ -71,6 +71,16 @@ def test_a_finished_run_gives_its_row(tmp_path):
     assert row["run_seconds"] == 100 + 4.0 and row["finished"] and row["start"] is None
 
 
+def test_a_plain_run_names_the_machine_its_metrics_give(tmp_path):
+    run = write_run(tmp_path / "sasrec", "sasrec", [0.02, 0.07], test=0.055)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["machine"] = {"cpu": "Some CPU", "cores": 2}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    row = read_run(run, {"sasrec": 0.0693})
+    assert row["machine"] == {"cpu": "Some CPU", "cores": 2}
+    assert "(machine: Some CPU 2 cores)" in render([row], "header")
+
+
 def test_a_partial_run_that_never_reaches_its_target(tmp_path):
     run = write_run(tmp_path / "gru4rec", "gru4rec", [0.01, 0.03], test=None)
     row = read_run(run, {"gru4rec": 0.05})

@@ -51,6 +51,7 @@ from famerec.experiments.spec import load_spec
 from famerec.models import model_spec
 from famerec.report import table
 from famerec.runs.dir import CONFIG, LOG, METRICS, RunDir
+from famerec.runs.machine import cpu_label
 
 Key = tuple[str, str, bool]  # dataset, model, started from another run
 SHARED = RunConfig().to_dict()
@@ -199,9 +200,10 @@ def dataset_scale(records: Path) -> tuple[dict[str, float], dict[str, int]]:
             continue
         record = path.parent / RECORD
         machine = json.loads(record.read_text()).get("machine", {}) if record.is_file() else {}
+        machine = machine or metrics.get("machine", {})  # a plain run's own, since it has one
         config, train = metrics["config"], metrics["config"]["train"]
         settings = {k: v for k, v in config["model"].items() if k != "dropout" and v is not None}
-        like = [model, str(machine.get("cpu", "?")).split(" @")[0], settings]
+        like = [model, cpu_label(machine).split(" @")[0], settings]
         like += [train.get(k) for k in ("batch_size", "eval_batch_size", "threads", "loss")]
         minutes = run_minutes(path, metrics) / metrics["epochs_run"]
         groups[json.dumps(like, sort_keys=True)][dataset].append(minutes)

@@ -39,6 +39,10 @@ def test_run_directory_contents_and_metrics_contract(tiny_config, tmp_path):
     assert {"name", "users", "items", "actions"} <= set(saved["dataset"])
     assert saved["config"] == tiny_config.to_dict()
     assert saved["precision"] == "fp32" and saved["device"] == "cpu"
+    # where it ran, so that minutes from two machines are never taken for one machine's
+    assert (
+        saved["machine"]["cpu"] and saved["machine"]["cores"] >= 1 and "gpu" not in saved["machine"]
+    )
     assert RunConfig.load(out / "config.json") == tiny_config
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]

@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import platform
 import shutil
 import subprocess
 import time
@@ -28,50 +26,6 @@ def copy_record(run_dir: Path, record_dir: Path, info: dict[str, Any]) -> None:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, record_dir / name)
     write_json(record_dir / RECORD, info)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@functools.cache
-def gpu_name() -> str | None:
-    try:
-        result = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    names = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-    return names[0] if result.returncode == 0 and names else None
-
-
-def usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def machine(device: str) -> dict[str, Any]:
-    """Where a run ran: platform, CPU, cores, and the GPU for CUDA runs."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_name(),
-        "cores": usable_cores(),
-    }
-    if device.startswith("cuda"):
-        info["gpu"] = gpu_name() or "unknown CUDA device"
-    return info
 
 
 def git(folder: Path, *args: str) -> str | None:

@@ -33,6 +33,7 @@ from famerec.experiments.pruning import logged_up_to
 from famerec.experiments.runner import plural
 from famerec.experiments.spec import SPLIT, Dataset, Entry, Figure, Spec, SpecError, tomllib
 from famerec.runs.dir import LOG, RANKS, read_ranks
+from famerec.runs.machine import cpu_label
 from famerec.tables import table
 
 TEST_METRIC = "NDCG@10"  # the per-user metric of the significance tests
@@ -162,7 +163,7 @@ def provenance(records: list[dict[str, Any]], wall_seconds: float, total: int) -
 
     def machine(record: dict[str, Any]) -> str:
         info = record.get("machine", {})
-        return f"{info.get('gpu') or info.get('cpu', '?')}, {info.get('cores', '?')} cores"
+        return f"{info.get('gpu') or cpu_label(info)}, {info.get('cores', '?')} cores"
 
     hours = wall_seconds / 3600
     return (

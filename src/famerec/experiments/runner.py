@@ -39,10 +39,11 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.pruning import reached as last_epoch
 from famerec.experiments.pruning import read_log
-from famerec.experiments.records import commit, copy_record, machine, usable_cores, utc_now
+from famerec.experiments.records import commit, copy_record, utc_now
 from famerec.experiments.spec import Spec, known_options, relative
 from famerec.runs.dir import CONFIG, DirectoryLock, RunDir, logged_seconds, write_json
 from famerec.runs.dir import PRETRAIN as PRETRAIN_DIR
+from famerec.runs.machine import machine, usable_cores
 
 # Settings the runner decides for every run (not part of what a run computes).
 RUNNER_KEYS = ("train.threads", "train.device", "train.precision")

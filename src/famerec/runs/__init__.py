@@ -3,7 +3,8 @@
 * `dir`: a run directory and its files (locks, atomic writes; `RunDir`), at the bottom of the
   package beside the config sections;
 * `load`: weights in and out and loading a finished run back (`load_run`, `TrainedRun`,
-  `resolve_device`), above the models and the run config.
+  `resolve_device`), above the models and the run config;
+* `machine`: where a run ran (platform, CPU, cores, GPU), for metrics.json and the records.
 
 The names of `load` are importable from here (`from famerec.runs import load_run`), as they
 were when it was the module `famerec.runs`; it is imported on first use, so that importing

@@ -40,6 +40,7 @@ from famerec.runs.load import (
     load_run,
     resolve_device,
 )
+from famerec.runs.machine import machine
 from famerec.training import distributed
 from famerec.training.rundata import DATA_SOURCE, check_same_data
 from famerec.training.trainer import Trainer
@@ -269,6 +270,7 @@ def _train_claimed(
         "device": str(device),
         "precision": "bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32",
         "torch": torch.__version__,
+        "machine": machine(str(device)),  # the sitting that finished the run
         "wall_seconds": round(trainer.wall_seconds, 2),  # every sitting's, when resumed
     }
     if processes.world_size > 1:
