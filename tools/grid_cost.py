@@ -51,7 +51,6 @@ from famerec.experiments.spec import load_spec
 from famerec.models import model_spec
 from famerec.report import table
 from famerec.runs.dir import CONFIG, LOG, METRICS, RunDir
-from famerec.runs.machine import cpu_label
 
 Key = tuple[str, str, bool]  # dataset, model, started from another run
 SHARED = RunConfig().to_dict()
@@ -190,10 +189,11 @@ def unfinished_minutes(runs: Path) -> dict[Key, float]:
 def dataset_scale(records: Path) -> tuple[dict[str, float], dict[str, int]]:
     """Each dataset's training cost per epoch relative to Beauty's, and the record pairs it
     rests on. Like is compared with like: the finished CPU records from scratch (any model) are
-    grouped by model, machine (the CPU their record names), model settings (dropout aside),
-    batch sizes, threads and loss; within a group holding both datasets the ratio is that of
-    their mean minutes per epoch (wall over epochs run), and the groups' ratios are averaged
-    geometrically, each weighted by its pairs (the fewer records of its two datasets)."""
+    grouped by model, machine (the CPU their record names, with its family and model where
+    recorded), model settings (dropout aside), batch sizes, threads and loss; within a group
+    holding both datasets the ratio is that of their mean minutes per epoch (wall over epochs
+    run), and the groups' ratios are averaged geometrically, each weighted by its pairs (the
+    fewer records of its two datasets)."""
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path, metrics, (dataset, model, started) in priced_records(records):
         if started or not metrics.get("epochs_run"):
@@ -203,7 +203,8 @@ def dataset_scale(records: Path) -> tuple[dict[str, float], dict[str, int]]:
         machine = machine or metrics.get("machine", {})  # a plain run's own, since it has one
         config, train = metrics["config"], metrics["config"]["train"]
         settings = {k: v for k, v in config["model"].items() if k != "dropout" and v is not None}
-        like = [model, cpu_label(machine).split(" @")[0], settings]
+        cpu = [str(machine.get("cpu", "?")).split(" @")[0], machine.get("cpu_id")]
+        like = [model, *cpu, settings]
         like += [train.get(k) for k in ("batch_size", "eval_batch_size", "threads", "loss")]
         minutes = run_minutes(path, metrics) / metrics["epochs_run"]
         groups[json.dumps(like, sort_keys=True)][dataset].append(minutes)

@@ -14,30 +14,30 @@ from pathlib import Path
 from typing import Any
 
 
-def cpu_name() -> str:
+def first_processor(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo ({} where it cannot be read)."""
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return {}
+    return fields
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    name = first_processor(cpuinfo).get("model name")
+    return name or platform.processor() or platform.machine()
 
 
 def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's family and model numbers ("family 25, model 1"): a virtual machine may name
     two generations alike ("AMD EPYC"), and their speeds differ by 2-3x. None where
     /proc/cpuinfo does not say."""
-    fields: dict[str, str] = {}
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if not key:
-                break  # the first processor's block is enough
-            fields.setdefault(key, value.strip())
-    except OSError:
-        return None
+    fields = first_processor(cpuinfo)
     if "cpu family" not in fields or "model" not in fields:
         return None
     return f"family {fields['cpu family']}, model {fields['model']}"
