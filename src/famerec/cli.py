@@ -361,6 +361,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         runs_dir=args.runs,
         precision=args.precision,
         time_limit=args.time_limit,
+        rungs_only=args.rungs_only,
     )
     return runner.run(dry_run=args.dry_run)
 
@@ -450,6 +451,14 @@ def add_experiment_commands(commands) -> None:
         help="only run ids matching, e.g. 'beauty/*'; repeat it for several patterns: of the "
         "runs ready, those matching an earlier one start first; a start that only has its "
         "record here is retrained with the runs that need it",
+    )
+    run.add_argument(
+        "--rungs-only",
+        action="store_true",
+        help="start only the trials of a pruned search that train to their next rung: a short "
+        "sitting then ends in rung decisions (pruned trials keep records) rather than in full "
+        "runs cut off; survivors of the last rung, seeds and unpruned entries wait for a run "
+        "without it",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     add_time_limit(

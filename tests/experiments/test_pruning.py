@@ -186,7 +186,8 @@ def test_decisions_wait_for_the_rung_survive_a_restart_and_never_read_test(tmp_p
     assert [t.stop_at for t in again.trials] == [None, 4, None, 4]
 
 
-def test_a_tiny_pruned_search_end_to_end(tmp_path, capsys):
+def tiny_pruned_search(tmp_path):
+    """Three SASRec trials on tiny data, one rung at epoch 1 that keeps one of them."""
     data = write_sequences(tmp_path / "seqs.txt", num_users=40, num_items=20)
     header = f"""
 name = "tiny"
@@ -202,7 +203,11 @@ data.path = "{data}"
         '[models.sasrec]\n[[models.sasrec.stages]]\nname = "dropout"\n'
         "grid.model.dropout = [0.1, 0.2, 0.3]\n"
     )
-    spec = write_spec(tmp_path, body, header=header)
+    return write_spec(tmp_path, body, header=header)
+
+
+def test_a_tiny_pruned_search_end_to_end(tmp_path, capsys):
+    spec = tiny_pruned_search(tmp_path)
     assert main(["experiment", "run", str(spec.path), "--dry-run"]) == 0
     dry = capsys.readouterr().err
     assert "pruned search: each stage's trials ranked on validation NDCG@10 at epochs 1" in dry
@@ -362,3 +367,24 @@ def test_an_entry_that_is_not_pruned_trains_on_another_specs_pruned_trials(tmp_p
             BODY.replace("[models.sasrec]\n", '[models.sasrec]\nprune = "no"\n'),
             header=HEADER,
         )
+
+
+def test_rungs_only_decides_the_rungs_and_starts_no_run_past_them(tmp_path, capsys):
+    spec = tiny_pruned_search(tmp_path)
+    assert main(["experiment", "run", str(spec.path), "--rungs-only"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("rung  ok/sasrec/") == 3 and err.count("pruned ok/sasrec/") == 2, err
+    assert "1 run(s) left: trains past its last rung: left by --rungs-only" in err, err
+    plan = Plan(spec, Store(spec.records_dir, spec.runs_dir))
+    [survivor] = [t for t in plan.entries["ok", "sasrec"].trials if t.state != PRUNED]
+    assert survivor.state == READY and survivor.stop_at is None
+    log = (spec.runs_dir / survivor.id / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1]  # paused at its rung
+
+    assert main(["experiment", "run", str(spec.path), "--rungs-only", "--dry-run"]) == 0
+    dry = capsys.readouterr().err
+    assert f"ready    {survivor.id} (left by --rungs-only)" in dry, dry
+    assert dry.count("(left by --rungs-only)") == 1, dry
+    assert main(["experiment", "run", str(spec.path)]) == 0  # without it, the survivor ends
+    assert "done  ok/sasrec/" in capsys.readouterr().err
+    assert Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].selected.state == "done"

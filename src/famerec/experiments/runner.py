@@ -194,6 +194,7 @@ class Runner:
         stream: IO[str] | None = None,
         poll_seconds: float = 0.2,
         time_limit: float | None = None,
+        rungs_only: bool = False,
     ):
         self.spec = spec
         self.jobs = max(1, jobs)
@@ -202,6 +203,8 @@ class Runner:
         self.precision = precision
         # run-id patterns (fnmatch); a run is wanted if it matches any
         self.only = [only] if isinstance(only, str) else list(only or [])
+        # start only trials that train to a rung of a pruned search, none past the last rung
+        self.rungs_only = rungs_only
         self.store = Store(spec.records_dir, runs_dir or spec.runs_dir)
         self.stream = stream or sys.stderr
         self.poll_seconds = poll_seconds
@@ -224,6 +227,11 @@ class Runner:
     def wanted(self, run: Run) -> bool:
         return not self.only or any(fnmatch.fnmatch(run.label, p) for p in self.only)
 
+    def held_back(self, run: Run) -> bool:
+        """A ready run that --rungs-only leaves: it would train past its stage's last rung
+        (a survivor, a seed, an entry with no pruning)."""
+        return self.rungs_only and run.state == READY and run.stop_at is None
+
     def wanted_restores(self, plan: Plan) -> dict[str, list[Run]]:
         """The starts to retrain that are wanted, each with the wanted runs that wait for it: a
         start is wanted when --only names it or any of those runs."""
@@ -231,6 +239,8 @@ class Runner:
         for run in plan.runs:
             if run.needs is not None and self.wanted(run):
                 waiting.setdefault(run.needs, []).append(run)
+        if self.rungs_only:  # a retrained start trains to its end
+            return {}
         return {
             i: waiting.get(i, [])
             for i, r in plan.restores.items()
@@ -485,7 +495,11 @@ class Runner:
                 # restores first: every run that starts from one waits for it
                 restores = self.wanted_restores(plan)
                 candidates = [plan.restores[i] for i in restores]
-                candidates += [run for run in plan.runs if run.state == READY and self.wanted(run)]
+                candidates += [
+                    run
+                    for run in plan.runs
+                    if run.state == READY and self.wanted(run) and not self.held_back(run)
+                ]
                 ready = [
                     run
                     for run in candidates
@@ -591,7 +605,11 @@ class Runner:
         for run_id in failed:
             self.say(f"  failed: {run_id} (log: {relative(self.store.run_dir(run_id))}.log)")
         reasons = Counter(
-            run.reason or "not started" for run in plan.runs if self.counts_as_left(run, failed)
+            "trains past its last rung: left by --rungs-only"
+            if self.held_back(run)
+            else run.reason or "not started"
+            for run in plan.runs
+            if self.counts_as_left(run, failed)
         )
         for reason, count in reasons.items():
             self.say(f"  {count} run(s) left: {reason}")
@@ -611,7 +629,8 @@ class Runner:
                 if run.stop_at is not None:
                     args += ["--stop-after-epoch", str(run.stop_at)]
                 rung = f" ({run.rung})" if run.rung else ""
-                self.say(f"ready    {run.id}{rung}\n         famerec {shlex.join(args)}")
+                held = " (left by --rungs-only)" if self.held_back(run) else ""
+                self.say(f"ready    {run.id}{rung}{held}\n         famerec {shlex.join(args)}")
             elif run.state == DONE:
                 self.say(f"done     {run.id}" + (f" ({run.rung})" if run.rung else ""))
             elif run.state == PRUNED:
