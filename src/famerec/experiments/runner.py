@@ -235,12 +235,12 @@ class Runner:
     def wanted_restores(self, plan: Plan) -> dict[str, list[Run]]:
         """The starts to retrain that are wanted, each with the wanted runs that wait for it: a
         start is wanted when --only names it or any of those runs."""
+        if self.rungs_only:  # a retrained start trains to its end
+            return {}
         waiting: dict[str, list[Run]] = {}
         for run in plan.runs:
             if run.needs is not None and self.wanted(run):
                 waiting.setdefault(run.needs, []).append(run)
-        if self.rungs_only:  # a retrained start trains to its end
-            return {}
         return {
             i: waiting.get(i, [])
             for i, r in plan.restores.items()
