@@ -385,6 +385,15 @@ def test_rungs_only_decides_the_rungs_and_starts_no_run_past_them(tmp_path, caps
     dry = capsys.readouterr().err
     assert f"ready    {survivor.id} (left by --rungs-only)" in dry, dry
     assert dry.count("(left by --rungs-only)") == 1, dry
+
+    shutil.rmtree(spec.runs_dir / survivor.id)  # lost with its machine: its rung is on record
+    lost = Plan(spec, Store(spec.records_dir, spec.runs_dir)).entries["ok", "sasrec"]
+    [again] = [t for t in lost.trials if t.state != PRUNED]
+    assert again.state == READY and again.stop_at == 1 and again.settled
+    assert main(["experiment", "run", str(spec.path), "--rungs-only"]) == 0
+    err = capsys.readouterr().err
+    assert "start " not in err and "retrains to rungs decided on record" in err, err
+    assert not (spec.runs_dir / survivor.id).exists()
     assert main(["experiment", "run", str(spec.path)]) == 0  # without it, the survivor ends
     assert "done  ok/sasrec/" in capsys.readouterr().err
     assert Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].selected.state == "done"

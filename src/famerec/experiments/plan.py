@@ -121,6 +121,7 @@ class Run:
     reason: str = ""
     settings: dict[str, Any] | None = None  # every setting, references resolved (when ready)
     stop_at: int | None = None  # pruned search: the rung (epoch) it trains to next
+    settled: bool = False  # pruned search: its rungs are decided on record (Verdict.settled)
     rung: str = ""  # pruned search: where it stands ("at rung 3: valid NDCG@10 0.04321")
     needs: str | None = None  # the id of the start it waits to see retrained (Plan.restore)
     # a recorded run's (dataset, unresolved settings): what reviving a pruned trial needs
@@ -364,7 +365,7 @@ class Plan:
         for run_id in verdict.alive:
             run, value = by_id[run_id], verdict.scores[run_id]
             if value is None:  # trains (or resumes) to the rung, then pauses
-                run.stop_at = verdict.rung
+                run.stop_at, run.settled = verdict.rung, verdict.settled
                 run.rung = f"to rung {verdict.rung}"
                 continue
             run.rung = f"at rung {verdict.rung}: valid {metric} {value:.5f}"

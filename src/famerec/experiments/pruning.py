@@ -67,6 +67,9 @@ class Verdict:
     pruned: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (rung, score)
     rung: int | None = None  # the rung the alive trials train to; None: to their early stop
     scores: dict[str, float | None] = field(default_factory=dict)  # alive trials at `rung`
+    # every rung from `rung` on is already decided on record (or keeps every trial): training
+    # the alive trials to it adds no decision, only the epochs a lost run had
+    settled: bool = False
 
 
 def decide(
@@ -97,7 +100,10 @@ def decide(
             for run_id in alive:
                 if run_id in recorded:
                     prune(run_id, recorded[run_id], score(run_id, recorded[run_id]))
-            return Verdict(searched, pruned, rung, {r: scores[r] for r in searched})
+            settled = on_record(
+                alive, pruning.rungs[pruning.rungs.index(rung) :], pruning, recorded
+            )
+            return Verdict(searched, pruned, rung, {r: scores[r] for r in searched}, settled)
         count = pruning.keep(len(alive))
         ranked = sorted(
             (r for r in alive if recorded.get(r) != rung and scores[r] is not None),
@@ -109,3 +115,16 @@ def decide(
                 prune(run_id, rung, scores[run_id])
         alive = [run_id for run_id in alive if run_id in keep]
     return Verdict(alive, pruned)
+
+
+def on_record(
+    alive: list[str], rungs: list[int], pruning: Pruning, recorded: dict[str, int]
+) -> bool:
+    """Whether the decisions on record fix every one of `rungs` for the trials `alive`: at
+    each, the trials not recorded as pruned there are no more than the rung keeps."""
+    for rung in rungs:
+        dropped = {run_id for run_id in alive if recorded.get(run_id) == rung}
+        if len(alive) - len(dropped) > pruning.keep(len(alive)):
+            return False
+        alive = [run_id for run_id in alive if run_id not in dropped]
+    return True

@@ -229,8 +229,9 @@ class Runner:
 
     def held_back(self, run: Run) -> bool:
         """A ready run that --rungs-only leaves: it would train past its stage's last rung
-        (a survivor, a seed, an entry with no pruning)."""
-        return self.rungs_only and run.state == READY and run.stop_at is None
+        (a survivor, a seed, an entry with no pruning), or only to rungs already decided on
+        record (a survivor whose run directory was lost)."""
+        return self.rungs_only and run.state == READY and (run.stop_at is None or run.settled)
 
     def wanted_restores(self, plan: Plan) -> dict[str, list[Run]]:
         """The starts to retrain that are wanted, each with the wanted runs that wait for it: a
@@ -605,7 +606,11 @@ class Runner:
         for run_id in failed:
             self.say(f"  failed: {run_id} (log: {relative(self.store.run_dir(run_id))}.log)")
         reasons = Counter(
-            "trains past its last rung: left by --rungs-only"
+            (
+                "trains past its last rung: left by --rungs-only"
+                if run.stop_at is None
+                else "retrains to rungs decided on record: left by --rungs-only"
+            )
             if self.held_back(run)
             else run.reason or "not started"
             for run in plan.runs
