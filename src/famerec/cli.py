@@ -457,8 +457,8 @@ def add_experiment_commands(commands) -> None:
         action="store_true",
         help="start only the trials of a pruned search that train to their next rung: a short "
         "sitting then ends in rung decisions (pruned trials keep records) rather than in full "
-        "runs cut off; survivors of the last rung, seeds and unpruned entries wait for a run "
-        "without it",
+        "runs cut off; survivors of the last rung, survivors that would only retrain to rungs "
+        "decided on record, seeds and unpruned entries wait for a run without it",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     add_time_limit(
