@@ -58,9 +58,13 @@ SHARED = RunConfig().to_dict()
 
 def follows_recipe(config: dict, model: str) -> bool:
     """Whether a run's config has every setting of `model`'s recipe (true without a recipe)."""
-    for key, value in model_spec(model).recipe:
+    spec = model_spec(model)
+    for key, value in spec.recipe:
         section, name = key.split(".")
-        if config.get(section, {}).get(name, SHARED[section][name]) != value:
+        # a setting missing from an old record ran at its default: the shared one, or the
+        # model's own option's (BERT4Rec's mask proportion)
+        default = SHARED[section][name] if section in SHARED else getattr(spec.options(), name)
+        if config.get(section, {}).get(name, default) != value:
             return False
     return True
 
