@@ -53,18 +53,16 @@ from famerec.report import table
 from famerec.runs.dir import CONFIG, LOG, METRICS, RunDir
 
 Key = tuple[str, str, bool]  # dataset, model, started from another run
-SHARED = RunConfig().to_dict()
 
 
 def follows_recipe(config: dict, model: str) -> bool:
     """Whether a run's config has every setting of `model`'s recipe (true without a recipe)."""
-    spec = model_spec(model)
-    for key, value in spec.recipe:
+    # a setting missing from an old record ran at its default, a shared one or the model's own
+    # option's (BERT4Rec's mask proportion)
+    defaults = RunConfig().with_overrides({"model.name": model}).flat()
+    for key, value in model_spec(model).recipe:
         section, name = key.split(".")
-        # a setting missing from an old record ran at its default: the shared one, or the
-        # model's own option's (BERT4Rec's mask proportion)
-        default = SHARED[section][name] if section in SHARED else getattr(spec.options(), name)
-        if config.get(section, {}).get(name, default) != value:
+        if config.get(section, {}).get(name, defaults[key]) != value:
             return False
     return True
 
