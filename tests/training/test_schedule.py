@@ -127,7 +127,6 @@ def test_a_models_recipe_is_its_default_and_classic_leaves_it_out(tmp_path):
 
     with_recipe = [name for name, spec in MODELS.items() if spec.recipe]
     assert "sasrec" in with_recipe
-    shared = RunConfig().to_dict()
     for name in with_recipe:
         recipe = dict(MODELS[name].recipe)
         config = resolve_config(tmp_path / name, {"model.name": name}).to_dict()
@@ -137,11 +136,8 @@ def test_a_models_recipe_is_its_default_and_classic_leaves_it_out(tmp_path):
             section, field = key.split(".")
             assert config[section][field] == value, (name, key)
             architecture = dict(MODELS[name].defaults)  # e.g. GRU4Rec's own layers stay
-            if section in shared:
-                expected = architecture.get(key, shared[section][field])
-            else:  # the model's own option (BERT4Rec's mask proportion): its default
-                expected = getattr(MODELS[name].options(), field)
-            assert classic[section][field] == expected, (name, key)
+            defaults = RunConfig().with_overrides({"model.name": name}).flat()  # own options too
+            assert classic[section][field] == architecture.get(key, defaults[key]), (name, key)
         asked = resolve_config(tmp_path / name, {"model.name": name, "train.lr": 0.0123})
         assert asked.train.lr == 0.0123  # an explicit flag wins over the recipe
 
