@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1500, help="first users of Beauty to use")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", default=None, help="folder for the runs and the plot")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all cores")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="famerec-example-"))
 
@@ -35,7 +36,7 @@ def main() -> None:
         int(beauty.user_ids[u]): beauty.item_ids[beauty.sequence(u) - 1].tolist()
         for u in range(args.users)
     }  # user -> items, oldest first: any mapping works, as do DataFrames and files
-    common = {"epochs": args.epochs, "hidden": 64, "threads": 2, "quiet": True}
+    common = {"epochs": args.epochs, "hidden": 64, "threads": args.threads, "quiet": True}
 
     sasrec = famerec.train(model="sasrec", data=sequences, out=out / "sasrec", **common)
     fame = famerec.train(
