@@ -38,6 +38,7 @@ as another run's start is not counted (rare: only when no trial of that kind sur
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -55,11 +56,17 @@ from famerec.runs.dir import CONFIG, LOG, METRICS, RunDir
 Key = tuple[str, str, bool]  # dataset, model, started from another run
 
 
+@functools.cache
+def model_defaults(model: str) -> dict:
+    """`model`'s run config, flat: the defaults a record missing a setting ran at."""
+    return RunConfig().with_overrides({"model.name": model}).flat()
+
+
 def follows_recipe(config: dict, model: str) -> bool:
     """Whether a run's config has every setting of `model`'s recipe (true without a recipe)."""
     # a setting missing from an old record ran at its default, a shared one or the model's own
-    # option's (BERT4Rec's mask proportion)
-    defaults = RunConfig().with_overrides({"model.name": model}).flat()
+    # option's (BERT4Rec's mask proportion); built once per model, not once per record
+    defaults = model_defaults(model)
     for key, value in model_spec(model).recipe:
         section, name = key.split(".")
         if config.get(section, {}).get(name, defaults[key]) != value:
