@@ -212,6 +212,31 @@ def test_time_limit_pauses_runs_between_epochs_and_the_next_sitting_resumes(tmp_
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]
 
 
+def test_a_run_whose_first_epoch_would_overrun_the_time_limit_is_not_started(tmp_path, capsys):
+    """A fresh run has no epoch of its own to time: the runner goes by the recorded epochs of
+    its model on its dataset and leaves it for the next sitting when one would not fit."""
+    spec = tiny_spec(tmp_path, broken=False)
+    spec_file = str(spec.path)
+    first, second = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    assert main(["experiment", "run", spec_file, "--only", first.id]) == 0
+    log = spec.records_dir / first.id / "log.jsonl"
+    epochs = [json.loads(line) for line in log.read_text().splitlines()]
+    for epoch in epochs:
+        epoch["train_seconds"], epoch["eval_seconds"] = 7200.0, 0.0  # two hours an epoch
+    log.write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    capsys.readouterr()
+
+    assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 75
+    err = capsys.readouterr().err
+    assert f"left  {second.id}: an epoch takes about 2h" in err, err
+    assert f"start {second.id}" not in err and not (spec.runs_dir / second.id).exists()
+    assert "1 run(s) not started: an epoch would have ended past --time-limit" in err
+
+    # with time enough (or no limit) it starts and finishes
+    assert main(["experiment", "run", spec_file, "--time-limit", "3h"]) == 0
+    assert f"done  {second.id}" in capsys.readouterr().err
+
+
 def test_a_start_known_only_by_its_record_is_retrained_and_its_record_kept(tmp_path, capsys):
     body = SASREC_THEN_FAME
     spec = tiny_spec(tmp_path, body, broken=False)

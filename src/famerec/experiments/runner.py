@@ -211,6 +211,7 @@ class Runner:
         self.time_limit = time_limit  # seconds from run(); each job gets what is left
         self.deadline: float | None = None
         self.paused: set[str] = set()
+        self.unstarted: set[str] = set()  # left for the next sitting: an epoch would not fit
         self.bar: tqdm | None = None
         # what the experiment commands rewrite: not a reason to call the code "dirty"
         report = spec.report_dir
@@ -408,6 +409,44 @@ class Runner:
             total += mean(same or dataset or everything)
         return total / self.jobs
 
+    def first_epoch_seconds(self, plan: Plan, run: Run) -> float | None:
+        """About how long the first epoch of a run that has logged none takes (training and
+        validation): the mean epoch of the finished or pruned runs of its setting at other
+        seeds, else of its model on its dataset; None with nothing to go by, or when the run
+        has logged an epoch (its trainer then judges from that epoch's time)."""
+        if run.id is None or self.store.log(run.id):
+            return None
+        like = [
+            r
+            for r in plan.runs
+            if r.state in (DONE, PRUNED)
+            and r.id not in (None, run.id)
+            and (r.dataset, r.entry) == (run.dataset, run.entry)
+        ]
+        for group in ([r for r in like if r.names == run.names], like):
+            epochs = [e for r in group for e in self.store.log(r.id)]
+            if epochs:
+                return logged_seconds(epochs) / len(epochs)
+        return None
+
+    def fits(self, plan: Plan, run: Run) -> bool:
+        """Whether a run started now would train an epoch before --time-limit. The trainer
+        pauses between epochs by the time of its last, but a run with no epoch yet trains its
+        first whatever time is left: one like runs say would overrun waits for the next
+        sitting."""
+        if self.deadline is None:
+            return True
+        estimate = self.first_epoch_seconds(plan, run)
+        left = self.deadline - time.monotonic()
+        if estimate is None or estimate <= left:
+            return True
+        self.unstarted.add(run.id)
+        self.say(
+            f"left  {run.id}: an epoch takes about {format_seconds(estimate)}, "
+            f"{format_seconds(max(0.0, left))} of --time-limit is left"
+        )
+        return False
+
     # -- running ----------------------------------------------------------------------------
 
     def start(self, run: Run, restore: bool = False) -> Job:
@@ -504,7 +543,10 @@ class Runner:
                 ready = [
                     run
                     for run in candidates
-                    if run.id not in running and run.id not in failed and run.id not in self.paused
+                    if run.id not in running
+                    and run.id not in failed
+                    and run.id not in self.paused
+                    and run.id not in self.unstarted
                 ]
                 # in the order of the --only patterns (a stable sort), restores first in each
                 ready.sort(
@@ -517,6 +559,8 @@ class Runner:
                     ready = []  # past --time-limit: let the running jobs pause, start none
                 while ready and len(running) < self.jobs:
                     run = ready.pop(0)
+                    if not self.fits(plan, run):
+                        continue
                     running[run.id] = self.start(run, restore=run.id in plan.restores)
                 if not running:
                     break
@@ -527,7 +571,7 @@ class Runner:
                     finished += self.finish(job, failed)
                     plan = self.plan()
                     left = [r for r in plan.runs if self.counts_as_left(r, failed)]
-                    handled = finished + len(failed) + len(self.paused)
+                    handled = finished + len(failed) + len(self.paused) + len(self.unstarted)
                     # runs still to handle: those left, those running and those that ended with
                     # this one (the plan counts a run done once its metrics.json is written)
                     to_handle = {r.id for r in left} | set(running)
@@ -559,6 +603,7 @@ class Runner:
             and self.wanted(run)
             and run.id not in failed
             and run.id not in self.paused
+            and run.id not in self.unstarted
         )
 
     def finish(self, job: Job, failed: dict[str, str]) -> int:
@@ -623,7 +668,12 @@ class Runner:
                 f"  {len(self.paused)} run(s) paused at --time-limit: run the same command "
                 "again to resume"
             )
-        return 1 if failed else PAUSED if self.paused else 0
+        if self.unstarted:
+            self.say(
+                f"  {len(self.unstarted)} run(s) not started: an epoch would have ended past "
+                "--time-limit; run the same command again to start them"
+            )
+        return 1 if failed else PAUSED if self.paused or self.unstarted else 0
 
     def dry_run(self, plan: Plan) -> int:
         for run in plan.runs:
