@@ -30,7 +30,13 @@ its model entry or `[base]`) is priced per epoch: the records' minutes x its epo
 mean epochs run, an upper bound where early stopping may end it sooner. A pruned trial revived
 as another run's start is not counted (rare: only when no trial of that kind survived).
 
+With `--left`, the same prices also give what is left of a grid under way: each run's share
+is credited with what it has trained (a finished run in full; a pruned trial, or one paused
+between sittings, its epochs logged in its record or run directory over the priced records'
+mean epochs), and the table adds the runs and core-hours still to train.
+
     python tools/grid_cost.py experiments/table2.toml
+    python tools/grid_cost.py experiments/table2_init.toml --left
     R=benchmarks/records/recipe-variants
     python tools/grid_cost.py experiments/table2.toml --recipe-records $R
 """
@@ -47,8 +53,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from famerec.config import RunConfig
-from famerec.experiments.plan import RECORD, Plan, Store
-from famerec.experiments.spec import load_spec
+from famerec.experiments.plan import DONE, RECORD, Plan, Run, Store
+from famerec.experiments.pruning import reached
+from famerec.experiments.spec import load_spec, relative
 from famerec.models import model_spec
 from famerec.report import table
 from famerec.runs.dir import CONFIG, LOG, METRICS, RunDir
@@ -178,6 +185,17 @@ def epoch_weight(settings: dict, known: list[int] | None) -> float:
     return epochs / statistics.mean(known)
 
 
+def trained_share(run: Run, store: Store, weight: float, known: list[int] | None) -> float:
+    """How much of its priced share (`weight` full runs) `run` has trained: all of it when
+    finished; else its logged epochs over the records' mean epochs (`known`), at most its
+    share; nothing where no record gives epochs."""
+    if run.state == DONE:
+        return weight
+    if run.id is None or not known:
+        return 0.0
+    return min(weight, reached(store.log(run.id)) / statistics.mean(known))
+
+
 def unfinished_minutes(runs: Path) -> dict[Key, float]:
     """Minutes spent so far by the longest unfinished CPU run of each key."""
     spent: dict[Key, float] = {}
@@ -277,10 +295,17 @@ def main() -> None:
         "its runs where --records has none that do; repeat for several folders",
     )
     parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument(
+        "--left",
+        action="store_true",
+        help="also price what is left to train: runs finished, pruned or trained so far (the "
+        "spec's records and its runs folder) are credited",
+    )
     args = parser.parse_args()
 
     spec = load_spec(args.spec)
-    plan = Plan(spec, Store(spec.records_dir))
+    store = Store(spec.records_dir, spec.runs_dir if args.left else None)
+    plan = Plan(spec, store)
     walls, old = record_walls(args.records, True), record_walls(args.records, False)
     old_epochs = record_epochs(args.records, False)
     epochs = {**old_epochs, **record_epochs(args.records, True)}
@@ -293,6 +318,7 @@ def main() -> None:
     own = record_walls(args.records, entries=named)
     owned = {key[1:] for key, _ in own}  # (entry, started) with records of their own
     counts: dict[Key, float] = defaultdict(float)
+    trained: dict[Key, float] = defaultdict(float)  # full-run equivalents trained (--left)
     classic: set[Key] = set()  # a model with a recipe whose spec entry sets another schedule
     per_epoch = False  # some run sets its own epochs: "runs" are full-run equivalents
     for (dataset, entry), entry_plan in plan.entries.items():
@@ -322,10 +348,22 @@ def main() -> None:
                 share = pruned_share(n, spec.pruning.rungs, spec.pruning.reduction, mean)
                 runs -= n * (1 - share)
         counts[key] += runs
+        if args.left:
+            trained[key] += sum(
+                trained_share(r, store, w, known) for r, w in zip(entry_plan.runs, weights)
+            )
     scale, pairs = dataset_scale(args.records)
     spent = unfinished_minutes(args.runs) if args.runs.is_dir() else {}
 
     rows, total, bound, unpriced = [], 0.0, 0.0, 0
+    left_total, left_bound = 0.0, 0.0
+
+    def left(key: Key, runs: float) -> float:  # full-run equivalents still to train
+        return max(0.0, runs - trained[key])
+
+    def shown(runs: float) -> str:
+        return f"{runs:.1f}" if runs != int(runs) else str(int(runs))
+
     for key, runs in sorted(counts.items()):
         dataset, model, started = key
         name = f"{model} (from a run)" if started else model
@@ -340,7 +378,8 @@ def main() -> None:
             if priced is not None and not priced[1].startswith("at least"):
                 priced = priced[0], priced[1] + ", old recipe"
         if priced is None:
-            rows.append([dataset, name, f"{runs:g}", "", "", "no run yet"])
+            extra = [shown(left(key, runs)), ""] if args.left else []
+            rows.append([dataset, name, f"{runs:g}", "", "", *extra, "no run yet"])
             unpriced += int(round(runs))
             continue
         minutes, source = priced
@@ -349,19 +388,18 @@ def main() -> None:
         elif ("beauty" if source.startswith("Beauty") else dataset, model, started) in trials:
             source += ", recipe trials"
         hours = runs * minutes / 60
+        remaining = left(key, runs) * minutes / 60
         if source.startswith("at least"):
             bound += hours
+            left_bound += remaining
         else:
             total += hours
-        shown = f"{runs:.1f}" if runs != int(runs) else str(int(runs))
-        rows.append([dataset, name, shown, f"{minutes:.1f}", f"{hours:.1f}", source])
-    print(
-        table(
-            ["dataset", "model", "runs", "min / run", "core-hours", "priced from"],
-            rows,
-            align="llrrrl",
-        )
-    )
+            left_total += remaining
+        extra = [shown(round(left(key, runs), 1)), f"{remaining:.1f}"] if args.left else []
+        rows.append([dataset, name, shown(runs), f"{minutes:.1f}", f"{hours:.1f}", *extra, source])
+    header = ["dataset", "model", "runs", "min / run", "core-hours"]
+    header += ["runs left", "core-hours left"] if args.left else []
+    print(table([*header, "priced from"], rows, align="ll" + "r" * (len(header) - 2) + "l"))
     print(
         f"\n{sum(counts.values()):.0f} runs"
         + (
@@ -375,12 +413,19 @@ def main() -> None:
         f"at least {bound:.0f} more from unfinished ones, {unpriced} runs not priced (no run yet); "
         f"at least {(total + bound) / 2:.0f} h of wall on two cores, one run per core"
     )
-    shown = ", ".join(
+    if args.left:
+        print(
+            f"left to train: {sum(left(k, r) for k, r in counts.items()):.0f} of those runs, "
+            f"{left_total:.0f} core-hours priced from finished runs, at least {left_bound:.0f} "
+            f"more from unfinished ones (credited: each run's epochs so far, records and "
+            f"{relative(spec.runs_dir)})"
+        )
+    scales = ", ".join(
         f"{d.capitalize()} x {scale[d]:.2f} ({pairs[d]} pairs)"
         for d in sorted(scale)
         if d != "beauty"
     )
-    print(f"cost per epoch against Beauty's (like records): {shown or 'no like records'}")
+    print(f"cost per epoch against Beauty's (like records): {scales or 'no like records'}")
 
 
 if __name__ == "__main__":

@@ -215,3 +215,33 @@ def test_an_entry_with_settings_of_its_own_is_priced_from_its_own_records(tmp_pa
     assert {key: sorted(minutes) for key, minutes in walls.items()} == {
         (("toys", "bert4rec-xu", False), 1): [24.0, 26.0]
     }
+
+
+def test_what_is_left_credits_each_run_with_what_it_has_trained(tmp_path):
+    """--left: a finished run counts whole, a pruned or paused one by its logged epochs over the
+    records' mean epochs (at most its share), a run not started (or waiting) not at all."""
+    import json
+
+    from famerec.experiments.plan import DONE, PRUNED, READY, WAITING, Run, Store
+    from tools.grid_cost import trained_share
+
+    store = Store(tmp_path / "records", tmp_path / "runs")
+
+    def run(name: str, state: str, epochs: int = 0) -> Run:
+        run_id = f"beauty/iclrec/{name}"
+        if epochs:
+            folder = tmp_path / "runs" / run_id
+            folder.mkdir(parents=True)
+            lines = [json.dumps({"epoch": e, "train_seconds": 1.0}) for e in range(1, epochs + 1)]
+            (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
+        return Run("beauty", "iclrec", "s", 42, {}, id=run_id, state=state)
+
+    known = [40, 60]  # the records ran 50 epochs on average
+    assert trained_share(run("done", DONE, 80), store, 1.0, known) == 1.0
+    assert trained_share(run("pruned", PRUNED, 3), store, 1.0, known) == 3 / 50
+    assert trained_share(run("paused", READY, 20), store, 1.0, known) == 20 / 50
+    assert trained_share(run("long", READY, 70), store, 1.0, known) == 1.0  # at most its share
+    assert trained_share(run("fresh", READY), store, 1.0, known) == 0.0
+    waiting = Run("beauty", "iclrec", "seeds", 1, None)  # no id while it waits
+    assert trained_share(waiting, store, 1.0, known) == 0.0 and waiting.state == WAITING
+    assert trained_share(run("no-epochs-known", READY, 5), store, 1.0, None) == 0.0
