@@ -237,6 +237,26 @@ def test_a_run_whose_first_epoch_would_overrun_the_time_limit_is_not_started(tmp
     assert f"done  {second.id}" in capsys.readouterr().err
 
 
+def test_a_start_to_retrain_goes_by_its_records_epochs_under_a_time_limit(tmp_path, capsys):
+    body = SASREC_THEN_FAME
+    spec = tiny_spec(tmp_path, body, broken=False)
+    spec_file = str(spec.path)
+    assert main(["experiment", "run", spec_file, "--only", "ok/sasrec/*"]) == 0
+    (sasrec,) = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    log = spec.records_dir / sasrec.id / "log.jsonl"
+    epochs = [json.loads(line) for line in log.read_text().splitlines()]
+    for epoch in epochs:
+        epoch["train_seconds"] = 7200.0
+    log.write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    shutil.rmtree(spec.runs_dir)  # the run directories stayed on another machine
+    capsys.readouterr()
+
+    assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 75
+    err = capsys.readouterr().err
+    assert f"left  {sasrec.id}: an epoch takes about 2h" in err, err
+    assert "start ok/" not in err
+
+
 def test_a_start_known_only_by_its_record_is_retrained_and_its_record_kept(tmp_path, capsys):
     body = SASREC_THEN_FAME
     spec = tiny_spec(tmp_path, body, broken=False)

@@ -410,12 +410,17 @@ class Runner:
         return total / self.jobs
 
     def first_epoch_seconds(self, plan: Plan, run: Run) -> float | None:
-        """About how long the first epoch of a run that has logged none takes (training and
-        validation): the mean epoch of the finished or pruned runs of its setting at other
-        seeds, else of its model on its dataset; None with nothing to go by, or when the run
-        has logged an epoch (its trainer then judges from that epoch's time)."""
-        if run.id is None or self.store.log(run.id):
+        """About how long the first epoch of a run with none logged here takes (training and
+        validation): the mean epoch of its own record's log (a start retrained from its record),
+        else of the finished or pruned runs of its setting at other seeds, else of its model on
+        its dataset. None with nothing to go by, or when its run directory has logged an epoch
+        (of either stage of a --pretrain run): its trainer then judges by that epoch's time."""
+        if run.id is None:
             return None
+        if self.store.runs_dir is not None:
+            here = self.store.run_dir(run.id)
+            if read_log(here) or read_log(here / PRETRAIN_DIR):
+                return None
         like = [
             r
             for r in plan.runs
@@ -423,7 +428,7 @@ class Runner:
             and r.id not in (None, run.id)
             and (r.dataset, r.entry) == (run.dataset, run.entry)
         ]
-        for group in ([r for r in like if r.names == run.names], like):
+        for group in ([run], [r for r in like if r.names == run.names], like):
             epochs = [e for r in group for e in self.store.log(r.id)]
             if epochs:
                 return logged_seconds(epochs) / len(epochs)
