@@ -54,7 +54,7 @@ from pathlib import Path
 
 from famerec.config import RunConfig
 from famerec.experiments.plan import DONE, RECORD, Plan, Run, Store
-from famerec.experiments.pruning import reached
+from famerec.experiments.pruning import reached, read_log
 from famerec.experiments.spec import load_spec, relative
 from famerec.models import model_spec
 from famerec.report import table
@@ -187,13 +187,17 @@ def epoch_weight(settings: dict, known: list[int] | None) -> float:
 
 def trained_share(run: Run, store: Store, weight: float, known: list[int] | None) -> float:
     """How much of its priced share (`weight` full runs) `run` has trained: all of it when
-    finished; else its logged epochs over the records' mean epochs (`known`), at most its
-    share; nothing where no record gives epochs."""
+    finished; else its logged epochs (its record's or its run directory's, whichever has more:
+    a pruned trial revived as a start trains on past its record) over the records' mean
+    epochs (`known`), at most its share; nothing where no record gives epochs."""
     if run.state == DONE:
         return weight
     if run.id is None or not known:
         return 0.0
-    return min(weight, reached(store.log(run.id)) / statistics.mean(known))
+    logs = [read_log(store.record_dir(run.id))]
+    if store.runs_dir is not None:
+        logs.append(read_log(store.run_dir(run.id)))
+    return min(weight, max(reached(log) for log in logs) / statistics.mean(known))
 
 
 def unfinished_minutes(runs: Path) -> dict[Key, float]:
@@ -298,8 +302,8 @@ def main() -> None:
     parser.add_argument(
         "--left",
         action="store_true",
-        help="also price what is left to train: runs finished, pruned or trained so far (the "
-        "spec's records and its runs folder) are credited",
+        help="also price what is left to train: runs finished, pruned or trained so far (in "
+        "the spec's records and its own runs folder, not --runs) are credited",
     )
     args = parser.parse_args()
 

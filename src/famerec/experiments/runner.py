@@ -119,6 +119,9 @@ def interruptible() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+STARTUP = 30.0  # seconds a run may take to load its data and model before its first epoch
+
+
 def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -212,6 +215,7 @@ class Runner:
         self.deadline: float | None = None
         self.paused: set[str] = set()
         self.unstarted: set[str] = set()  # left for the next sitting: an epoch would not fit
+        self.epoch_logs: dict[str, list[dict[str, Any]]] = {}  # finished and pruned runs' logs
         self.bar: tqdm | None = None
         # what the experiment commands rewrite: not a reason to call the code "dirty"
         report = spec.report_dir
@@ -409,12 +413,23 @@ class Runner:
             total += mean(same or dataset or everything)
         return total / self.jobs
 
+    def recorded_epochs(self, run_id: str) -> list[dict[str, Any]]:
+        """The logged epochs of a recorded run (finished, pruned, or a start to retrain) that
+        ran on this sitting's kind of device (CPU or GPU, by its record's machine); none if it
+        ran on the other. Read once a sitting: such logs do not change."""
+        if run_id not in self.epoch_logs:
+            gpu = "gpu" in self.store.record(run_id).get("machine", {})
+            here = (self.device or "cpu").startswith("cuda")
+            self.epoch_logs[run_id] = self.store.log(run_id) if gpu == here else []
+        return self.epoch_logs[run_id]
+
     def first_epoch_seconds(self, plan: Plan, run: Run) -> float | None:
         """About how long the first epoch of a run with none logged here takes (training and
-        validation): the mean epoch of its own record's log (a start retrained from its record),
-        else of the finished or pruned runs of its setting at other seeds, else of its model on
-        its dataset. None with nothing to go by, or when its run directory has logged an epoch
-        (of either stage of a --pretrain run): its trainer then judges by that epoch's time."""
+        validation), from records of runs on this sitting's kind of device: the mean epoch of
+        its own record (a start retrained from it), else of the finished or pruned runs of its
+        setting at other seeds, else of its entry on its dataset. None with nothing to go by,
+        or when its run directory has logged an epoch, which its trainer goes by (of a
+        --pretrain run, either stage's: the first epoch of its second stage is not guarded)."""
         if run.id is None:
             return None
         if self.store.runs_dir is not None:
@@ -429,7 +444,7 @@ class Runner:
             and (r.dataset, r.entry) == (run.dataset, run.entry)
         ]
         for group in ([run], [r for r in like if r.names == run.names], like):
-            epochs = [e for r in group for e in self.store.log(r.id)]
+            epochs = [e for r in group for e in self.recorded_epochs(str(r.id))]
             if epochs:
                 return logged_seconds(epochs) / len(epochs)
         return None
@@ -437,15 +452,17 @@ class Runner:
     def fits(self, plan: Plan, run: Run) -> bool:
         """Whether a run started now would train an epoch before --time-limit. The trainer
         pauses between epochs by the time of its last, but a run with no epoch yet trains its
-        first whatever time is left: one like runs say would overrun waits for the next
-        sitting."""
+        first whatever time is left: one that like runs say would overrun (with STARTUP
+        seconds for loading its data and model) waits for the next sitting."""
         if self.deadline is None:
             return True
         estimate = self.first_epoch_seconds(plan, run)
         left = self.deadline - time.monotonic()
-        if estimate is None or estimate <= left:
+        if estimate is None or estimate + STARTUP <= left:
             return True
         self.unstarted.add(run.id)
+        if self.bar is not None:
+            self.bar.update(1)
         self.say(
             f"left  {run.id}: an epoch takes about {format_seconds(estimate)}, "
             f"{format_seconds(max(0.0, left))} of --time-limit is left"
