@@ -244,6 +244,35 @@ def test_a_run_whose_first_epoch_would_overrun_the_time_limit_is_not_started(tmp
     assert f"done  {second.id}" in capsys.readouterr().err
 
 
+def test_a_seed_goes_by_its_settings_other_seeds_before_its_entrys_other_runs(tmp_path, capsys):
+    """The selected setting's second seed is timed by the first (1 s an epoch here), not by
+    every run of its entry (the other trial: two hours an epoch), so it starts."""
+    data = write_sequences(tmp_path / "seqs.txt", num_users=40, num_items=20)
+    header = f'name = "tiny"\n[selection]\nseeds = [1, 2]\n{TINY_BASE}'
+    header += f'[datasets.ok]\ndata.path = "{data}"\n'
+    spec = write_spec(tmp_path, DROPOUT, header=header)
+    spec_file = str(spec.path)
+    low, high = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    assert main(["experiment", "run", spec_file, "--only", low.id, "--only", high.id]) == 0
+
+    def rewrite(run_id: str, seconds: float, score: float) -> None:
+        folder = spec.records_dir / run_id
+        epochs = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        for epoch in epochs:
+            epoch["train_seconds"], epoch["eval_seconds"] = seconds, 0.0
+        (folder / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["valid"]["NDCG@10"] = score  # decides the selection
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    rewrite(low.id, 1.0, 0.9)  # selected
+    rewrite(high.id, 7200.0, 0.1)
+    capsys.readouterr()
+    assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 0
+    err = capsys.readouterr().err
+    assert "done  ok/sasrec/dropout=0.1,seed=2" in err and "left  " not in err, err
+
+
 def test_a_start_to_retrain_goes_by_its_records_epochs_under_a_time_limit(tmp_path, capsys):
     body = SASREC_THEN_FAME
     spec = tiny_spec(tmp_path, body, broken=False)
