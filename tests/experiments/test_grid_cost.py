@@ -245,3 +245,21 @@ def test_what_is_left_credits_each_run_with_what_it_has_trained(tmp_path):
     waiting = Run("beauty", "iclrec", "seeds", 1, None)  # no id while it waits
     assert trained_share(waiting, store, 1.0, known) == 0.0 and waiting.state == WAITING
     assert trained_share(run("no-epochs-known", READY, 5), store, 1.0, None) == 0.0
+
+
+def test_left_prices_what_a_grid_under_way_still_trains(capsys, monkeypatch):
+    """table2_init's records: its finished SASRec searches have nothing left, and no row has
+    more left than it costs in all."""
+    spec, records = REPO / "experiments/table2_init.toml", REPO / "results/records"
+    argv = ["grid_cost.py", str(spec), "--records", str(records), "--runs", "no-such-runs"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--left"])
+    grid_cost.main()
+    out = capsys.readouterr().out
+    header, _, *rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("|")]
+    assert [h.strip() for h in header][5:7] == ["runs left", "core-hours left"]
+    for row in rows:
+        runs, hours, left, hours_left = (float(row[i] or 0) for i in (2, 4, 5, 6))
+        assert 0 <= left <= runs and 0 <= hours_left <= hours + 0.05, row
+    sasrec = [row for row in rows if row[1].strip() == "sasrec-init"]
+    assert len(sasrec) == 3 and all(float(row[5]) == 0 for row in sasrec)
+    assert "left to train: " in out
