@@ -251,6 +251,21 @@ def test_time_limit_pauses_a_pretrain_run_in_its_first_stage(tmp_path, capsys, d
     assert log_epochs(out / "pretrain") == [1, 2] and log_epochs(out) == [1, 2]
 
 
+def test_time_limit_guards_the_first_epoch_of_a_pretrain_runs_second_stage(tmp_path, capsys, data):
+    """With no time left once the SASRec stage ends, FAME's first epoch does not start: its
+    trainer goes by the first stage's last epoch; --resume trains it."""
+    out = tmp_path / "fame"
+    args = ["train", "--model", "fame", "--pretrain", "--data", str(data), "--out", str(out)]
+    args += [*TINY, "--hidden", "64", "--heads", "2", "--epochs", "1"]
+    code, stdout, err = run_cli([*args, "--time-limit", "0"], capsys)
+    assert code == 75 and stdout == "", err
+    assert log_epochs(out / "pretrain") == [1] and not (out / "log.jsonl").exists()
+    assert "paused at --time-limit after its pretraining stage; continue with:" in err
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert log_epochs(out) == [1]
+
+
 @pytest.mark.parametrize(
     "text, seconds", [("5400", 5400), ("90m", 5400), ("2h30m", 9000), ("1h", 3600), ("7.5s", 7.5)]
 )

@@ -428,8 +428,8 @@ class Runner:
         validation), from records of runs on this sitting's kind of device: the mean epoch of
         its own record (a start retrained from it), else of the finished or pruned runs of its
         setting at other seeds, else of its entry on its dataset. None with nothing to go by,
-        or when its run directory has logged an epoch, which its trainer goes by (of a
-        --pretrain run, either stage's: the first epoch of its second stage is not guarded)."""
+        or when its run directory has logged an epoch (of either stage of a --pretrain run),
+        which its trainer goes by."""
         if run.id is None:
             return None
         if self.store.runs_dir is not None:

@@ -459,12 +459,24 @@ class RunDir:
 
     def reached(self) -> str:
         """Where a paused run stands: its last logged epoch, or, for a --pretrain run paused
-        before its second stage logged one, its pretraining stage's."""
+        before its second stage logged one, its pretraining stage's (or that stage, finished)."""
         epochs = len(self.read_log())
         stage = RunDir(self.path / PRETRAIN)
         if not epochs and stage.is_started and not stage.is_finished:
             return f"pretraining epoch {len(stage.read_log())}"
+        if not epochs and stage.is_finished:
+            return "its pretraining stage"
         return f"epoch {epochs}"
+
+    def last_epoch_seconds(self) -> float | None:
+        """Training and validation seconds of the log's last epoch: what the next epoch may
+        take. Before a --pretrain run's second stage logs one, its first stage's last epoch
+        (a lower bound: FAME's epochs cost more than its SASRec stage's); None before any."""
+        for folder in (self, RunDir(self.path / PRETRAIN)):
+            records = folder.read_log()
+            if records:
+                return logged_seconds(records[-1:])
+        return None
 
     def logged_seconds(self, last_epoch: int | None = None) -> float:
         """Seconds of training and validation in the log (up to `last_epoch`)."""

@@ -25,7 +25,7 @@ from famerec.evaluation import evaluate
 from famerec.models.base import EpochContext, SequentialRecommender
 from famerec.models.losses import NegativeSampler
 from famerec.runconfig import RunConfig
-from famerec.runs.dir import CHECKPOINT, WEIGHTS, RunDir, atomic_write, logged_seconds
+from famerec.runs.dir import CHECKPOINT, WEIGHTS, RunDir, atomic_write
 from famerec.runs.load import load_weights, resolve_device, save_weights
 from famerec.training.distributed import ONE_PROCESS, OneProcess
 from famerec.training.schedule import ramp_auxiliary, scheduler
@@ -307,9 +307,8 @@ class Trainer:
             estimate = longest or logged  # the log's last epoch until this sitting timed one
             if not self.epoch_fits(deadline, estimate):
                 log.info(
-                    "paused after epoch %d: another epoch (about %.0fs) would end past the "
-                    "time limit",
-                    self.state.epoch,
+                    "paused %s: an epoch (about %.0fs) would end past the time limit",
+                    f"after epoch {self.state.epoch}" if self.state.epoch else "before epoch 1",
                     estimate,
                 )
                 break
@@ -421,13 +420,9 @@ class Trainer:
 
     def last_logged_epoch_seconds(self) -> float | None:
         """Training and validation seconds of the log's last epoch (a resumed run's estimate of
-        its next one); None before the first."""
-
-        def read() -> float | None:
-            records = self.run_dir.read_log()
-            return logged_seconds(records[-1:]) if records else None
-
-        return self.processes.on_main(read)
+        its next one; a --pretrain run's second stage has its first stage's); None before the
+        first."""
+        return self.processes.on_main(self.run_dir.last_epoch_seconds)
 
     def epoch_fits(self, deadline: float | None, estimate: float | None) -> bool:
         """Whether an epoch of about `estimate` seconds would end before `deadline`; every
