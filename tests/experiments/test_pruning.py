@@ -13,7 +13,7 @@ from famerec.evaluation import METRIC_NAMES
 from famerec.experiments import Plan, SpecError, Store, load_spec
 from famerec.experiments.plan import PRUNED, READY, WAITING
 from famerec.experiments.pruning import decide, rung_score
-from famerec.experiments.report import Context, draw_figure
+from famerec.experiments.report import Context, draw_figure, figure_links
 from famerec.experiments.runner import Runner
 from famerec.experiments.spec import Pruning
 from tests.conftest import write_sequences
@@ -337,6 +337,40 @@ def test_figures_draw_pruned_trials_where_pruning_compared_them(tmp_path):
     assert list(pruned[0].get_ydata()) == [0.2, 0.15]  # best up to rung 2, not a's later 0.9
     assert pruned[0].get_markerfacecolor() == "none"
     plt.close(fig)
+
+
+def test_a_figure_draws_another_specs_trials_from_its_records(tmp_path):
+    """`SPEC:MODEL:STAGE` draws the trials of another spec of the folder beside the spec's own
+    (one figure from two searches); a spec that is not there is refused."""
+    spec = write_spec(tmp_path, BODY, header=HEADER + PRUNING)
+    prune_two(spec, curve(0.1, 0.2, 0.9))
+    figure = '[[figures]]\nname = "d"\ntitle = "dropout"\nx = "model.dropout"\n'
+    figure += 'series = ["sasrec:dropout", "tiny:sasrec:dropout"]\nmetrics = ["NDCG@10"]\n'
+    path = tmp_path / "experiments" / "other.toml"
+    path.write_text(HEADER.replace('"tiny"', '"other"') + BODY + figure)
+    other = load_spec(path)
+    assert [str(s) for s in other.figures[0].series] == ["sasrec:dropout", "tiny:sasrec:dropout"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    store = Store(other.records_dir)
+    context = Context(other, store, Plan(other, store), tmp_path, {})
+    fig = draw_figure(plt, context, other.datasets[0], other.figures[0])
+    (ax,) = fig.axes
+    pruned = [line for line in ax.lines if line.get_label().endswith("(tiny): pruned")]
+    assert len(pruned) == 1 and list(pruned[0].get_xdata()) == [0.1, 0.3]
+    assert list(pruned[0].get_ydata()) == [0.2, 0.15]  # as tiny's own figure draws them
+    plt.close(fig)
+    assert "SPEC:MODEL:STAGE is another spec's" in figure_links(context, other.datasets[0])
+
+    path.write_text(path.read_text().replace('"tiny:sasrec', '"nosuch:sasrec'))
+    with pytest.raises(SpecError, match="must name another spec"):
+        load_spec(path)
+    path.write_text(path.read_text().replace('"nosuch:sasrec', '"tiny:gru4rec'))
+    with pytest.raises(SpecError, match="no such MODEL:STAGE in tiny"):
+        load_spec(path)
 
 
 def test_an_entry_that_is_not_pruned_trains_on_another_specs_pruned_trials(tmp_path):

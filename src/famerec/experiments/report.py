@@ -31,7 +31,17 @@ from famerec.experiments.plan import (
 )
 from famerec.experiments.pruning import logged_up_to
 from famerec.experiments.runner import plural
-from famerec.experiments.spec import SPLIT, Dataset, Entry, Figure, Spec, SpecError, tomllib
+from famerec.experiments.spec import (
+    SPLIT,
+    Dataset,
+    Entry,
+    Figure,
+    Series,
+    Spec,
+    SpecError,
+    load_spec,
+    tomllib,
+)
 from famerec.runs.dir import LOG, RANKS, read_ranks
 from famerec.runs.machine import cpu_label
 from famerec.tables import table
@@ -67,9 +77,21 @@ class Context:
     # per-user test gains of a selected setting, by its run ids: the results, best-baseline
     # and summary tables test the same settings, and each ranks.npz is read once
     gains: dict[tuple[str, ...], np.ndarray | None] = field(default_factory=dict)
+    others: dict[str, Context] = field(default_factory=dict)  # specs a figure draws from
 
     def show(self, path: Path) -> str:
         return Path(os.path.relpath(Path(path).resolve(), self.root.resolve())).as_posix()
+
+    def of(self, series: Series) -> Context:
+        """The context of the spec whose records `series` reads: this one, or another spec
+        of its folder (loaded once)."""
+        if series.source is None:
+            return self
+        if series.source not in self.others:
+            spec = load_spec(self.spec.path.parent / f"{series.source}.toml", allow_outside=True)
+            store = Store(spec.records_dir)
+            self.others[series.source] = Context(spec, store, Plan(spec, store), self.root, {})
+        return self.others[series.source]
 
 
 def load_paper(spec: Spec) -> dict[str, Any]:
@@ -632,7 +654,7 @@ def figure_links(context: Context, dataset: Dataset) -> str:
             f"![{figure.title}]({spec.name}/{dataset.name}-{figure.name}.png)",
             "",
             f"*{figure.title}.* Validation {', '.join(figure.metrics)} of the trials of "
-            + ", ".join(f"{e}:{s}" for e, s in figure.series)
+            + ", ".join(str(series) for series in figure.series)
             + " against "
             + figure.x
             + "; a star marks the test value of a selected setting (mean over its seeds)"
@@ -643,9 +665,13 @@ def figure_links(context: Context, dataset: Dataset) -> str:
                 else ""
             )
             + (
-                f"; the dashed line is the best validation value of {figure.reference[0]}:"
-                f"{figure.reference[1]}"
+                f"; the dashed line is the best validation value of {figure.reference}"
                 if figure.reference
+                else ""
+            )
+            + (
+                "; SPEC:MODEL:STAGE is another spec's, from its records"
+                if any(series.source for series in figure.series)
                 else ""
             )
             + ".",
@@ -694,7 +720,6 @@ def pruned_value(context: Context, run: Run, rung: int, metric: str) -> float | 
 
 
 def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
-    plan, store = context.plan, context.store
     width, height = 3.2 * len(figure.metrics), 3.6
     fig, axes = plt.subplots(1, len(figure.metrics), figsize=(width, height), layout="constrained")
     axes = np.atleast_1d(axes)
@@ -702,22 +727,28 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes, figure.metrics):
         drawn = 0  # setting groups so far: the same colours in the same order on every panel
-        for entry_name, stage in figure.series:
-            entry_plan = plan.entries[dataset.name, entry_name]
-            verdict = plan.verdicts.get((dataset.name, entry_name, stage))
+        for series in figure.series:
+            source = context.of(series)
+            plan, store = source.plan, source.store
+            if (dataset.name, series.entry) not in plan.entries:
+                continue  # the other spec has no such dataset
+            entry_plan = plan.entries[dataset.name, series.entry]
+            verdict = plan.verdicts.get((dataset.name, series.entry, series.stage))
             lines: dict[str, list[tuple[float, float, Run]]] = {}
             pruned: dict[str, list[tuple[float, float]]] = {}
             for run in entry_plan.trials:
-                if run.stage != stage or run.state not in (DONE, PRUNED) or run.id is None:
+                if run.stage != series.stage or run.state not in (DONE, PRUNED) or run.id is None:
                     continue
                 others = {k: v for k, v in run.names.items() if k != figure.x}
                 label = f"{entry_plan.entry.label} {describe_settings(others)}".strip()
+                if series.source:
+                    label += f" ({series.source})"
                 x = store.config(run.id)[figure.x]
                 if run.state == DONE:
                     value = store.metrics(run.id)["valid"][metric]
                     lines.setdefault(label, []).append((x, value, run))
                 elif verdict is not None and run.id in verdict.pruned:
-                    value = pruned_value(context, run, verdict.pruned[run.id][0], metric)
+                    value = pruned_value(source, run, verdict.pruned[run.id][0], metric)
                     if value is None:
                         continue
                     pruned.setdefault(label, []).append((x, value))
@@ -738,14 +769,19 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
                     test = statistics.mean(store.metrics(r.id)["test"][metric] for r in selected)
                     x = store.config(entry_plan.selected.id)[figure.x]
                     ax.plot([x], [test], "*", ms=12, color=color, label=f"{label}: test, selected")
-        if figure.reference is not None:
-            ref_plan = plan.entries[dataset.name, figure.reference[0]]
+        reference = figure.reference
+        if (
+            reference is not None
+            and (dataset.name, reference.entry) in context.of(reference).plan.entries
+        ):
+            source = context.of(reference)
+            ref_plan = source.plan.entries[dataset.name, reference.entry]
             ref_runs = [
-                r for r in ref_plan.trials if r.stage == figure.reference[1] and r.state == DONE
+                r for r in ref_plan.trials if r.stage == reference.stage and r.state == DONE
             ]
             if ref_runs:
-                value = store.metrics(plan.best(ref_runs).id)["valid"][metric]
-                label = f"best of {figure.reference[0]}:{figure.reference[1]}"
+                value = source.store.metrics(source.plan.best(ref_runs).id)["valid"][metric]
+                label = f"best of {reference}"
                 ax.axhline(value, ls="--", color="red", lw=1, label=label)
         ax.set_xlabel(figure.x.rsplit(".", 1)[-1])
         ax.set_ylabel(f"valid {metric}")

@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from famerec.errors import FamerecError, printable
 from famerec.runconfig import MOVED_KEYS, config_options
@@ -139,6 +139,19 @@ class Dataset:
     paper: str | None = None
 
 
+class Series(NamedTuple):
+    """The trials of one stage drawn in a figure: `entry:stage` of the spec, or
+    `spec:entry:stage` of another spec of its folder (`source`, its name), read from that
+    spec's records (one figure with lines that different specs trained)."""
+
+    entry: str
+    stage: str
+    source: str | None = None
+
+    def __str__(self) -> str:
+        return ":".join(filter(None, (self.source, self.entry, self.stage)))
+
+
 @dataclass
 class Figure:
     """Validation metrics of the trials of some stages against one setting (paper Figs. 5-6)."""
@@ -146,8 +159,8 @@ class Figure:
     name: str
     title: str
     x: str
-    series: list[tuple[str, str]]  # (entry, stage)
-    reference: tuple[str, str] | None = None  # best validation value drawn as a line
+    series: list[Series]
+    reference: Series | None = None  # best validation value drawn as a line
     metrics: tuple[str, ...] = ("NDCG@10", "HR@10")
 
 
@@ -593,12 +606,28 @@ class _Loader:
         if x not in known_options():
             raise self.fail(f"{where}: unknown setting '{x}' for x")
 
-        def series(text: Any) -> tuple[str, str]:
-            entry_name, _, stage_name = str(text).partition(":")
+        def series(text: Any) -> Series:
+            parts = str(text).split(":")
+            if len(parts) == 3:  # another spec's
+                source, entry_name, stage_name = parts
+                other = spec.path.parent / f"{source}.toml"
+                if source == spec.name or not other.is_file():
+                    raise self.fail(
+                        f"{where}: '{text}': SPEC:MODEL:STAGE must name another spec of "
+                        f"{spec.path.parent.name}/"
+                    )
+                entries = {e.name: e for e in load_spec(other, allow_outside=True).entries}
+                found = entries.get(entry_name)
+                if found is None or stage_name not in [s.name for s in found.stages]:
+                    raise self.fail(f"{where}: '{text}': no such MODEL:STAGE in {source}")
+                return Series(entry_name, stage_name, source)
+            if len(parts) != 2:
+                raise self.fail(f"{where}: '{text}' is not MODEL:STAGE (or SPEC:MODEL:STAGE)")
+            entry_name, stage_name = parts
             entry = spec.entry(entry_name)
             if stage_name not in [s.name for s in entry.stages]:
                 raise self.fail(f"{where}: '{text}' is not MODEL:STAGE of the spec")
-            return entry_name, stage_name
+            return Series(entry_name, stage_name)
 
         metrics = tuple(payload.get("metrics", Figure.metrics))
         if not set(metrics) <= set(_METRICS):
