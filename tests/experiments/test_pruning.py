@@ -365,6 +365,12 @@ def test_a_figure_draws_another_specs_trials_from_its_records(tmp_path):
     plt.close(fig)
     assert "SPEC:MODEL:STAGE is another spec's" in figure_links(context, other.datasets[0])
 
+    # two specs that draw from each other load
+    tiny = tmp_path / "experiments" / "tiny.toml"
+    tiny.write_text(tiny.read_text() + figure.replace('"tiny:', '"other:'))
+    assert str(load_spec(tiny).figures[0].series[1]) == "other:sasrec:dropout"
+    assert str(load_spec(path).figures[0].series[1]) == "tiny:sasrec:dropout"
+
     path.write_text(path.read_text().replace('"tiny:sasrec', '"nosuch:sasrec'))
     with pytest.raises(SpecError, match="must name another spec"):
         load_spec(path)

@@ -260,6 +260,9 @@ _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
 _METRICS = tuple(f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20))
 
 
+_LOADING: set[Path] = set()  # the specs being read (a figure's series may name another)
+
+
 def load_spec(path: str | Path, allow_outside: bool = False) -> Spec:
     """Read and check a spec; every problem is a SpecError naming the file. Its output folders
     must lie inside its repository (the folder above the spec's) unless `allow_outside`."""
@@ -272,7 +275,11 @@ def load_spec(path: str | Path, allow_outside: bool = False) -> Spec:
         raise SpecError(f"cannot read experiment spec {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: invalid TOML: {error}") from None
-    spec = _Loader(path).spec(payload)
+    _LOADING.add(path.resolve())  # a figure may read another spec that reads this one
+    try:
+        spec = _Loader(path).spec(payload)
+    finally:
+        _LOADING.discard(path.resolve())
     if not allow_outside:
         check_outputs_inside(spec, payload)
     return spec
@@ -616,6 +623,8 @@ class _Loader:
                         f"{where}: '{text}': SPEC:MODEL:STAGE must name another spec of "
                         f"{spec.path.parent.name}/"
                     )
+                if other.resolve() in _LOADING:  # it draws from this spec too: checked there
+                    return Series(entry_name, stage_name, source)
                 entries = {e.name: e for e in load_spec(other, allow_outside=True).entries}
                 found = entries.get(entry_name)
                 if found is None or stage_name not in [s.name for s in found.stages]:
