@@ -41,6 +41,15 @@ data.path = "{data}"
     return write_spec(tmp_path, body, header=header)
 
 
+def time_epochs(record, seconds: float) -> None:
+    """Make every epoch in a recorded run's log.jsonl take `seconds` (training, no validation)."""
+    log = record / "log.jsonl"
+    epochs = [json.loads(line) for line in log.read_text().splitlines()]
+    for epoch in epochs:
+        epoch["train_seconds"], epoch["eval_seconds"] = seconds, 0.0
+    log.write_text("".join(json.dumps(e) + "\n" for e in epochs))
+
+
 def test_runs_records_resumes_and_reports_failures(tmp_path, capsys):
     spec = tiny_spec(tmp_path)
     spec_file = str(spec.path)
@@ -219,11 +228,7 @@ def test_a_run_whose_first_epoch_would_overrun_the_time_limit_is_not_started(tmp
     spec_file = str(spec.path)
     first, second = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
     assert main(["experiment", "run", spec_file, "--only", first.id]) == 0
-    log = spec.records_dir / first.id / "log.jsonl"
-    epochs = [json.loads(line) for line in log.read_text().splitlines()]
-    for epoch in epochs:
-        epoch["train_seconds"], epoch["eval_seconds"] = 7200.0, 0.0  # two hours an epoch
-    log.write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    time_epochs(spec.records_dir / first.id, 7200.0)  # two hours an epoch
     capsys.readouterr()
 
     assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 75
@@ -257,10 +262,7 @@ def test_a_seed_goes_by_its_settings_other_seeds_before_its_entrys_other_runs(tm
 
     def rewrite(run_id: str, seconds: float, score: float) -> None:
         folder = spec.records_dir / run_id
-        epochs = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-        for epoch in epochs:
-            epoch["train_seconds"], epoch["eval_seconds"] = seconds, 0.0
-        (folder / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+        time_epochs(folder, seconds)
         metrics = json.loads((folder / "metrics.json").read_text())
         metrics["valid"]["NDCG@10"] = score  # decides the selection
         (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -279,11 +281,7 @@ def test_a_start_to_retrain_goes_by_its_records_epochs_under_a_time_limit(tmp_pa
     spec_file = str(spec.path)
     assert main(["experiment", "run", spec_file, "--only", "ok/sasrec/*"]) == 0
     (sasrec,) = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
-    log = spec.records_dir / sasrec.id / "log.jsonl"
-    epochs = [json.loads(line) for line in log.read_text().splitlines()]
-    for epoch in epochs:
-        epoch["train_seconds"] = 7200.0
-    log.write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    time_epochs(spec.records_dir / sasrec.id, 7200.0)
     shutil.rmtree(spec.runs_dir)  # the run directories stayed on another machine
     capsys.readouterr()
 
