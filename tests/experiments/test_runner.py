@@ -249,6 +249,39 @@ def test_a_run_whose_first_epoch_would_overrun_the_time_limit_is_not_started(tmp
     assert f"done  {second.id}" in capsys.readouterr().err
 
 
+def test_records_from_this_machine_time_a_first_epoch_before_another_cpus(
+    tmp_path, capsys, monkeypatch
+):
+    """Two CPUs of one name may differ 2-3x in speed: the entry's run recorded on this machine
+    (1 s an epoch) times a fresh run, not the mean with a run of another CPU family (two
+    hours an epoch), so it starts; with only the other CPU's records to go by, it waits."""
+    monkeypatch.setattr("famerec.runs.machine.cpu_id", lambda *_: "family 7, model 7")
+    spec = tiny_spec(tmp_path, DROPOUT.replace("[0.1, 0.2]", "[0.1, 0.2, 0.3]"), broken=False)
+    spec_file = str(spec.path)
+    here, there, fresh = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    assert main(["experiment", "run", spec_file, "--only", here.id, "--only", there.id]) == 0
+    time_epochs(spec.records_dir / here.id, 1.0)
+    time_epochs(spec.records_dir / there.id, 7200.0)
+
+    def recorded_on(run_id: str, cpu: str) -> None:
+        record = spec.records_dir / run_id / "record.json"
+        info = json.loads(record.read_text())
+        assert info["machine"]["cpu_id"] in ("family 7, model 7", "family 0, model 0")
+        info["machine"]["cpu_id"] = cpu
+        record.write_text(json.dumps(info))
+
+    recorded_on(here.id, "family 0, model 0")
+    recorded_on(there.id, "family 0, model 0")
+    capsys.readouterr()
+    assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 75
+    assert f"left  {fresh.id}: an epoch takes about 1h" in capsys.readouterr().err
+
+    recorded_on(here.id, "family 7, model 7")
+    assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 0
+    err = capsys.readouterr().err
+    assert f"done  {fresh.id}" in err and "left  " not in err, err
+
+
 def test_a_seed_goes_by_its_settings_other_seeds_before_its_entrys_other_runs(tmp_path, capsys):
     """The selected setting's second seed is timed by the first (1 s an epoch here), not by
     every run of its entry (the other trial: two hours an epoch), so it starts."""

@@ -215,7 +215,7 @@ class Runner:
         self.deadline: float | None = None
         self.paused: set[str] = set()
         self.unstarted: set[str] = set()  # left for the next sitting: an epoch would not fit
-        self.epoch_logs: dict[str, list[dict[str, Any]]] = {}  # finished and pruned runs' logs
+        self.epoch_logs: dict[str, tuple[bool, list[dict[str, Any]]]] = {}  # recorded runs' logs
         self.bar: tqdm | None = None
         # what the experiment commands rewrite: not a reason to call the code "dirty"
         report = spec.report_dir
@@ -413,23 +413,28 @@ class Runner:
             total += mean(same or dataset or everything)
         return total / self.jobs
 
-    def recorded_epochs(self, run_id: str) -> list[dict[str, Any]]:
+    def recorded_epochs(self, run_id: str) -> tuple[bool, list[dict[str, Any]]]:
         """The logged epochs of a recorded run (finished, pruned, or a start to retrain) that
-        ran on this sitting's kind of device (CPU or GPU, by its record's machine); none if it
-        ran on the other. Read once a sitting: such logs do not change."""
+        ran on this sitting's kind of device (CPU or GPU, by its record's machine), none if it
+        ran on the other; and whether it ran on this very machine (the same GPU, or the same
+        CPU by name, family and model). Read once a sitting: such logs do not change."""
         if run_id not in self.epoch_logs:
-            gpu = "gpu" in self.store.record(run_id).get("machine", {})
-            here = (self.device or "cpu").startswith("cuda")
-            self.epoch_logs[run_id] = self.store.log(run_id) if gpu == here else []
+            recorded = self.store.record(run_id).get("machine", {})
+            here = machine(self.device or "cpu")
+            kind = ("gpu" in recorded) == ("gpu" in here)
+            keys = ("gpu",) if "gpu" in here else ("cpu", "cpu_id")
+            same = kind and keys[-1] in here and all(recorded.get(k) == here[k] for k in keys)
+            self.epoch_logs[run_id] = (same, self.store.log(run_id) if kind else [])
         return self.epoch_logs[run_id]
 
     def first_epoch_seconds(self, plan: Plan, run: Run) -> float | None:
         """About how long the first epoch of a run with none logged here takes (training and
         validation), from records of runs on this sitting's kind of device: the mean epoch of
         its own record (a start retrained from it), else of the finished or pruned runs of its
-        setting at other seeds, else of its entry on its dataset. None with nothing to go by,
-        or when its run directory has logged an epoch (of either stage of a --pretrain run),
-        which its trainer goes by."""
+        setting at other seeds, else of its entry on its dataset; records from this very
+        machine first (two CPUs alike by name may differ 2-3x in speed), then from any. None
+        with nothing to go by, or when its run directory has logged an epoch (of either stage
+        of a --pretrain run), which its trainer goes by."""
         if run.id is None:
             return None
         if self.store.runs_dir is not None:
@@ -443,10 +448,13 @@ class Runner:
             and r.id not in (None, run.id)
             and (r.dataset, r.entry) == (run.dataset, run.entry)
         ]
-        for group in ([run], [r for r in like if r.names == run.names], like):
-            epochs = [e for r in group for e in self.recorded_epochs(str(r.id))]
-            if epochs:
-                return logged_seconds(epochs) / len(epochs)
+        groups = ([run], [r for r in like if r.names == run.names], like)
+        for this_machine in (True, False):
+            for group in groups:
+                logs = [self.recorded_epochs(str(r.id)) for r in group]
+                epochs = [e for same, log in logs if same or not this_machine for e in log]
+                if epochs:
+                    return logged_seconds(epochs) / len(epochs)
         return None
 
     def fits(self, plan: Plan, run: Run) -> bool:
