@@ -7,6 +7,7 @@ A run with a record (or a finished run directory) is skipped, an interrupted one
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 import shlex
@@ -413,6 +414,11 @@ class Runner:
             total += mean(same or dataset or everything)
         return total / self.jobs
 
+    @functools.cached_property
+    def this_machine(self) -> dict[str, Any]:
+        """Where this sitting runs (`famerec.runs.machine`), read once."""
+        return machine(self.device or "cpu")
+
     def recorded_epochs(self, run_id: str) -> tuple[bool, list[dict[str, Any]]]:
         """The logged epochs of a recorded run (finished, pruned, or a start to retrain) that
         ran on this sitting's kind of device (CPU or GPU, by its record's machine), none if it
@@ -420,7 +426,7 @@ class Runner:
         CPU by name, family and model). Read once a sitting: such logs do not change."""
         if run_id not in self.epoch_logs:
             recorded = self.store.record(run_id).get("machine", {})
-            here = machine(self.device or "cpu")
+            here = self.this_machine
             kind = ("gpu" in recorded) == ("gpu" in here)
             keys = ("gpu",) if "gpu" in here else ("cpu", "cpu_id")
             same = kind and keys[-1] in here and all(recorded.get(k) == here[k] for k in keys)
