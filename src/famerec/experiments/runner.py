@@ -379,7 +379,7 @@ class Runner:
                 "pruned": run.rung,
                 "epochs_run": last_epoch(log),
                 "wall_seconds": round(logged_seconds(log), 1),
-                "machine": machine(self.device or "cpu"),
+                "machine": dict(self.this_machine),
                 "commit": self.checkout(),
                 "threads": self.threads,
                 "jobs": self.jobs,
