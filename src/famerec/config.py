@@ -232,8 +232,9 @@ class ModelConfig:
     item_attributes: str | None = option(
         None,
         "add to each item's vector (input and output) the mean of learned embeddings of its "
-        "attributes, zero at first: 'bundled' (the bundled dataset's) or a JSON file "
-        "{item_id: [attribute_id, ...]} (sasrec, fame; not in the papers)",
+        "attributes, zero at first: 'bundled' (the bundled dataset's), a JSON file "
+        "{item_id: [attribute_id, ...]} or 'items' (the attribute columns of --items) "
+        "(sasrec, fame; not in the papers)",
         paths=True,
     )
 

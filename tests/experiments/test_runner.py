@@ -1,5 +1,6 @@
 """The runner end to end: real `famerec train` subprocesses on a tiny dataset."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 from famerec.cli import main
 from famerec.experiments import Plan, Store
 from famerec.experiments.records import commit
+from famerec.experiments.runner import Runner
 from famerec.runconfig import pretrain_config
 from famerec.training import resolve_config, train_run
 from tests.conftest import write_sequences
@@ -280,6 +282,22 @@ def test_records_from_this_machine_time_a_first_epoch_before_another_cpus(
     assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 0
     err = capsys.readouterr().err
     assert f"done  {fresh.id}" in err and "left  " not in err, err
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda", "gpu"),
+    [(None, True, True), ("auto", True, True), ("cpu", True, False), (None, False, False)],
+)
+def test_a_sitting_left_to_choose_its_device_on_a_gpu_machine_is_a_gpu_sitting(
+    tmp_path, monkeypatch, device, cuda, gpu
+):
+    """Without --device (or with auto) the runs train on the GPU where there is one, so the
+    sitting goes by GPU records for its time estimates there, not by CPU ones."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
+    monkeypatch.setattr("famerec.runs.machine.gpu_name", lambda: "a GPU")
+    spec = tiny_spec(tmp_path, broken=False)
+    runner = Runner(spec, device=device, stream=io.StringIO())
+    assert ("gpu" in runner.this_machine) == gpu
 
 
 def test_a_seed_goes_by_its_settings_other_seeds_before_its_entrys_other_runs(tmp_path, capsys):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import torch
 from tqdm.auto import tqdm
 
 import famerec
@@ -416,8 +417,13 @@ class Runner:
 
     @functools.cached_property
     def this_machine(self) -> dict[str, Any]:
-        """Where this sitting runs (`famerec.runs.machine`), read once."""
-        return machine(self.device or "cpu")
+        """Where this sitting runs (`famerec.runs.machine`), read once. Without `--device` the
+        runs take the spec's device, else "auto", which trains on a GPU where one is
+        available: such a sitting is a GPU one."""
+        device = self.device or str(self.spec.base.get("train.device", "auto"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return machine(device)
 
     def recorded_epochs(self, run_id: str) -> tuple[bool, list[dict[str, Any]]]:
         """The logged epochs of a recorded run (finished, pruned, or a start to retrain) that
