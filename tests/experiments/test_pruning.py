@@ -418,6 +418,32 @@ def test_an_entry_that_is_not_pruned_trains_on_another_specs_pruned_trials(tmp_p
         )
 
 
+def test_a_sitting_cut_off_after_a_pruned_trial_trained_on_to_its_end_records_it_later(
+    tmp_path,
+):
+    """A spec without pruning trains another spec's pruned trial on to its end, and its
+    runner is cut off before recording it: the next sitting's sync records the run in full
+    (its metrics and whole log), keeping the pruned spec's decision."""
+    pruned = write_spec(tmp_path, BODY, header=HEADER + PRUNING)
+    whole = write_spec(
+        tmp_path,
+        BODY.replace("[models.sasrec]\n", "[models.sasrec]\nprune = false\n"),
+        header=HEADER + PRUNING,
+    )
+    a, *_ = prune_two(pruned, curve(0.1, 0.2))
+    write_run(pruned.runs_dir / a.id, a, curve(0.1, 0.2, 0.4, 0.5), finished(0.5, 0.5, epochs=4))
+    plan = Plan(whole, Store(whole.records_dir, whole.runs_dir))
+    assert plan.entries["toys", "sasrec"].trials[0].state == "done"
+    assert not (pruned.records_dir / a.id / "metrics.json").is_file()
+
+    Runner(whole, stream=io.StringIO()).sync(plan)
+    record = pruned.records_dir / a.id
+    assert (record / "metrics.json").is_file()
+    assert len((record / "log.jsonl").read_text().splitlines()) == 4
+    info = json.loads((record / "record.json").read_text())
+    assert info["pruned"] == "pruned at rung 2: valid NDCG@10 0.20000"
+
+
 def test_rungs_only_decides_the_rungs_and_starts_no_run_past_them(tmp_path, capsys):
     spec = tiny_pruned_search(tmp_path)
     assert main(["experiment", "run", str(spec.path), "--rungs-only"]) == 0

@@ -268,7 +268,6 @@ def test_records_from_this_machine_time_a_first_epoch_before_another_cpus(
     def recorded_on(run_id: str, cpu: str) -> None:
         record = spec.records_dir / run_id / "record.json"
         info = json.loads(record.read_text())
-        assert info["machine"]["cpu_id"] in ("family 7, model 7", "family 0, model 0")
         info["machine"]["cpu_id"] = cpu
         record.write_text(json.dumps(info))
 
@@ -282,6 +281,18 @@ def test_records_from_this_machine_time_a_first_epoch_before_another_cpus(
     assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 0
     err = capsys.readouterr().err
     assert f"done  {fresh.id}" in err and "left  " not in err, err
+
+
+def test_a_run_recorded_in_a_sitting_times_the_runs_after_it(tmp_path):
+    """A run looked up before it had a record (it had not finished) is read again once it
+    has one: its epochs time the seeds of its setting that start later in the sitting."""
+    spec = tiny_spec(tmp_path, broken=False)
+    low, _ = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    runner = Runner(spec, stream=io.StringIO())
+    assert runner.recorded_epochs(low.id) == (False, [])
+    assert main(["experiment", "run", str(spec.path), "--only", low.id]) == 0
+    _, log = runner.recorded_epochs(low.id)
+    assert [e["epoch"] for e in log] == list(range(1, len(log) + 1)) and log
 
 
 @pytest.mark.parametrize(
@@ -339,6 +350,7 @@ def test_a_start_to_retrain_goes_by_its_records_epochs_under_a_time_limit(tmp_pa
     assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 75
     err = capsys.readouterr().err
     assert f"left  {sasrec.id}: an epoch takes about 2h" in err, err
+    assert "(a sitting needs at least 2h" in err, err  # longer than the whole --time-limit
     assert "start ok/" not in err
 
 

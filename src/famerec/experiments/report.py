@@ -480,7 +480,7 @@ def summary_section(context: Context) -> str:
 
 def versus_baselines(mine: float, my_gains: np.ndarray | None, best: BestBaseline) -> str:
     """A summary cell: the mean test score, the change against the best baseline with its p,
-    and the counts of finished baselines significantly above and below it."""
+    and the counts of finished baselines it is significantly above and below."""
     p_values = {}  # baseline: the paired t-test's p, where both have the same test users
     for name, theirs in best.finished.items():
         if theirs is not None and my_gains is not None and len(theirs) == len(my_gains) > 1:

@@ -356,9 +356,12 @@ class Runner:
             if run.id is None:  # waits for another stage: not named yet
                 continue
             unrecorded = not self.store.has_record(run.id)
-            # a pruned trial that trained on as a start: its record still ends at its rung
+            # a trial pruned (here or by a spec sharing the records) that trained on to its
+            # end, as a start or as a trial of a spec without pruning: its record still ends
+            # at its rung
             trained_on = (
-                run.state == PRUNED
+                run.state in (PRUNED, DONE)
+                and not unrecorded
                 and self.store.finished_locally(run.id)
                 and not (self.store.record_dir(run.id) / "metrics.json").is_file()
             )
@@ -429,14 +432,19 @@ class Runner:
         """The logged epochs of a recorded run (finished, pruned, or a start to retrain) that
         ran on this sitting's kind of device (CPU or GPU, by its record's machine), none if it
         ran on the other; and whether it ran on this very machine (the same GPU, or the same
-        CPU by name, family and model). Read once a sitting: such logs do not change."""
-        if run_id not in self.epoch_logs:
-            recorded = self.store.record(run_id).get("machine", {})
-            here = self.this_machine
-            kind = ("gpu" in recorded) == ("gpu" in here)
-            keys = ("gpu",) if "gpu" in here else ("cpu", "cpu_id")
-            same = kind and keys[-1] in here and all(recorded.get(k) == here[k] for k in keys)
-            self.epoch_logs[run_id] = (same, self.store.log(run_id) if kind else [])
+        CPU by name, family and model). A record is read once a sitting (its log does not
+        change); a run without one (yet: it may finish or be pruned in this sitting) has
+        none to go by."""
+        if run_id in self.epoch_logs:
+            return self.epoch_logs[run_id]
+        if not self.store.has_record(run_id):
+            return False, []
+        recorded = self.store.record(run_id).get("machine", {})
+        here = self.this_machine
+        kind = ("gpu" in recorded) == ("gpu" in here)
+        keys = ("gpu",) if "gpu" in here else ("cpu", "cpu_id")
+        same = kind and keys[-1] in here and all(recorded.get(k) == here[k] for k in keys)
+        self.epoch_logs[run_id] = (same, self.store.log(run_id) if kind else [])
         return self.epoch_logs[run_id]
 
     def first_epoch_seconds(self, plan: Plan, run: Run) -> float | None:
@@ -483,9 +491,16 @@ class Runner:
         self.unstarted.add(run.id)
         if self.bar is not None:
             self.bar.update(1)
+        needed = estimate + STARTUP
+        longer = self.time_limit is not None and needed > self.time_limit
         self.say(
             f"left  {run.id}: an epoch takes about {format_seconds(estimate)}, "
             f"{format_seconds(max(0.0, left))} of --time-limit is left"
+            + (
+                f" (a sitting needs at least {format_seconds(needed)} to start it)"
+                if longer
+                else ""
+            )
         )
         return False
 
@@ -713,7 +728,8 @@ class Runner:
         if self.unstarted:
             self.say(
                 f"  {len(self.unstarted)} run(s) not started: an epoch would have ended past "
-                "--time-limit; run the same command again to start them"
+                "--time-limit; run the same command again (with a --time-limit longer than "
+                "an epoch) to start them"
             )
         return 1 if failed else PAUSED if self.paused or self.unstarted else 0
 
@@ -741,13 +757,15 @@ class Runner:
 
 
 def trained_on(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Where a finished run trained, from its metrics.json: device, precision, torch, machine."""
+    """Where a finished run trained, from its metrics.json: device, precision, torch, machine
+    (the machine its metrics.json names, that of the sitting that finished it; here where an
+    older one names none)."""
     device = str(metrics.get("device", "unknown"))
     return {
         "device": device,
         "precision": metrics.get("precision", "unknown"),
         "torch": metrics.get("torch", "unknown"),
-        "machine": machine(device),
+        "machine": metrics.get("machine") or machine(device),
     }
 
 
