@@ -311,6 +311,25 @@ def test_a_sitting_left_to_choose_its_device_on_a_gpu_machine_is_a_gpu_sitting(
     assert ("gpu" in runner.this_machine) == gpu
 
 
+def test_records_at_the_sittings_threads_time_a_first_epoch_before_other_threads(tmp_path, capsys):
+    """A run recorded with this sitting's threads (1 s an epoch) times a fresh run, not the
+    mean with a run recorded with other threads (two hours an epoch), so it starts."""
+    spec = tiny_spec(tmp_path, DROPOUT.replace("[0.1, 0.2]", "[0.1, 0.2, 0.3]"), broken=False)
+    spec_file = str(spec.path)
+    same, other, fresh = Plan(spec, Store(spec.records_dir)).entries["ok", "sasrec"].trials
+    assert main(["experiment", "run", spec_file, "--only", same.id, "--only", other.id]) == 0
+    for run, seconds, threads in ((same, 1.0, Runner(spec).threads), (other, 7200.0, 99)):
+        folder = spec.records_dir / run.id
+        time_epochs(folder, seconds)
+        info = json.loads((folder / "record.json").read_text())
+        info["threads"] = threads
+        (folder / "record.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["experiment", "run", spec_file, "--time-limit", "1h"]) == 0
+    err = capsys.readouterr().err
+    assert f"done  {fresh.id}" in err and "left  " not in err, err
+
+
 def test_a_seed_goes_by_its_settings_other_seeds_before_its_entrys_other_runs(tmp_path, capsys):
     """The selected setting's second seed is timed by the first (1 s an epoch here), not by
     every run of its entry (the other trial: two hours an epoch), so it starts."""

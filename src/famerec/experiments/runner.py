@@ -452,7 +452,8 @@ class Runner:
         validation), from records of runs on this sitting's kind of device: the mean epoch of
         its own record (a start retrained from it), else of the finished or pruned runs of its
         setting at other seeds, else of its entry on its dataset; records from this very
-        machine first (two CPUs alike by name may differ 2-3x in speed), then from any. None
+        machine first (two CPUs alike by name may differ 2-3x in speed), then from any, and
+        within each, those trained with this sitting's threads first. None
         with nothing to go by, or when its run directory has logged an epoch (of either stage
         of a --pretrain run), which its trainer goes by."""
         if run.id is None:
@@ -471,10 +472,20 @@ class Runner:
         groups = ([run], [r for r in like if r.names == run.names], like)
         for this_machine in (True, False):
             for group in groups:
-                logs = [self.recorded_epochs(str(r.id)) for r in group]
-                epochs = [e for same, log in logs if same or not this_machine for e in log]
-                if epochs:
-                    return logged_seconds(epochs) / len(epochs)
+                logs = []  # (log, threads) of the group's records from this kind of machine
+                for r in group:
+                    same, log = self.recorded_epochs(str(r.id))
+                    if same or not this_machine:
+                        logs.append((log, self.store.record(str(r.id)).get("threads")))
+                for same_threads in (True, False):  # 1 thread is up to 2x slower than 2
+                    epochs = [
+                        e
+                        for log, threads in logs
+                        if threads == self.threads or not same_threads
+                        for e in log
+                    ]
+                    if epochs:
+                        return logged_seconds(epochs) / len(epochs)
         return None
 
     def fits(self, plan: Plan, run: Run) -> bool:
