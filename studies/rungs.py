@@ -24,7 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from scipy import stats
 
 from famerec.experiments.plan import Plan, Store
 from famerec.experiments.pruning import decide, reached, rung_score
@@ -83,8 +83,7 @@ def replay(stage: Stage, rungs: tuple[int, ...], reduction: int) -> tuple[bool, 
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    rank_x, rank_y = (np.argsort(np.argsort(v)).astype(float) for v in (x, y))
-    return float(np.corrcoef(rank_x, rank_y)[0, 1])
+    return float(stats.spearmanr(x, y).statistic)
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import torch
 from tqdm.auto import tqdm
 
 import famerec
@@ -45,6 +44,7 @@ from famerec.experiments.records import commit, copy_record, utc_now
 from famerec.experiments.spec import Spec, known_options, relative
 from famerec.runs.dir import CONFIG, DirectoryLock, RunDir, logged_seconds, write_json
 from famerec.runs.dir import PRETRAIN as PRETRAIN_DIR
+from famerec.runs.load import resolve_device
 from famerec.runs.machine import machine, usable_cores
 
 # Settings the runner decides for every run (not part of what a run computes).
@@ -424,9 +424,7 @@ class Runner:
         runs take the spec's device, else "auto", which trains on a GPU where one is
         available: such a sitting is a GPU one."""
         device = self.device or str(self.spec.base.get("train.device", "auto"))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return machine(device)
+        return machine(resolve_device(device).type if device == "auto" else device)
 
     def recorded_epochs(self, run_id: str) -> tuple[bool, list[dict[str, Any]]]:
         """The logged epochs of a recorded run (finished, pruned, or a start to retrain) that
