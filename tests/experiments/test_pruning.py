@@ -339,6 +339,45 @@ def test_figures_draw_pruned_trials_where_pruning_compared_them(tmp_path):
     plt.close(fig)
 
 
+def test_a_test_split_figure_draws_the_finished_trials_test_values_only(tmp_path):
+    """`split = "test"` (the paper's figures plot the test split): each finished trial's test
+    value; a pruned trial has none and is not drawn; a split other than valid or test is
+    refused."""
+    figure = '[[figures]]\nname = "d"\ntitle = "dropout"\nx = "model.dropout"\n'
+    figure += 'series = ["sasrec:dropout"]\nmetrics = ["NDCG@10"]\nsplit = "test"\n'
+    spec = write_spec(tmp_path, BODY + figure, header=HEADER + PRUNING)
+    assert spec.figures[0].split == "test"
+    a, b, c, d = prune_two(spec, curve(0.1, 0.2))
+    write_run(spec.runs_dir / b.id, b, curve(0.3, 0.25, 0.3, 0.35))  # pruned at rung 4
+    log = curve(0.4, 0.1, 0.3, 0.4, 0.45, 0.6)
+    write_run(spec.runs_dir / d.id, d, log, finished(0.6, 0.1, epochs=6))  # trained to its end
+    Runner(spec, stream=io.StringIO()).record_pruned(
+        Plan(spec, Store(spec.records_dir, spec.runs_dir))
+    )
+    store = Store(spec.records_dir, spec.runs_dir)
+    plan = Plan(spec, store)
+    assert [t.state for t in plan.entries["toys", "sasrec"].trials] == [PRUNED] * 3 + ["done"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    context = Context(spec, store, plan, tmp_path, {})
+    fig = draw_figure(plt, context, spec.datasets[0], spec.figures[0])
+    (ax,) = fig.axes
+    assert not [line for line in ax.lines if line.get_label().endswith(": pruned")]
+    (points,) = [line for line in ax.lines if line.get_marker() == "o"]
+    assert list(points.get_xdata()) == [0.4] and list(points.get_ydata()) == [0.1]  # not 0.6
+    assert ax.get_ylabel() == "test NDCG@10"
+    plt.close(fig)
+    links = figure_links(context, spec.datasets[0])
+    assert "Test NDCG@10 of the trials" in links and "nothing is selected from it" in links
+    assert "dropout = 0.4 |" in links and " 0.1000 |" in links  # its values, as a table
+
+    with pytest.raises(SpecError, match="split must be"):
+        write_spec(tmp_path, BODY + figure.replace('"test"', '"train"'), header=HEADER + PRUNING)
+
+
 def test_a_figure_draws_another_specs_trials_from_its_records(tmp_path):
     """`SPEC:MODEL:STAGE` draws the trials of another spec of the folder beside the spec's own
     (one figure from two searches); a spec that is not there is refused."""

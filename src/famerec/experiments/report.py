@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,14 @@ def selection_line(spec: Spec, trials: set[int]) -> str:
         f"{' / '.join(map(str, sorted(trials)))} validation trials per dataset (seed "
         f"{spec.seeds[0]}); its best trial is its selected setting"
         + (f", rerun with seeds {others}" if others else "")
-        + ". Test metrics are shown for the selected settings only."
+        + ". Test metrics are shown for the selected settings only"
+        + (
+            ", except in the figures on the test split, which draw every trial trained to its "
+            "end as the paper's figures do"
+            if any(figure.split == "test" for figure in spec.figures)
+            else ""
+        )
+        + "."
     )
 
 
@@ -568,7 +576,13 @@ def trials_table(context: Context, dataset: Dataset) -> str:
         "Every finished trial on the validation split (what selection reads; support runs are "
         "the settings other models start from, not trials), and every seed of each control "
         "(stage `control`, nothing selected). Test metrics of trials that were "
-        "not selected stay in the records and are not shown. s / epoch: the median training "
+        "not selected stay in the records and are not shown"
+        + (
+            " here (the figures on the test split draw them, as the paper's figures do)"
+            if any(figure.split == "test" for figure in spec.figures)
+            else ""
+        )
+        + ". s / epoch: the median training "
         "seconds per epoch in the run's log (epoch hooks included), on the record's machine with "
         "that many threads."
     )
@@ -649,23 +663,38 @@ def figure_links(context: Context, dataset: Dataset) -> str:
     spec = context.spec
     lines = ["### Figures"]
     for figure in spec.figures:
+        test = figure.split == "test"
         lines += [
             "",
             f"![{figure.title}]({spec.name}/{dataset.name}-{figure.name}.png)",
             "",
-            f"*{figure.title}.* Validation {', '.join(figure.metrics)} of the trials of "
+            f"*{figure.title}.* {'Test' if test else 'Validation'} {', '.join(figure.metrics)} "
+            "of the trials of "
             + ", ".join(str(series) for series in figure.series)
             + " against "
             + figure.x
+            + (
+                " (each trial at its best validation epoch, as the paper's figures plot the "
+                "test split; drawn for reading only: nothing is selected from it)"
+                if test
+                else ""
+            )
             + "; a star marks the test value of a selected setting (mean over its seeds)"
             + (
-                "; a hollow circle, a trial the pruned search stopped, at its best epoch up to"
-                " that rung (what pruning compared)"
+                "; trials the pruned search stopped have no test value and are not drawn"
+                if test and spec.pruning
+                else "; a hollow circle, a trial the pruned search stopped, at its best epoch up"
+                " to that rung (what pruning compared)"
                 if spec.pruning
                 else ""
             )
             + (
-                f"; the dashed line is the best validation value of {figure.reference}"
+                (
+                    f"; the dashed line is the test value of the best trial (on validation) "
+                    f"of {figure.reference}"
+                    if test
+                    else f"; the dashed line is the best validation value of {figure.reference}"
+                )
                 if figure.reference
                 else ""
             )
@@ -676,6 +705,8 @@ def figure_links(context: Context, dataset: Dataset) -> str:
             )
             + ".",
         ]
+        if test:
+            lines += ["", figure_values(context, dataset, figure)]
     lines += [
         "",
         f"![training curves]({spec.name}/{dataset.name}-curves.png)",
@@ -684,6 +715,35 @@ def figure_links(context: Context, dataset: Dataset) -> str:
         "loss per epoch, one line per seed.",
     ]
     return "\n".join(lines)
+
+
+def figure_values(context: Context, dataset: Dataset, figure: Figure) -> str:
+    """The values a figure draws, one row per metric and setting group, one column per x."""
+    rows: dict[tuple[str, str], dict[Any, float]] = {}
+    xs: set[Any] = set()
+    for metric in figure.metrics:
+        for series in figure.series:
+            found = series_points(context, dataset, figure, series, metric)
+            for label, points in (found.lines if found else {}).items():
+                rows[metric, label] = {x: value for x, value, _ in points}
+                xs.update(rows[metric, label])
+    ticks = sorted(xs)
+    name = figure.x.rsplit(".", 1)[-1]
+    headers = ["metric", "", *(f"{name} = {format_value(x)}" for x in ticks)]
+    body = [
+        [metric, label, *(f"{values[x]:.4f}" if x in values else "" for x in ticks)]
+        for (metric, label), values in rows.items()
+    ]
+    lines = {m: reference_value(context, dataset, figure, m) for m in figure.metrics}
+    if any(value is not None for value in lines.values()):  # the dashed line: a column
+        headers.append("dashed line")
+        body = [row + [""] for row in body]
+        body += [
+            [m, f"best of {figure.reference} on validation", *[""] * len(ticks), f"{value:.4f}"]
+            for m, value in lines.items()
+            if value is not None
+        ]
+    return table(headers, body, align="ll" + "r" * (len(headers) - 2))
 
 
 # -- plots ------------------------------------------------------------------------------------
@@ -719,6 +779,69 @@ def pruned_value(context: Context, run: Run, rung: int, metric: str) -> float | 
     return float(max(epochs, key=lambda e: e[SPLIT][context.spec.metric])[SPLIT][metric])
 
 
+@dataclass
+class SeriesPoints:
+    """One series of a figure on one dataset, for one metric: each setting group's finished
+    trials as (x, value, run), sorted by x, and its pruned trials as (x, value) where pruning
+    compared them (validation figures only)."""
+
+    plan: EntryPlan
+    store: Store
+    lines: dict[str, list[tuple[Any, float, Run]]]
+    pruned: dict[str, list[tuple[Any, float]]]
+
+
+def series_points(
+    context: Context, dataset: Dataset, figure: Figure, series: Series, metric: str
+) -> SeriesPoints | None:
+    """The points `figure` draws of `series` on `dataset`; None where the series' spec has no
+    such dataset. A test figure draws finished trials only: a pruned trial was never tested."""
+    source = context.of(series)
+    plan, store = source.plan, source.store
+    if (dataset.name, series.entry) not in plan.entries:
+        return None
+    entry_plan = plan.entries[dataset.name, series.entry]
+    verdict = plan.verdicts.get((dataset.name, series.entry, series.stage))
+    points = SeriesPoints(entry_plan, store, {}, {})
+    for run in entry_plan.trials:
+        if run.stage != series.stage or run.state not in (DONE, PRUNED) or run.id is None:
+            continue
+        others = {k: v for k, v in run.names.items() if k != figure.x}
+        label = f"{entry_plan.entry.label} {describe_settings(others)}".strip()
+        if series.source:
+            label += f" ({series.source})"
+        x = store.config(run.id)[figure.x]
+        if run.state == DONE:
+            value = store.metrics(run.id)[figure.split][metric]
+            points.lines.setdefault(label, []).append((x, value, run))
+        elif figure.split == "valid" and verdict is not None and run.id in verdict.pruned:
+            value = pruned_value(source, run, verdict.pruned[run.id][0], metric)
+            if value is not None:
+                points.pruned.setdefault(label, []).append((x, value))
+                points.lines.setdefault(label, [])
+    for line in points.lines.values():
+        line.sort(key=lambda p: p[0])
+    for line in points.pruned.values():
+        line.sort(key=lambda p: p[0])
+    return points
+
+
+def reference_value(context: Context, dataset: Dataset, figure: Figure, metric: str):
+    """The figure's dashed line: `metric` on its split of the reference stage's best finished
+    trial (best on validation, as selection reads); None without one."""
+    reference = figure.reference
+    if reference is None:
+        return None
+    source = context.of(reference)
+    if (dataset.name, reference.entry) not in source.plan.entries:
+        return None
+    trials = source.plan.entries[dataset.name, reference.entry].trials
+    done = [r for r in trials if r.stage == reference.stage and r.state == DONE]
+    if not done:
+        return None
+    return source.store.metrics(source.plan.best(done).id)[figure.split][metric]
+
+
 def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
     width, height = 3.2 * len(figure.metrics), 3.6
     fig, axes = plt.subplots(1, len(figure.metrics), figsize=(width, height), layout="constrained")
@@ -728,63 +851,33 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
     for ax, metric in zip(axes, figure.metrics):
         drawn = 0  # setting groups so far: the same colours in the same order on every panel
         for series in figure.series:
-            source = context.of(series)
-            plan, store = source.plan, source.store
-            if (dataset.name, series.entry) not in plan.entries:
+            found = series_points(context, dataset, figure, series, metric)
+            if found is None:
                 continue  # the other spec has no such dataset
-            entry_plan = plan.entries[dataset.name, series.entry]
-            verdict = plan.verdicts.get((dataset.name, series.entry, series.stage))
-            lines: dict[str, list[tuple[float, float, Run]]] = {}
-            pruned: dict[str, list[tuple[float, float]]] = {}
-            for run in entry_plan.trials:
-                if run.stage != series.stage or run.state not in (DONE, PRUNED) or run.id is None:
-                    continue
-                others = {k: v for k, v in run.names.items() if k != figure.x}
-                label = f"{entry_plan.entry.label} {describe_settings(others)}".strip()
-                if series.source:
-                    label += f" ({series.source})"
-                x = store.config(run.id)[figure.x]
-                if run.state == DONE:
-                    value = store.metrics(run.id)["valid"][metric]
-                    lines.setdefault(label, []).append((x, value, run))
-                elif verdict is not None and run.id in verdict.pruned:
-                    value = pruned_value(source, run, verdict.pruned[run.id][0], metric)
-                    if value is None:
-                        continue
-                    pruned.setdefault(label, []).append((x, value))
-                    lines.setdefault(label, [])
-                xs.add(x)
+            entry_plan, store, lines, pruned = found.plan, found.store, found.lines, found.pruned
+            xs.update(p[0] for line in lines.values() for p in line)
+            xs.update(p[0] for line in pruned.values() for p in line)
             selected = finished_selection(entry_plan)
             for label, points in lines.items():
-                points.sort(key=lambda p: p[0])
                 color = palette[drawn % len(palette)]
                 drawn += 1
                 if points:
                     xy = ([p[0] for p in points], [p[1] for p in points])
                     ax.plot(*xy, marker="o", color=color, label=label)
                 if label in pruned:
-                    px, py = zip(*sorted(pruned[label], key=lambda p: p[0]))
+                    px, py = zip(*pruned[label])
                     ax.plot(px, py, "o", mfc="none", color=color, label=f"{label}: pruned")
                 if selected and any(p[2] is entry_plan.selected for p in points):
-                    test = statistics.mean(store.metrics(r.id)["test"][metric] for r in selected)
+                    star = statistics.mean(store.metrics(r.id)["test"][metric] for r in selected)
                     x = store.config(entry_plan.selected.id)[figure.x]
-                    ax.plot([x], [test], "*", ms=12, color=color, label=f"{label}: test, selected")
-        reference = figure.reference
-        if (
-            reference is not None
-            and (dataset.name, reference.entry) in context.of(reference).plan.entries
-        ):
-            source = context.of(reference)
-            ref_plan = source.plan.entries[dataset.name, reference.entry]
-            ref_runs = [
-                r for r in ref_plan.trials if r.stage == reference.stage and r.state == DONE
-            ]
-            if ref_runs:
-                value = source.store.metrics(source.plan.best(ref_runs).id)["valid"][metric]
-                label = f"best of {reference}"
-                ax.axhline(value, ls="--", color="red", lw=1, label=label)
+                    ax.plot([x], [star], "*", ms=12, color=color, label=f"{label}: test, selected")
+        value = reference_value(context, dataset, figure, metric)
+        if value is not None:
+            label = f"best of {figure.reference}"
+            label += " (on validation)" if figure.split == "test" else ""
+            ax.axhline(value, ls="--", color="red", lw=1, label=label)
         ax.set_xlabel(figure.x.rsplit(".", 1)[-1])
-        ax.set_ylabel(f"valid {metric}")
+        ax.set_ylabel(f"{figure.split} {metric}")
         ax.grid(alpha=0.3)
     ticks = sorted(xs)
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ticks)
@@ -796,8 +889,10 @@ def draw_figure(plt, context: Context, dataset: Dataset, figure: Figure):
             ax.minorticks_off()
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=6)
-    fig.suptitle(f"{dataset.name}: {figure.title}", fontsize=9)
+        ncols = 3 if len(figure.metrics) > 2 else 2
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=6)
+    title = f"{dataset.name}: {figure.title}"
+    fig.suptitle(textwrap.fill(title, width=int(15 * width)), fontsize=9)  # ~15 letters an inch
     return fig
 
 

@@ -154,14 +154,17 @@ class Series(NamedTuple):
 
 @dataclass
 class Figure:
-    """Validation metrics of the trials of some stages against one setting (paper Figs. 5-6)."""
+    """Metrics of the trials of some stages against one setting (paper Figs. 5-6): validation
+    by default; `split = "test"` draws the test metrics of the trials trained to their end, as
+    the paper's figures do (for reading only: selection reads validation)."""
 
     name: str
     title: str
     x: str
     series: list[Series]
-    reference: Series | None = None  # best validation value drawn as a line
+    reference: Series | None = None  # its best-validation trial's value, drawn as a line
     metrics: tuple[str, ...] = ("NDCG@10", "HR@10")
+    split: str = "valid"  # or "test"
 
 
 @dataclass
@@ -607,7 +610,9 @@ class _Loader:
         if not isinstance(payload, dict):
             raise self.fail("[[figures]] entries must be tables")
         where = f"figure '{payload.get('name')}'"
-        self.split(payload, where, {"name", "title", "x", "series", "reference", "metrics"})
+        self.split(
+            payload, where, {"name", "title", "x", "series", "reference", "metrics", "split"}
+        )
         name = self.string(payload, "name", "a [[figures]] table", required=True)
         x = self.string(payload, "x", where, required=True)
         if x not in known_options():
@@ -641,6 +646,9 @@ class _Loader:
         metrics = tuple(payload.get("metrics", Figure.metrics))
         if not set(metrics) <= set(_METRICS):
             raise self.fail(f"{where}: metrics must be among {', '.join(_METRICS)}")
+        split = payload.get("split", Figure.split)
+        if split not in ("valid", "test"):
+            raise self.fail(f'{where}: split must be "valid" or "test", got {split!r}')
         return Figure(
             name=name,
             title=self.string(payload, "title", where) or name,
@@ -648,6 +656,7 @@ class _Loader:
             series=[series(s) for s in payload.get("series", [])],
             reference=series(payload["reference"]) if "reference" in payload else None,
             metrics=metrics,
+            split=split,
         )
 
     # -- whole-spec checks -------------------------------------------------------------------
