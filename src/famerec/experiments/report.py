@@ -826,7 +826,9 @@ def series_points(
     return points
 
 
-def reference_value(context: Context, dataset: Dataset, figure: Figure, metric: str):
+def reference_value(
+    context: Context, dataset: Dataset, figure: Figure, metric: str
+) -> float | None:
     """The figure's dashed line: `metric` on its split of the reference stage's best finished
     trial (best on validation, as selection reads); None without one."""
     reference = figure.reference
