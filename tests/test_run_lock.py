@@ -80,6 +80,25 @@ def test_overwrite_and_resume_while_another_trains_are_refused_and_delete_nothin
     assert snapshot(out) == before
 
 
+def test_overwrite_with_bad_input_keeps_the_old_run(tmp_path, capsys, data):
+    """--overwrite replaces a run only once the new one has started: data that cannot be read
+    (a bad line, a missing file) leaves the old run as it was, and nothing beside it."""
+    out = tmp_path / "run"
+    assert run_cli(train_args(data, out), capsys)[0] == 0
+    before = snapshot(out)
+    bad = tmp_path / "bad.txt"
+    bad.write_text(data.read_text() + "u9 1 x\n")
+    for wrong in (bad, tmp_path / "missing.txt"):
+        code, _, err = run_cli(train_args(wrong, out, "--overwrite", "--seed", "7"), capsys)
+        assert code == 2, err
+        assert snapshot(out) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "d.txt", "run"]
+    code, _, err = run_cli(train_args(data, out, "--overwrite", "--seed", "7"), capsys)
+    assert code == 0, err
+    assert snapshot(out) != before and log_epochs(out) == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "d.txt", "run"]
+
+
 def test_the_python_api_overwrite_with_new_data_is_refused_too(tmp_path, capsys, data):
     out = tmp_path / "run"
     assert run_cli(train_args(data, out), capsys)[0] == 0

@@ -370,10 +370,7 @@ class RunDir:
                     f"--overwrite refuses to clear {self.path}: it holds files famerec did not "
                     f"write ({', '.join(sorted(foreign)[:3])})"
                 )
-            self.clear()
-            if self.created is None:  # a run that fails now leaves no directory, as before
-                self.created = self.path
-                self.was_empty = False
+            self.set_aside()  # kept until the new run has started (nothing lost on bad input)
             return
         if resume:
             remove_temporary_files(self.path)
@@ -399,6 +396,24 @@ class RunDir:
             else:
                 entry.unlink(missing_ok=True)
 
+    @property
+    def aside(self) -> Path:
+        """Where --overwrite keeps the old run until the new one has started: a hidden sibling."""
+        return self.path.parent / f".{self.path.name}.overwritten"
+
+    def set_aside(self) -> None:
+        """Move the old run (everything but the lock file) to `aside`: the new run's checks of
+        its data and settings may still fail, and then the old run comes back (`release`)."""
+        shutil.rmtree(self.aside, ignore_errors=True)  # an earlier overwrite cut short
+        self.aside.mkdir()
+        for entry in self.path.iterdir():
+            if entry.name != LOCK:
+                entry.rename(self.aside / entry.name)
+
+    def discard_aside(self) -> None:
+        """The new run has started (or finished): the old run set aside by --overwrite goes."""
+        shutil.rmtree(self.aside, ignore_errors=True)
+
     def claim(self) -> None:
         """Write a probe file in the (locked) directory before any data is read, so that an
         unwritable or full --out fails at once."""
@@ -423,7 +438,14 @@ class RunDir:
         empty, and (at `unlock`) remove it if `lock` created it. Returns whether the run was
         kept."""
         if (self.path / CHECKPOINT).exists() or (self.path / PRETRAIN).exists():
+            self.discard_aside()
             return True
+        if self.aside.is_dir():  # --overwrite: the new run failed before an epoch; the old returns
+            self.clear()
+            for entry in self.aside.iterdir():
+                entry.rename(self.path / entry.name)
+            self.aside.rmdir()
+            return False
         if self.created is not None or self.was_empty:
             self.clear()
             self._remove_created = self.created is not None

@@ -158,7 +158,7 @@ def train_run(
         set_threads(config.train.threads, processes.local_world_size)
         processes.on_main(run_dir.claim)
         claimed = True
-        return _train_claimed(
+        result = _train_claimed(
             config,
             run_dir,
             device,
@@ -169,6 +169,8 @@ def train_run(
             deadline,
             frame,
         )
+        processes.on_main(run_dir.discard_aside)  # the run set aside by --overwrite
+        return result
     except Exception as error:
         kept = processes.is_main and run_dir.release()
         if claimed and kept and not resume and isinstance(error, FamerecError):
