@@ -275,6 +275,14 @@ def test_time_limit_reads_durations(text, seconds):
     assert duration(text) == seconds
 
 
+@pytest.mark.parametrize("text", ["0", "-1", "two"])
+def test_stop_after_epoch_below_one_is_a_usage_error(tmp_path, capsys, data, text):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--stop-after-epoch", text]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "give an epoch of 1 or more" in err and not out.exists()
+
+
 @pytest.mark.parametrize("text", ["", "ten", "5x", "1m2h", "-3"])
 def test_bad_time_limit_is_a_usage_error(tmp_path, capsys, data, text):
     args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--time-limit", text]

@@ -520,6 +520,17 @@ def duration(text: str) -> float:
     return 3600 * hours + 60 * minutes + seconds
 
 
+def epoch_number(text: str) -> int:
+    """An epoch count of 1 or more (`--stop-after-epoch`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"give an epoch of 1 or more, got {text!r}")
+    return value
+
+
 def add_time_limit(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--time-limit",
@@ -568,7 +579,7 @@ def build_parser(model: str = "sasrec") -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--stop-after-epoch",
-        type=int,
+        type=epoch_number,
         metavar="N",
         help=f"pause after epoch N, resumable with --resume like --time-limit (exit {PAUSED}); "
         "the experiment runner's pruned search trains trials to a rung with it",

@@ -66,6 +66,15 @@ def test_smoke_fixture_stays_small():
     assert not [p for p in files if p.name in ("model.safetensors", "checkpoint.pt", "dataset.npz")]
 
 
+def test_report_to_a_file_is_one_error_line(tmp_path, capsys):
+    taken = tmp_path / "report"
+    taken.write_text("not a folder")
+    assert main(["experiment", "report", str(SMOKE), "--out", str(taken), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "it is a file, not a folder" in err and "Traceback" not in err
+    assert taken.read_text() == "not a folder"
+
+
 def test_report_command_writes_markdown_and_plots(tmp_path, capsys):
     assert main(["experiment", "report", str(SMOKE), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -121,6 +121,12 @@ def write_report(spec: Spec, out: str | Path | None = None, plots: bool = True) 
     context = Context(spec, store, Plan(spec, store), spec.path.resolve().parent.parent, {})
     context.paper = load_paper(spec)
     out = Path(out) if out is not None else spec.report_dir
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"cannot write the report to {out}: it is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SpecError(f"cannot write the report to {out}: {error.strerror}") from None
     figures_dir = out / spec.name
     sections = [header(context)]
     summary = summary_section(context)
