@@ -183,7 +183,7 @@ def selection_line(spec: Spec, trials: set[int]) -> str:
         + (
             ", except in the figures on the test split, which draw every trial trained to its "
             "end as the paper's figures do"
-            if any(figure.split == "test" for figure in spec.figures)
+            if spec.draws_test
             else ""
         )
         + "."
@@ -585,7 +585,7 @@ def trials_table(context: Context, dataset: Dataset) -> str:
         "not selected stay in the records and are not shown"
         + (
             " here (the figures on the test split draw them, as the paper's figures do)"
-            if any(figure.split == "test" for figure in spec.figures)
+            if spec.draws_test
             else ""
         )
         + ". s / epoch: the median training "

@@ -185,6 +185,11 @@ class Spec:
     report_dir: Path = Path()
     runs_dir: Path = Path()
 
+    @property
+    def draws_test(self) -> bool:
+        """Whether a figure draws the test split (`split = "test"`)."""
+        return any(figure.split == "test" for figure in self.figures)
+
     def prunes(self, entry: Entry) -> bool:
         """Whether the pruned search stops this entry's trials at rungs."""
         return self.pruning is not None and entry.prune and not entry.control

@@ -251,6 +251,13 @@ def remove_empty(folder: Path, top: Path | None) -> None:
         folder = folder.parent
 
 
+def move_contents(source: Path, target: Path) -> None:
+    """Move everything in `source` but its lock file into `target` (the same file system)."""
+    for entry in source.iterdir():
+        if entry.name != LOCK:
+            entry.rename(target / entry.name)
+
+
 def remove_temporary_files(folder: Path) -> None:
     """Delete the temporary files that killed writes left in `folder` and its subfolders
     (not in the runs nested in it: each is cleaned by its own writer, under its own lock)."""
@@ -370,7 +377,7 @@ class RunDir:
                     f"--overwrite refuses to clear {self.path}: it holds files famerec did not "
                     f"write ({', '.join(sorted(foreign)[:3])})"
                 )
-            self.set_aside()  # kept until the new run has started (nothing lost on bad input)
+            self.set_aside()  # kept until the new run ends or pauses (nothing lost on bad input)
             return
         if resume:
             remove_temporary_files(self.path)
@@ -398,7 +405,8 @@ class RunDir:
 
     @property
     def aside(self) -> Path:
-        """Where --overwrite keeps the old run until the new one has started: a hidden sibling."""
+        """Where --overwrite keeps the old run until the new one ends or pauses: a hidden
+        sibling."""
         return self.path.parent / f".{self.path.name}.overwritten"
 
     def set_aside(self) -> None:
@@ -406,12 +414,11 @@ class RunDir:
         its data and settings may still fail, and then the old run comes back (`release`)."""
         shutil.rmtree(self.aside, ignore_errors=True)  # an earlier overwrite cut short
         self.aside.mkdir()
-        for entry in self.path.iterdir():
-            if entry.name != LOCK:
-                entry.rename(self.aside / entry.name)
+        move_contents(self.path, self.aside)
 
     def discard_aside(self) -> None:
-        """The new run has started (or finished): the old run set aside by --overwrite goes."""
+        """The new run ended, paused, or holds an epoch to resume from: the old run that
+        --overwrite set aside goes."""
         shutil.rmtree(self.aside, ignore_errors=True)
 
     def claim(self) -> None:
@@ -442,8 +449,7 @@ class RunDir:
             return True
         if self.aside.is_dir():  # --overwrite: the new run failed before an epoch; the old returns
             self.clear()
-            for entry in self.aside.iterdir():
-                entry.rename(self.path / entry.name)
+            move_contents(self.aside, self.path)
             self.aside.rmdir()
             return False
         if self.created is not None or self.was_empty:
